@@ -1,0 +1,384 @@
+//! The embedded backend: the event log in one SQLite file, for the
+//! single-process default. Same semantics as JetStream:
+//!
+//! - one sequence per stream, assigned in append order, never reused;
+//! - appends deduplicated by event id (for ever, not only within a window)
+//!   and checked against the aggregate's last sequence, all in one
+//!   `BEGIN IMMEDIATE` transaction, so a multi-event append is atomic;
+//! - rows are immutable: triggers refuse `UPDATE` and `DELETE`;
+//! - durable consumers keep an acknowledgement floor in the `consumers`
+//!   table; a new subscriber resumes after the floor, so events delivered but
+//!   not acknowledged are delivered again.
+//!
+//! Subscribers are woken by appends in this process and poll for appends
+//! made by other processes sharing the file.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prost::Message as _;
+use promptops_proto::eventlog::v1::EventEnvelope;
+use sqlx::Row;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use tokio::sync::Notify;
+
+use crate::jetstream::decode;
+use crate::log::{Acker, ConsumerOptions, Delivery, Start};
+use crate::{AggregateRef, AppendError, Appended, Context, Expected, RecordedEvent, StoreError};
+
+const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS events (
+        stream TEXT NOT NULL,
+        sequence INTEGER NOT NULL,
+        subject TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        payload BLOB NOT NULL,
+        PRIMARY KEY (stream, sequence)
+    )",
+    "CREATE UNIQUE INDEX IF NOT EXISTS events_event_id ON events (stream, event_id)",
+    "CREATE INDEX IF NOT EXISTS events_subject ON events (subject, sequence)",
+    "CREATE TRIGGER IF NOT EXISTS events_immutable_update BEFORE UPDATE ON events
+        BEGIN SELECT RAISE(ABORT, 'the event log is immutable'); END",
+    "CREATE TRIGGER IF NOT EXISTS events_immutable_delete BEFORE DELETE ON events
+        BEGIN SELECT RAISE(ABORT, 'the event log is immutable'); END",
+    "CREATE TABLE IF NOT EXISTS consumers (
+        stream TEXT NOT NULL,
+        name TEXT NOT NULL,
+        ack_floor INTEGER NOT NULL,
+        PRIMARY KEY (stream, name)
+    )",
+];
+
+/// How often subscribers look for appends made by other processes.
+const POLL_INTERVAL: Duration = Duration::from_millis(200);
+const FETCH_BATCH: i64 = 512;
+
+#[derive(Clone, Debug)]
+pub struct EmbeddedLog {
+    pool: SqlitePool,
+    appended: Arc<Notify>,
+}
+
+impl EmbeddedLog {
+    /// Opens (creating if needed) the log file at `path`.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+            })?;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+        for statement in SCHEMA {
+            sqlx::query(statement).execute(&pool).await?;
+        }
+        Ok(Self {
+            pool,
+            appended: Arc::new(Notify::new()),
+        })
+    }
+
+    pub(crate) async fn append(
+        &self,
+        aggregate: &AggregateRef,
+        expected: Expected,
+        events: &[EventEnvelope],
+    ) -> Result<Appended, AppendError> {
+        let stream = aggregate.context().stream_name();
+        let subject = aggregate.subject();
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(StoreError::from)?;
+        let mut expected_now = expected;
+        let mut last_sequence = 0;
+        let mut duplicate = true;
+        for event in events {
+            let existing: Option<i64> =
+                sqlx::query_scalar("SELECT sequence FROM events WHERE stream = $1 AND event_id = $2")
+                    .bind(stream)
+                    .bind(&event.event_id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(StoreError::from)?;
+            let sequence = if let Some(seq) = existing {
+                to_u64(seq)
+            } else {
+                duplicate = false;
+                let actual: i64 = sqlx::query_scalar(
+                    "SELECT COALESCE(MAX(sequence), 0) FROM events WHERE subject = $1",
+                )
+                .bind(&subject)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(StoreError::from)?;
+                if let Some(want) = expected_now.last_subject_sequence() {
+                    if want != to_u64(actual) {
+                        return Err(AppendError::Conflict {
+                            expected: expected_now,
+                            actual: to_u64(actual),
+                        });
+                    }
+                }
+                let next: i64 = sqlx::query_scalar(
+                    "SELECT COALESCE(MAX(sequence), 0) + 1 FROM events WHERE stream = $1",
+                )
+                .bind(stream)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(StoreError::from)?;
+                sqlx::query(
+                    "INSERT INTO events (stream, sequence, subject, event_id, payload) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(stream)
+                .bind(next)
+                .bind(&subject)
+                .bind(&event.event_id)
+                .bind(event.encode_to_vec())
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::from)?;
+                to_u64(next)
+            };
+            last_sequence = sequence;
+            if expected_now != Expected::Any {
+                expected_now = Expected::Sequence(sequence);
+            }
+        }
+        tx.commit().await.map_err(StoreError::from)?;
+        if !duplicate {
+            self.appended.notify_waiters();
+        }
+        Ok(Appended {
+            context: aggregate.context(),
+            last_sequence,
+            duplicate,
+        })
+    }
+
+    pub(crate) async fn read_aggregate(
+        &self,
+        aggregate: &AggregateRef,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let context = aggregate.context();
+        let rows = sqlx::query(
+            "SELECT sequence, subject, payload FROM events WHERE subject = $1 ORDER BY sequence",
+        )
+        .bind(aggregate.subject())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|row| decode_row(context, row)).collect()
+    }
+
+    pub(crate) async fn subscribe(
+        &self,
+        context: Context,
+        options: &ConsumerOptions,
+    ) -> Result<EmbeddedSubscription, StoreError> {
+        let stream = context.stream_name();
+        let start_floor = match options.start {
+            Start::Beginning => 0,
+            Start::After(seq) => seq,
+        };
+        sqlx::query(
+            "INSERT INTO consumers (stream, name, ack_floor) VALUES ($1, $2, $3) ON CONFLICT (stream, name) DO NOTHING",
+        )
+        .bind(stream)
+        .bind(&options.durable)
+        .bind(to_i64(start_floor))
+        .execute(&self.pool)
+        .await?;
+        let floor: i64 =
+            sqlx::query_scalar("SELECT ack_floor FROM consumers WHERE stream = $1 AND name = $2")
+                .bind(stream)
+                .bind(&options.durable)
+                .fetch_one(&self.pool)
+                .await?;
+        let floor = to_u64(floor);
+        Ok(EmbeddedSubscription {
+            log: self.clone(),
+            context,
+            acks: Arc::new(AckState {
+                durable: options.durable.clone(),
+                floor: Mutex::new(Floor {
+                    floor,
+                    acked: BTreeSet::new(),
+                }),
+            }),
+            cursor: floor,
+            buffer: VecDeque::new(),
+        })
+    }
+
+    pub(crate) async fn delete_consumer(&self, context: Context, durable: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM consumers WHERE stream = $1 AND name = $2")
+            .bind(context.stream_name())
+            .bind(durable)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn last_sequence(&self, context: Context) -> Result<u64, StoreError> {
+        let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(sequence), 0) FROM events WHERE stream = $1")
+            .bind(context.stream_name())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(to_u64(last))
+    }
+
+    /// The underlying pool, for tests that try to tamper with the log.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+/// A consumer reading the stream after its acknowledgement floor.
+#[derive(Debug)]
+pub struct EmbeddedSubscription {
+    log: EmbeddedLog,
+    context: Context,
+    acks: Arc<AckState>,
+    /// The last sequence fetched into `buffer`.
+    cursor: u64,
+    buffer: VecDeque<(RecordedEvent, u64)>,
+}
+
+impl EmbeddedSubscription {
+    pub(crate) async fn next(&mut self) -> Result<Delivery, StoreError> {
+        loop {
+            if let Some((event, pending)) = self.buffer.pop_front() {
+                let sequence = event.sequence;
+                return Ok(Delivery {
+                    event,
+                    pending,
+                    acker: Acker::Embedded(EmbeddedAcker {
+                        pool: self.log.pool.clone(),
+                        stream: self.context.stream_name(),
+                        acks: Arc::clone(&self.acks),
+                        sequence,
+                    }),
+                });
+            }
+            // Register for the wake-up before looking, so an append between
+            // the look and the wait is not missed.
+            let notify = Arc::clone(&self.log.appended);
+            let appended = notify.notified();
+            tokio::pin!(appended);
+            appended.as_mut().enable();
+            if self.fetch().await? {
+                continue;
+            }
+            tokio::select! {
+                () = appended => {}
+                () = tokio::time::sleep(POLL_INTERVAL) => {}
+            }
+        }
+    }
+
+    async fn fetch(&mut self) -> Result<bool, StoreError> {
+        let stream = self.context.stream_name();
+        let rows = sqlx::query(
+            "SELECT sequence, subject, payload FROM events WHERE stream = $1 AND sequence > $2 ORDER BY sequence LIMIT $3",
+        )
+        .bind(stream)
+        .bind(to_i64(self.cursor))
+        .bind(FETCH_BATCH)
+        .fetch_all(&self.log.pool)
+        .await?;
+        if rows.is_empty() {
+            return Ok(false);
+        }
+        let last = self.log.last_sequence(self.context).await?;
+        for row in &rows {
+            let event = decode_row(self.context, row)?;
+            self.cursor = event.sequence;
+            let pending = last.saturating_sub(event.sequence);
+            self.buffer.push_back((event, pending));
+        }
+        Ok(true)
+    }
+}
+
+#[derive(Debug)]
+struct AckState {
+    durable: String,
+    floor: Mutex<Floor>,
+}
+
+#[derive(Debug)]
+struct Floor {
+    /// Every sequence up to here is acknowledged.
+    floor: u64,
+    /// Acknowledged sequences above the floor (acks may come out of order).
+    acked: BTreeSet<u64>,
+}
+
+/// Acknowledges one delivered event of an embedded subscription.
+#[derive(Debug)]
+pub struct EmbeddedAcker {
+    pool: SqlitePool,
+    stream: &'static str,
+    acks: Arc<AckState>,
+    sequence: u64,
+}
+
+impl EmbeddedAcker {
+    pub(crate) async fn ack(self) -> Result<(), StoreError> {
+        let advanced_to = {
+            let mut state = self
+                .acks
+                .floor
+                .lock()
+                .map_err(|_| StoreError::Unavailable("ack state poisoned".into()))?;
+            if self.sequence <= state.floor {
+                None
+            } else {
+                state.acked.insert(self.sequence);
+                let before = state.floor;
+                loop {
+                    let next = state.floor + 1;
+                    if !state.acked.remove(&next) {
+                        break;
+                    }
+                    state.floor = next;
+                }
+                (state.floor > before).then_some(state.floor)
+            }
+        };
+        if let Some(floor) = advanced_to {
+            sqlx::query(
+                "UPDATE consumers SET ack_floor = MAX(ack_floor, $1) WHERE stream = $2 AND name = $3",
+            )
+            .bind(to_i64(floor))
+            .bind(self.stream)
+            .bind(&self.acks.durable)
+            .execute(&self.pool)
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+fn decode_row(context: Context, row: &sqlx::sqlite::SqliteRow) -> Result<RecordedEvent, StoreError> {
+    let sequence: i64 = row.try_get("sequence")?;
+    let subject: String = row.try_get("subject")?;
+    let payload: Vec<u8> = row.try_get("payload")?;
+    decode(context, to_u64(sequence), subject, &payload)
+}
+
+fn to_u64(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,285 @@
+//! The production backend: NATS JetStream.
+//!
+//! - One stream per [`Context`], created or updated idempotently at connect:
+//!   file storage, `deny_delete` and `deny_purge` (the log is immutable),
+//!   `allow_direct` for reading an aggregate's events with direct gets.
+//! - Append: `Nats-Msg-Id = event_id` (deduplicated within the stream's
+//!   duplicate window) and `Nats-Expected-Last-Subject-Sequence` (optimistic
+//!   concurrency per aggregate subject).
+//! - Consumers: durable pull consumers, one filter subject (the whole stream),
+//!   explicit ack. Only features nats-server 2.9 has are used.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, stream};
+use futures::StreamExt;
+use prost::Message as _;
+use promptops_proto::eventlog::v1::EventEnvelope;
+
+use crate::log::{Acker, ConsumerOptions, Delivery, Start};
+use crate::{AggregateRef, AppendError, Appended, Context, Expected, RecordedEvent, StoreError};
+
+/// How the streams are created.
+#[derive(Debug, Clone)]
+pub struct JetStreamOptions {
+    /// Replicas per stream: 1 locally, 3 in a cluster.
+    pub replicas: usize,
+    /// How long a `Nats-Msg-Id` is remembered for deduplication.
+    pub duplicate_window: Duration,
+}
+
+impl Default for JetStreamOptions {
+    fn default() -> Self {
+        Self {
+            replicas: 1,
+            duplicate_window: Duration::from_secs(120),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct JetStreamLog {
+    js: jetstream::Context,
+}
+
+/// The stream configuration of one context; exposed for tests and tooling.
+pub fn stream_config(context: Context, options: &JetStreamOptions) -> stream::Config {
+    stream::Config {
+        name: context.stream_name().to_owned(),
+        subjects: vec![context.stream_subjects()],
+        storage: stream::StorageType::File,
+        retention: stream::RetentionPolicy::Limits,
+        num_replicas: options.replicas,
+        duplicate_window: options.duplicate_window,
+        deny_delete: true,
+        deny_purge: true,
+        allow_direct: true,
+        ..Default::default()
+    }
+}
+
+impl JetStreamLog {
+    /// Connects and makes sure every context's stream exists as configured.
+    pub async fn connect(url: &str, options: &JetStreamOptions) -> Result<Self, StoreError> {
+        let client = async_nats::ConnectOptions::new()
+            .name("promptops")
+            .retry_on_initial_connect()
+            .connection_timeout(Duration::from_secs(5))
+            .connect(url)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("cannot connect to NATS at {url}: {e}")))?;
+        Self::from_client(client, options).await
+    }
+
+    pub async fn from_client(
+        client: async_nats::Client,
+        options: &JetStreamOptions,
+    ) -> Result<Self, StoreError> {
+        let js = jetstream::new(client);
+        for context in Context::ALL {
+            js.create_or_update_stream(stream_config(context, options))
+                .await
+                .map_err(|e| {
+                    StoreError::Unavailable(format!(
+                        "cannot create or update stream {}: {e}",
+                        context.stream_name()
+                    ))
+                })?;
+        }
+        Ok(Self { js })
+    }
+
+    /// The JetStream context, for tests and tooling.
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.js
+    }
+
+    async fn stream(&self, context: Context) -> Result<stream::Stream<()>, StoreError> {
+        self.js
+            .get_stream_no_info(context.stream_name())
+            .await
+            .map_err(StoreError::unavailable)
+    }
+
+    pub(crate) async fn append(
+        &self,
+        aggregate: &AggregateRef,
+        expected: Expected,
+        events: &[EventEnvelope],
+    ) -> Result<Appended, AppendError> {
+        let subject = aggregate.subject();
+        let mut expected_now = expected;
+        let mut last_sequence = 0;
+        let mut duplicate = true;
+        for event in events {
+            let mut publish = jetstream::message::PublishMessage::build()
+                .payload(event.encode_to_vec().into())
+                .message_id(&event.event_id);
+            if let Some(seq) = expected_now.last_subject_sequence() {
+                publish = publish.expected_last_subject_sequence(seq);
+            }
+            if !event.traceparent.is_empty() {
+                publish = publish.header("traceparent", event.traceparent.as_str());
+            }
+            let ack = self
+                .js
+                .send_publish(subject.clone(), publish)
+                .await
+                .map_err(|e| StoreError::unavailable(format!("publish to {subject}: {e}")))?
+                .await;
+            match ack {
+                Ok(ack) => {
+                    last_sequence = ack.sequence;
+                    duplicate &= ack.duplicate;
+                    if expected_now != Expected::Any {
+                        expected_now = Expected::Sequence(ack.sequence);
+                    }
+                }
+                Err(err) if err.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => {
+                    let actual = self.last_subject_sequence(aggregate).await?;
+                    return Err(AppendError::Conflict {
+                        expected: expected_now,
+                        actual,
+                    });
+                }
+                Err(err) => {
+                    return Err(StoreError::unavailable(format!("publish to {subject}: {err}")).into());
+                }
+            }
+        }
+        Ok(Appended {
+            context: aggregate.context(),
+            last_sequence,
+            duplicate,
+        })
+    }
+
+    async fn last_subject_sequence(&self, aggregate: &AggregateRef) -> Result<u64, StoreError> {
+        let stream = self.stream(aggregate.context()).await?;
+        match stream.get_last_raw_message_by_subject(&aggregate.subject()).await {
+            Ok(message) => Ok(message.sequence),
+            Err(err) if err.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(0),
+            Err(err) => Err(StoreError::unavailable(err)),
+        }
+    }
+
+    pub(crate) async fn read_aggregate(
+        &self,
+        aggregate: &AggregateRef,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let context = aggregate.context();
+        let stream = self.stream(context).await?;
+        let subject = aggregate.subject();
+        let mut events = Vec::new();
+        let mut next = 1;
+        loop {
+            match stream.direct_get_next_for_subject(subject.as_str(), Some(next)).await {
+                Ok(message) => {
+                    next = message.sequence + 1;
+                    events.push(decode(context, message.sequence, message.subject.to_string(), &message.payload)?);
+                }
+                Err(err) if err.kind() == stream::DirectGetErrorKind::NotFound => return Ok(events),
+                Err(err) => return Err(StoreError::unavailable(format!("read {subject}: {err}"))),
+            }
+        }
+    }
+
+    pub(crate) async fn subscribe(
+        &self,
+        context: Context,
+        options: &ConsumerOptions,
+    ) -> Result<JetStreamSubscription, StoreError> {
+        let stream = self.stream(context).await?;
+        let deliver_policy = match options.start {
+            Start::Beginning | Start::After(0) => consumer::DeliverPolicy::All,
+            Start::After(seq) => consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: seq + 1,
+            },
+        };
+        let consumer: consumer::PullConsumer = stream
+            .get_or_create_consumer(
+                &options.durable,
+                consumer::pull::Config {
+                    durable_name: Some(options.durable.clone()),
+                    deliver_policy,
+                    ack_policy: consumer::AckPolicy::Explicit,
+                    ack_wait: options.ack_wait,
+                    max_ack_pending: 10_000,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| StoreError::unavailable(format!("consumer {}: {e}", options.durable)))?;
+        let messages = consumer
+            .messages()
+            .await
+            .map_err(|e| StoreError::unavailable(format!("consumer {}: {e}", options.durable)))?;
+        Ok(JetStreamSubscription { context, messages })
+    }
+
+    pub(crate) async fn delete_consumer(&self, context: Context, durable: &str) -> Result<(), StoreError> {
+        let stream = self.stream(context).await?;
+        match stream.delete_consumer(durable).await {
+            Ok(_) => Ok(()),
+            Err(err) if err.to_string().contains("not found") => Ok(()),
+            Err(err) => Err(StoreError::unavailable(format!("delete consumer {durable}: {err}"))),
+        }
+    }
+
+    pub(crate) async fn last_sequence(&self, context: Context) -> Result<u64, StoreError> {
+        let info = self.stream(context).await?.get_info().await.map_err(StoreError::unavailable)?;
+        Ok(info.state.last_sequence)
+    }
+}
+
+/// A pull consumer's message stream.
+pub struct JetStreamSubscription {
+    context: Context,
+    messages: consumer::pull::Stream,
+}
+
+impl std::fmt::Debug for JetStreamSubscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JetStreamSubscription").field("context", &self.context).finish_non_exhaustive()
+    }
+}
+
+impl JetStreamSubscription {
+    pub(crate) async fn next(&mut self) -> Result<Delivery, StoreError> {
+        let message = match self.messages.next().await {
+            Some(Ok(message)) => message,
+            Some(Err(err)) => return Err(StoreError::unavailable(format!("consumer: {err}"))),
+            None => return Err(StoreError::Unavailable("consumer closed".into())),
+        };
+        let (sequence, pending) = {
+            let info = message.info().map_err(StoreError::unavailable)?;
+            (info.stream_sequence, info.pending)
+        };
+        let (message, acker) = message.split();
+        let event = decode(self.context, sequence, message.subject.to_string(), &message.payload)?;
+        Ok(Delivery {
+            event,
+            pending,
+            acker: Acker::JetStream(acker),
+        })
+    }
+}
+
+pub(crate) fn decode(
+    context: Context,
+    sequence: u64,
+    subject: String,
+    payload: &[u8],
+) -> Result<RecordedEvent, StoreError> {
+    let envelope = EventEnvelope::decode(payload).map_err(|e| StoreError::Corrupt {
+        stream: context.stream_name().to_owned(),
+        sequence,
+        reason: e.to_string(),
+    })?;
+    Ok(RecordedEvent {
+        context,
+        sequence,
+        subject,
+        envelope,
+    })
+}

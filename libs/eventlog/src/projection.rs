@@ -1,0 +1,342 @@
+//! The projection runner: folds a stream into read-model rows.
+//!
+//! For each delivered event the runner opens one transaction, lets the
+//! [`Projection`] write its rows, moves the checkpoint `(projection, stream)`
+//! in the same transaction, commits, and only then acknowledges. So an event
+//! takes effect exactly once even though delivery is at-least-once:
+//!
+//! - a redelivered event at or below the checkpoint is acknowledged and skipped;
+//! - streams have no gaps (deletes are denied), so an event above
+//!   `checkpoint + 1` means an earlier one is still in flight (e.g. awaiting
+//!   redelivery after a crash): the runner recreates its consumer from the
+//!   checkpoint instead of applying out of order;
+//! - a failing handler is retried with backoff, never skipped.
+//!
+//! The checkpoint table is the truth; the durable consumer is a cursor that
+//! can always be rebuilt from it. One runner per projection and stream must
+//! be active at a time (a service runs its projections in one replica).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sqlx::{AnyConnection, AnyPool};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+
+use crate::{ConsumerOptions, Context, EventLog, RecordedEvent, Start, StoreError};
+
+/// A read model built from events.
+pub trait Projection: Send + Sync + 'static {
+    /// Stable name: the durable consumer's name and the checkpoint key.
+    fn name(&self) -> &'static str;
+
+    /// Writes the rows for one event. Runs inside the runner's transaction;
+    /// must not commit. An error rolls back and the event is retried.
+    fn apply(
+        &self,
+        conn: &mut AnyConnection,
+        event: &RecordedEvent,
+    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+
+    /// Deletes every row of the read model (before a rebuild).
+    fn reset(&self, conn: &mut AnyConnection) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+}
+
+/// The checkpoint table; created by [`ensure_checkpoints`].
+pub const CHECKPOINT_TABLE: &str = "CREATE TABLE IF NOT EXISTS projection_checkpoints (
+    projection TEXT NOT NULL,
+    stream TEXT NOT NULL,
+    position BIGINT NOT NULL,
+    updated_at_ms BIGINT NOT NULL,
+    PRIMARY KEY (projection, stream)
+)";
+
+/// Creates the checkpoint table if it is missing (portable SQL).
+pub async fn ensure_checkpoints(pool: &AnyPool) -> Result<(), sqlx::Error> {
+    sqlx::query(CHECKPOINT_TABLE).execute(pool).await.map(|_| ())
+}
+
+/// The position a projection has applied up to in one stream (0 = nothing).
+pub async fn checkpoint(pool: &AnyPool, projection: &str, context: Context) -> Result<u64, sqlx::Error> {
+    let position: Option<i64> = sqlx::query_scalar(
+        "SELECT position FROM projection_checkpoints WHERE projection = $1 AND stream = $2",
+    )
+    .bind(projection)
+    .bind(context.stream_name())
+    .fetch_optional(pool)
+    .await?;
+    Ok(position.and_then(|p| u64::try_from(p).ok()).unwrap_or(0))
+}
+
+/// Waits until the projection has applied `position` of `context`'s stream,
+/// at most `timeout`. Returns whether it got there. Reads the checkpoint
+/// table, so it works whichever process runs the projection.
+pub async fn wait_for_position(
+    pool: &AnyPool,
+    projection: &str,
+    context: Context,
+    position: u64,
+    timeout: Duration,
+) -> Result<bool, sqlx::Error> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if checkpoint(pool, projection, context).await? >= position {
+            return Ok(true);
+        }
+        if Instant::now() >= deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Drops a projection's rows and checkpoints and its consumers, so that the
+/// next run replays every stream from the start.
+pub async fn reset<P: Projection>(
+    log: &EventLog,
+    pool: &AnyPool,
+    projection: &P,
+    contexts: &[Context],
+) -> Result<(), ResetError> {
+    for context in contexts {
+        log.delete_consumer(*context, projection.name()).await?;
+    }
+    let mut tx = pool.begin().await?;
+    projection.reset(&mut tx).await?;
+    sqlx::query("DELETE FROM projection_checkpoints WHERE projection = $1")
+        .bind(projection.name())
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResetError {
+    #[error(transparent)]
+    Log(#[from] StoreError),
+    #[error("read model: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// Runs one projection over one stream until shutdown.
+pub struct ProjectionRunner<P> {
+    log: EventLog,
+    pool: AnyPool,
+    projection: Arc<P>,
+    context: Context,
+    ack_wait: Duration,
+}
+
+impl<P: Projection> ProjectionRunner<P> {
+    pub fn new(log: EventLog, pool: AnyPool, projection: Arc<P>, context: Context) -> Self {
+        Self {
+            log,
+            pool,
+            projection,
+            context,
+            ack_wait: Duration::from_secs(30),
+        }
+    }
+
+    /// How long JetStream waits for an ack before redelivering.
+    pub fn with_ack_wait(mut self, ack_wait: Duration) -> Self {
+        self.ack_wait = ack_wait;
+        self
+    }
+
+    /// Applies events until `shutdown` is cancelled. Infrastructure errors
+    /// are logged and retried with backoff; they never skip an event.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let name = self.projection.name();
+        let stream = self.context.stream_name();
+        let span = tracing::info_span!("projection", projection = name, stream);
+        async move {
+            let mut backoff = Backoff::default();
+            let mut allow_gap = false;
+            while !shutdown.is_cancelled() {
+                match self.run_subscription(&shutdown, &mut backoff, allow_gap).await {
+                    Ok(Resubscribe::Shutdown) => break,
+                    Ok(Resubscribe::AfterGap) => allow_gap = true,
+                    Err(err) => {
+                        allow_gap = false;
+                        tracing::warn!(error = %err, "projection interrupted; retrying");
+                        if !backoff.wait(&shutdown).await {
+                            break;
+                        }
+                    }
+                }
+            }
+            tracing::info!("projection stopped");
+        }
+        .instrument(span)
+        .await;
+    }
+
+    async fn run_subscription(
+        &self,
+        shutdown: &CancellationToken,
+        backoff: &mut Backoff,
+        mut allow_gap: bool,
+    ) -> Result<Resubscribe, StoreError> {
+        let name = self.projection.name();
+        let stream = self.context.stream_name();
+        let mut position = checkpoint(&self.pool, name, self.context)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("read model: {e}")))?;
+        let options = ConsumerOptions {
+            durable: name.to_owned(),
+            start: Start::After(position),
+            ack_wait: self.ack_wait,
+        };
+        let mut subscription = self.log.subscribe(self.context, options).await?;
+        tracing::debug!(position, "projection subscribed");
+        loop {
+            let delivery = tokio::select! {
+                () = shutdown.cancelled() => return Ok(Resubscribe::Shutdown),
+                delivery = subscription.next() => delivery?,
+            };
+            let sequence = delivery.event.sequence;
+            if sequence <= position {
+                delivery.ack().await?;
+                continue;
+            }
+            if sequence != position + 1 && !allow_gap {
+                tracing::info!(position, sequence, "out-of-order delivery; recreating the consumer from the checkpoint");
+                drop(subscription);
+                self.log.delete_consumer(self.context, name).await?;
+                return Ok(Resubscribe::AfterGap);
+            }
+            if sequence != position + 1 {
+                metrics::counter!("projection_gaps_total", "projection" => name, "stream" => stream).increment(1);
+                tracing::error!(position, sequence, "the stream has a gap: events were removed from the log");
+            }
+            allow_gap = false;
+            if !self.apply_with_retry(&delivery.event, shutdown).await {
+                return Ok(Resubscribe::Shutdown);
+            }
+            position = sequence;
+            backoff.reset();
+            record_lag(name, stream, &delivery.event, delivery.pending);
+            if let Err(err) = delivery.ack().await {
+                // The checkpoint already holds the effect; a redelivery is skipped.
+                tracing::debug!(error = %err, sequence, "ack failed");
+            }
+        }
+    }
+
+    /// Applies one event in its own transaction, retrying until it commits.
+    /// Returns false when shutdown came first.
+    async fn apply_with_retry(&self, event: &RecordedEvent, shutdown: &CancellationToken) -> bool {
+        let mut backoff = Backoff::default();
+        loop {
+            let span = apply_span(self.projection.name(), event);
+            match self.apply_once(event).instrument(span).await {
+                Ok(()) => return true,
+                Err(err) => {
+                    metrics::counter!(
+                        "projection_errors_total",
+                        "projection" => self.projection.name(),
+                        "stream" => self.context.stream_name()
+                    )
+                    .increment(1);
+                    tracing::warn!(error = %err, sequence = event.sequence, event_type = %event.envelope.event_type, "projection failed to apply an event; retrying");
+                    if !backoff.wait(shutdown).await {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn apply_once(&self, event: &RecordedEvent) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        self.projection.apply(&mut tx, event).await?;
+        let position = i64::try_from(event.sequence).unwrap_or(i64::MAX);
+        sqlx::query(
+            "INSERT INTO projection_checkpoints (projection, stream, position, updated_at_ms)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (projection, stream) DO UPDATE SET position = $3, updated_at_ms = $4",
+        )
+        .bind(self.projection.name())
+        .bind(self.context.stream_name())
+        .bind(position)
+        .bind(unix_ms())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await
+    }
+}
+
+enum Resubscribe {
+    Shutdown,
+    AfterGap,
+}
+
+fn record_lag(projection: &'static str, stream: &'static str, event: &RecordedEvent, pending: u64) {
+    let occurred = event.occurred_at_unix_nanos();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
+    let lag_seconds = ((now - occurred).max(0) as f64) / 1e9;
+    let labels = [("projection", projection), ("stream", stream)];
+    metrics::histogram!("projection_lag_seconds", &labels).record(lag_seconds);
+    metrics::gauge!("projection_pending_events", &labels).set(pending as f64);
+    metrics::gauge!("projection_position", &labels).set(event.sequence as f64);
+    metrics::counter!("projection_events_applied_total", &labels).increment(1);
+}
+
+/// A span for applying one event, continuing the trace that appended it.
+fn apply_span(projection: &'static str, event: &RecordedEvent) -> tracing::Span {
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let span = tracing::info_span!(
+        "projection.apply",
+        projection,
+        stream = event.context.stream_name(),
+        sequence = event.sequence,
+        event_type = %event.envelope.event_type,
+        event_id = %event.envelope.event_id,
+    );
+    if !event.envelope.traceparent.is_empty() {
+        let carrier = std::collections::HashMap::from([(
+            "traceparent".to_owned(),
+            event.envelope.traceparent.clone(),
+        )]);
+        let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&carrier));
+        let _ = span.set_parent(parent);
+    }
+    span
+}
+
+fn unix_ms() -> i64 {
+    i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
+}
+
+/// Exponential backoff from 50 ms to 5 s.
+#[derive(Debug)]
+struct Backoff {
+    next: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            next: Duration::from_millis(50),
+        }
+    }
+}
+
+impl Backoff {
+    fn reset(&mut self) {
+        *self = Self::default();
+    }
+
+    /// Sleeps for the current delay; false when shutdown came first.
+    async fn wait(&mut self, shutdown: &CancellationToken) -> bool {
+        let delay = self.next;
+        self.next = (self.next * 2).min(Duration::from_secs(5));
+        tokio::select! {
+            () = shutdown.cancelled() => false,
+            () = tokio::time::sleep(delay) => true,
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! Generated code for every promptops protobuf package: the event envelope,
+//! the events of each bounded context and each service's v1 gRPC API.
+//!
+//! The sources live in `proto/promptops/<context>/v1/`; `build.rs` compiles
+//! them with protox, so building needs cargo alone.
+
+/// The encoded `FileDescriptorSet` of every proto file, for gRPC reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("promptops_descriptor");
+
+pub mod common {
+    #[allow(clippy::all, clippy::pedantic, reason = "generated code")]
+    pub mod v1 {
+        tonic::include_proto!("promptops.common.v1");
+    }
+}
+
+pub mod eventlog {
+    #[allow(clippy::all, clippy::pedantic, reason = "generated code")]
+    pub mod v1 {
+        tonic::include_proto!("promptops.eventlog.v1");
+    }
+}
+
+pub mod prompts {
+    #[allow(clippy::all, clippy::pedantic, reason = "generated code")]
+    pub mod v1 {
+        tonic::include_proto!("promptops.prompts.v1");
+    }
+}
+
+pub mod audit {
+    #[allow(clippy::all, clippy::pedantic, reason = "generated code")]
+    pub mod v1 {
+        tonic::include_proto!("promptops.audit.v1");
+    }
+}
