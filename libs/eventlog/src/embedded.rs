@@ -18,10 +18,12 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use prost::Message as _;
 use promptops_proto::eventlog::v1::EventEnvelope;
+use prost::Message as _;
 use sqlx::Row;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use tokio::sync::Notify;
 
 use crate::jetstream::decode;
@@ -65,9 +67,8 @@ impl EmbeddedLog {
     /// Opens (creating if needed) the log file at `path`.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
-            })?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
         }
         let options = SqliteConnectOptions::new()
             .filename(path)
@@ -97,7 +98,11 @@ impl EmbeddedLog {
     ) -> Result<Appended, AppendError> {
         let stream = aggregate.context().stream_name();
         let subject = aggregate.subject();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(StoreError::from)?;
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(StoreError::from)?;
         let mut expected_now = expected;
         let mut last_sequence = 0;
         let mut duplicate = true;
@@ -113,28 +118,26 @@ impl EmbeddedLog {
                 to_u64(seq)
             } else {
                 duplicate = false;
-                let actual: i64 = sqlx::query_scalar(
-                    "SELECT COALESCE(MAX(sequence), 0) FROM events WHERE subject = $1",
-                )
-                .bind(&subject)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(StoreError::from)?;
-                if let Some(want) = expected_now.last_subject_sequence() {
-                    if want != to_u64(actual) {
-                        return Err(AppendError::Conflict {
-                            expected: expected_now,
-                            actual: to_u64(actual),
-                        });
-                    }
+                let actual: i64 =
+                    sqlx::query_scalar("SELECT COALESCE(MAX(sequence), 0) FROM events WHERE subject = $1")
+                        .bind(&subject)
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err(StoreError::from)?;
+                if let Some(want) = expected_now.last_subject_sequence()
+                    && want != to_u64(actual)
+                {
+                    return Err(AppendError::Conflict {
+                        expected: expected_now,
+                        actual: to_u64(actual),
+                    });
                 }
-                let next: i64 = sqlx::query_scalar(
-                    "SELECT COALESCE(MAX(sequence), 0) + 1 FROM events WHERE stream = $1",
-                )
-                .bind(stream)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(StoreError::from)?;
+                let next: i64 =
+                    sqlx::query_scalar("SELECT COALESCE(MAX(sequence), 0) + 1 FROM events WHERE stream = $1")
+                        .bind(stream)
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err(StoreError::from)?;
                 sqlx::query(
                     "INSERT INTO events (stream, sequence, subject, event_id, payload) VALUES ($1, $2, $3, $4, $5)",
                 )
@@ -169,12 +172,11 @@ impl EmbeddedLog {
         aggregate: &AggregateRef,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let context = aggregate.context();
-        let rows = sqlx::query(
-            "SELECT sequence, subject, payload FROM events WHERE subject = $1 ORDER BY sequence",
-        )
-        .bind(aggregate.subject())
-        .fetch_all(&self.pool)
-        .await?;
+        let rows =
+            sqlx::query("SELECT sequence, subject, payload FROM events WHERE subject = $1 ORDER BY sequence")
+                .bind(aggregate.subject())
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter().map(|row| decode_row(context, row)).collect()
     }
 

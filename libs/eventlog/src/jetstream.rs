@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, stream};
 use futures::StreamExt;
-use prost::Message as _;
 use promptops_proto::eventlog::v1::EventEnvelope;
+use prost::Message as _;
 
 use crate::log::{Acker, ConsumerOptions, Delivery, Start};
 use crate::{AggregateRef, AppendError, Appended, Context, Expected, RecordedEvent, StoreError};
@@ -173,10 +173,18 @@ impl JetStreamLog {
         let mut events = Vec::new();
         let mut next = 1;
         loop {
-            match stream.direct_get_next_for_subject(subject.as_str(), Some(next)).await {
+            match stream
+                .direct_get_next_for_subject(subject.as_str(), Some(next))
+                .await
+            {
                 Ok(message) => {
                     next = message.sequence + 1;
-                    events.push(decode(context, message.sequence, message.subject.to_string(), &message.payload)?);
+                    events.push(decode(
+                        context,
+                        message.sequence,
+                        message.subject.to_string(),
+                        &message.payload,
+                    )?);
                 }
                 Err(err) if err.kind() == stream::DirectGetErrorKind::NotFound => return Ok(events),
                 Err(err) => return Err(StoreError::unavailable(format!("read {subject}: {err}"))),
@@ -222,12 +230,19 @@ impl JetStreamLog {
         match stream.delete_consumer(durable).await {
             Ok(_) => Ok(()),
             Err(err) if err.to_string().contains("not found") => Ok(()),
-            Err(err) => Err(StoreError::unavailable(format!("delete consumer {durable}: {err}"))),
+            Err(err) => Err(StoreError::unavailable(format!(
+                "delete consumer {durable}: {err}"
+            ))),
         }
     }
 
     pub(crate) async fn last_sequence(&self, context: Context) -> Result<u64, StoreError> {
-        let info = self.stream(context).await?.get_info().await.map_err(StoreError::unavailable)?;
+        let info = self
+            .stream(context)
+            .await?
+            .get_info()
+            .await
+            .map_err(StoreError::unavailable)?;
         Ok(info.state.last_sequence)
     }
 }
@@ -240,7 +255,9 @@ pub struct JetStreamSubscription {
 
 impl std::fmt::Debug for JetStreamSubscription {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JetStreamSubscription").field("context", &self.context).finish_non_exhaustive()
+        f.debug_struct("JetStreamSubscription")
+            .field("context", &self.context)
+            .finish_non_exhaustive()
     }
 }
 
@@ -256,11 +273,16 @@ impl JetStreamSubscription {
             (info.stream_sequence, info.pending)
         };
         let (message, acker) = message.split();
-        let event = decode(self.context, sequence, message.subject.to_string(), &message.payload)?;
+        let event = decode(
+            self.context,
+            sequence,
+            message.subject.to_string(),
+            &message.payload,
+        )?;
         Ok(Delivery {
             event,
             pending,
-            acker: Acker::JetStream(acker),
+            acker: Acker::JetStream(Box::new(acker)),
         })
     }
 }

@@ -12,7 +12,7 @@ use crate::{AggregateRef, AppendError, Appended, Context, Expected, RecordedEven
 /// The event store. Cheap to clone; clones share connections.
 #[derive(Clone, Debug)]
 pub enum EventLog {
-    JetStream(JetStreamLog),
+    JetStream(Box<JetStreamLog>),
     Embedded(EmbeddedLog),
 }
 
@@ -81,16 +81,12 @@ impl EventLog {
             ("outcome", outcome),
         ];
         metrics::counter!("eventlog_appends_total", &labels).increment(events.len() as u64);
-        metrics::histogram!("eventlog_append_seconds", &labels)
-            .record(started.elapsed().as_secs_f64());
+        metrics::histogram!("eventlog_append_seconds", &labels).record(started.elapsed().as_secs_f64());
         result
     }
 
     /// Every event of one aggregate, in order.
-    pub async fn read_aggregate(
-        &self,
-        aggregate: &AggregateRef,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
+    pub async fn read_aggregate(&self, aggregate: &AggregateRef) -> Result<Vec<RecordedEvent>, StoreError> {
         match self {
             EventLog::JetStream(log) => log.read_aggregate(aggregate).await,
             EventLog::Embedded(log) => log.read_aggregate(aggregate).await,
@@ -104,12 +100,10 @@ impl EventLog {
         options: ConsumerOptions,
     ) -> Result<Subscription, StoreError> {
         match self {
-            EventLog::JetStream(log) => Ok(Subscription::JetStream(
+            EventLog::JetStream(log) => Ok(Subscription::JetStream(Box::new(
                 log.subscribe(context, &options).await?,
-            )),
-            EventLog::Embedded(log) => Ok(Subscription::Embedded(
-                log.subscribe(context, &options).await?,
-            )),
+            ))),
+            EventLog::Embedded(log) => Ok(Subscription::Embedded(log.subscribe(context, &options).await?)),
         }
     }
 
@@ -139,7 +133,7 @@ impl EventLog {
 /// not acknowledged are delivered again to the next subscriber.
 #[derive(Debug)]
 pub enum Subscription {
-    JetStream(JetStreamSubscription),
+    JetStream(Box<JetStreamSubscription>),
     Embedded(EmbeddedSubscription),
 }
 
@@ -163,7 +157,7 @@ pub struct Delivery {
 }
 
 pub(crate) enum Acker {
-    JetStream(async_nats::jetstream::message::Acker),
+    JetStream(Box<async_nats::jetstream::message::Acker>),
     Embedded(EmbeddedAcker),
 }
 

@@ -203,14 +203,23 @@ impl<P: Projection> ProjectionRunner<P> {
                 continue;
             }
             if sequence != position + 1 && !allow_gap {
-                tracing::info!(position, sequence, "out-of-order delivery; recreating the consumer from the checkpoint");
+                tracing::info!(
+                    position,
+                    sequence,
+                    "out-of-order delivery; recreating the consumer from the checkpoint"
+                );
                 drop(subscription);
                 self.log.delete_consumer(self.context, name).await?;
                 return Ok(Resubscribe::AfterGap);
             }
             if sequence != position + 1 {
-                metrics::counter!("projection_gaps_total", "projection" => name, "stream" => stream).increment(1);
-                tracing::error!(position, sequence, "the stream has a gap: events were removed from the log");
+                metrics::counter!("projection_gaps_total", "projection" => name, "stream" => stream)
+                    .increment(1);
+                tracing::error!(
+                    position,
+                    sequence,
+                    "the stream has a gap: events were removed from the log"
+                );
             }
             allow_gap = false;
             if !self.apply_with_retry(&delivery.event, shutdown).await {
@@ -297,10 +306,8 @@ fn apply_span(projection: &'static str, event: &RecordedEvent) -> tracing::Span 
         event_id = %event.envelope.event_id,
     );
     if !event.envelope.traceparent.is_empty() {
-        let carrier = std::collections::HashMap::from([(
-            "traceparent".to_owned(),
-            event.envelope.traceparent.clone(),
-        )]);
+        let carrier =
+            std::collections::HashMap::from([("traceparent".to_owned(), event.envelope.traceparent.clone())]);
         let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&carrier));
         let _ = span.set_parent(parent);
     }

@@ -1,13 +1,20 @@
 //! One conformance suite, run against both backends: every test below runs
 //! once on the embedded (SQLite) log and once on a real nats-server.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "integration tests: a panic is a failed assertion"
+)]
+
 use std::time::Duration;
 
 use promptops_eventlog::embedded::EmbeddedLog;
 use promptops_eventlog::jetstream::{JetStreamLog, JetStreamOptions};
 use promptops_eventlog::{
-    AggregateRef, AppendError, ConsumerOptions, Context, EventDraft, EventEnvelope, EventLog,
-    EventMetadata, Expected, Start, Subscription, envelope_for,
+    AggregateRef, AppendError, ConsumerOptions, Context, EventDraft, EventEnvelope, EventLog, EventMetadata,
+    Expected, Start, Subscription, envelope_for,
 };
 use promptops_testkit::NatsServer;
 
@@ -29,7 +36,7 @@ async fn jetstream() -> (EventLog, Guard) {
     let log = JetStreamLog::connect(&server.url(), &JetStreamOptions::default())
         .await
         .unwrap();
-    (EventLog::JetStream(log), Guard::Nats(server))
+    (EventLog::JetStream(Box::new(log)), Guard::Nats(server))
 }
 
 fn prompt(id: &str) -> AggregateRef {
@@ -53,7 +60,10 @@ fn bodies(events: &[promptops_eventlog::RecordedEvent]) -> Vec<String> {
 }
 
 async fn next_within(sub: &mut Subscription, timeout: Duration) -> Option<promptops_eventlog::Delivery> {
-    tokio::time::timeout(timeout, sub.next()).await.ok().map(|d| d.unwrap())
+    tokio::time::timeout(timeout, sub.next())
+        .await
+        .ok()
+        .map(|d| d.unwrap())
 }
 
 fn consumer(name: &str, start: Start) -> ConsumerOptions {
@@ -67,10 +77,19 @@ fn consumer(name: &str, start: Start) -> ConsumerOptions {
 async fn append_and_read_back_in_order(log: EventLog) {
     let a = prompt("a");
     let b = prompt("b");
-    let first = log.append(&a, Expected::NoEvents, &[event(&a, 1, "a1")]).await.unwrap();
-    log.append(&b, Expected::NoEvents, &[event(&b, 1, "b1")]).await.unwrap();
+    let first = log
+        .append(&a, Expected::NoEvents, &[event(&a, 1, "a1")])
+        .await
+        .unwrap();
+    log.append(&b, Expected::NoEvents, &[event(&b, 1, "b1")])
+        .await
+        .unwrap();
     let second = log
-        .append(&a, Expected::Sequence(first.last_sequence), &[event(&a, 2, "a2"), event(&a, 3, "a3")])
+        .append(
+            &a,
+            Expected::Sequence(first.last_sequence),
+            &[event(&a, 2, "a2"), event(&a, 3, "a3")],
+        )
         .await
         .unwrap();
     assert!(!second.duplicate);
@@ -79,7 +98,13 @@ async fn append_and_read_back_in_order(log: EventLog) {
     let events = log.read_aggregate(&a).await.unwrap();
     assert_eq!(bodies(&events), ["a1", "a2", "a3"]);
     assert_eq!(events.iter().map(|e| e.sequence).collect::<Vec<_>>(), [1, 3, 4]);
-    assert_eq!(events.iter().map(|e| e.envelope.aggregate_version).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| e.envelope.aggregate_version)
+            .collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
     assert!(events.iter().all(|e| e.subject == "evt.prompts.org_a.prompt.a"));
     assert!(log.read_aggregate(&prompt("none")).await.unwrap().is_empty());
     assert_eq!(log.last_sequence(Context::Prompts).await.unwrap(), 4);
@@ -88,9 +113,15 @@ async fn append_and_read_back_in_order(log: EventLog) {
 
 async fn stale_expectation_is_a_typed_conflict(log: EventLog) {
     let a = prompt("a");
-    let created = log.append(&a, Expected::NoEvents, &[event(&a, 1, "a1")]).await.unwrap();
+    let created = log
+        .append(&a, Expected::NoEvents, &[event(&a, 1, "a1")])
+        .await
+        .unwrap();
 
-    let err = log.append(&a, Expected::NoEvents, &[event(&a, 2, "x")]).await.unwrap_err();
+    let err = log
+        .append(&a, Expected::NoEvents, &[event(&a, 2, "x")])
+        .await
+        .unwrap_err();
     match err {
         AppendError::Conflict { expected, actual } => {
             assert_eq!(expected, Expected::NoEvents);
@@ -98,21 +129,34 @@ async fn stale_expectation_is_a_typed_conflict(log: EventLog) {
         }
         other => panic!("expected a conflict, got {other:?}"),
     }
-    let err = log.append(&a, Expected::Sequence(99), &[event(&a, 2, "x")]).await.unwrap_err();
+    let err = log
+        .append(&a, Expected::Sequence(99), &[event(&a, 2, "x")])
+        .await
+        .unwrap_err();
     assert!(matches!(err, AppendError::Conflict { actual, .. } if actual == created.last_sequence));
 
-    log.append(&a, Expected::Sequence(created.last_sequence), &[event(&a, 2, "a2")])
-        .await
-        .unwrap();
+    log.append(
+        &a,
+        Expected::Sequence(created.last_sequence),
+        &[event(&a, 2, "a2")],
+    )
+    .await
+    .unwrap();
     assert_eq!(bodies(&log.read_aggregate(&a).await.unwrap()), ["a1", "a2"]);
 }
 
 async fn same_event_id_is_stored_once(log: EventLog) {
     let a = prompt("a");
     let original = event(&a, 1, "a1");
-    let first = log.append(&a, Expected::NoEvents, std::slice::from_ref(&original)).await.unwrap();
+    let first = log
+        .append(&a, Expected::NoEvents, std::slice::from_ref(&original))
+        .await
+        .unwrap();
     // A retried command: same event id, now-stale expectation. Dedupe wins.
-    let retry = log.append(&a, Expected::NoEvents, std::slice::from_ref(&original)).await.unwrap();
+    let retry = log
+        .append(&a, Expected::NoEvents, std::slice::from_ref(&original))
+        .await
+        .unwrap();
     assert!(retry.duplicate);
     assert_eq!(retry.last_sequence, first.last_sequence);
     assert_eq!(log.read_aggregate(&a).await.unwrap().len(), 1);
@@ -121,7 +165,10 @@ async fn same_event_id_is_stored_once(log: EventLog) {
 async fn invalid_batches_write_nothing(log: EventLog) {
     let a = prompt("a");
     let b = prompt("b");
-    let err = log.append(&a, Expected::Any, &[event(&a, 1, "a1"), event(&b, 1, "b1")]).await.unwrap_err();
+    let err = log
+        .append(&a, Expected::Any, &[event(&a, 1, "a1"), event(&b, 1, "b1")])
+        .await
+        .unwrap_err();
     assert!(matches!(err, AppendError::Invalid(_)), "{err:?}");
     let err = log.append(&a, Expected::Any, &[]).await.unwrap_err();
     assert!(matches!(err, AppendError::Invalid(_)), "{err:?}");
@@ -139,38 +186,62 @@ async fn append_five(log: &EventLog) {
 
 async fn subscribe_from_start_and_from_checkpoint(log: EventLog) {
     append_five(&log).await;
-    let mut all = log.subscribe(Context::Prompts, consumer("from_start", Start::Beginning)).await.unwrap();
+    let mut all = log
+        .subscribe(Context::Prompts, consumer("from_start", Start::Beginning))
+        .await
+        .unwrap();
     let mut seen = Vec::new();
     for _ in 0..5 {
-        let d = next_within(&mut all, Duration::from_secs(5)).await.expect("event");
+        let d = next_within(&mut all, Duration::from_secs(5))
+            .await
+            .expect("event");
         seen.push(d.event.sequence);
         d.ack().await.unwrap();
     }
     assert_eq!(seen, [1, 2, 3, 4, 5]);
 
-    let mut after = log.subscribe(Context::Prompts, consumer("from_three", Start::After(3))).await.unwrap();
-    let d = next_within(&mut after, Duration::from_secs(5)).await.expect("event");
+    let mut after = log
+        .subscribe(Context::Prompts, consumer("from_three", Start::After(3)))
+        .await
+        .unwrap();
+    let d = next_within(&mut after, Duration::from_secs(5))
+        .await
+        .expect("event");
     assert_eq!(d.event.sequence, 4);
     assert_eq!(d.pending, 1);
     d.ack().await.unwrap();
-    let d = next_within(&mut after, Duration::from_secs(5)).await.expect("event");
+    let d = next_within(&mut after, Duration::from_secs(5))
+        .await
+        .expect("event");
     assert_eq!(d.event.sequence, 5);
     assert_eq!(String::from_utf8(d.event.envelope.payload.clone()).unwrap(), "e5");
     d.ack().await.unwrap();
 
     // Other streams stay out of the consumer.
     let billing = AggregateRef::new(Context::Billing, "org_a", "budget", "x").unwrap();
-    log.append(&billing, Expected::Any, &[event(&billing, 1, "bill")]).await.unwrap();
-    assert!(next_within(&mut after, Duration::from_millis(500)).await.is_none());
+    log.append(&billing, Expected::Any, &[event(&billing, 1, "bill")])
+        .await
+        .unwrap();
+    assert!(
+        next_within(&mut after, Duration::from_millis(500))
+            .await
+            .is_none()
+    );
 }
 
 async fn live_subscribers_see_new_events(log: EventLog) {
-    let mut sub = log.subscribe(Context::Prompts, consumer("live", Start::Beginning)).await.unwrap();
+    let mut sub = log
+        .subscribe(Context::Prompts, consumer("live", Start::Beginning))
+        .await
+        .unwrap();
     let writer = log.clone();
     let append = async move {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let a = prompt("a");
-        writer.append(&a, Expected::NoEvents, &[event(&a, 1, "late")]).await.unwrap();
+        writer
+            .append(&a, Expected::NoEvents, &[event(&a, 1, "late")])
+            .await
+            .unwrap();
     };
     let (delivery, ()) = tokio::join!(next_within(&mut sub, Duration::from_secs(5)), append);
     let delivery = delivery.expect("the live event");
@@ -180,9 +251,14 @@ async fn live_subscribers_see_new_events(log: EventLog) {
 async fn unacked_events_are_redelivered_after_the_consumer_dies(log: EventLog) {
     append_five(&log).await;
     {
-        let mut sub = log.subscribe(Context::Prompts, consumer("worker", Start::Beginning)).await.unwrap();
+        let mut sub = log
+            .subscribe(Context::Prompts, consumer("worker", Start::Beginning))
+            .await
+            .unwrap();
         for expected in 1..=5 {
-            let d = next_within(&mut sub, Duration::from_secs(5)).await.expect("event");
+            let d = next_within(&mut sub, Duration::from_secs(5))
+                .await
+                .expect("event");
             assert_eq!(d.event.sequence, expected);
             if expected <= 2 {
                 d.ack().await.unwrap();
@@ -190,10 +266,15 @@ async fn unacked_events_are_redelivered_after_the_consumer_dies(log: EventLog) {
         }
         // The consumer dies here with 3, 4 and 5 unacknowledged.
     }
-    let mut sub = log.subscribe(Context::Prompts, consumer("worker", Start::Beginning)).await.unwrap();
+    let mut sub = log
+        .subscribe(Context::Prompts, consumer("worker", Start::Beginning))
+        .await
+        .unwrap();
     let mut again = Vec::new();
     for _ in 0..3 {
-        let d = next_within(&mut sub, Duration::from_secs(10)).await.expect("a redelivery");
+        let d = next_within(&mut sub, Duration::from_secs(10))
+            .await
+            .expect("a redelivery");
         again.push(d.event.sequence);
         d.ack().await.unwrap();
     }
@@ -201,7 +282,10 @@ async fn unacked_events_are_redelivered_after_the_consumer_dies(log: EventLog) {
     assert_eq!(again, [3, 4, 5]);
     drop(sub);
     // Everything is acknowledged now: a restarted consumer gets nothing more.
-    let mut sub = log.subscribe(Context::Prompts, consumer("worker", Start::Beginning)).await.unwrap();
+    let mut sub = log
+        .subscribe(Context::Prompts, consumer("worker", Start::Beginning))
+        .await
+        .unwrap();
     assert!(next_within(&mut sub, Duration::from_millis(1500)).await.is_none());
 }
 
@@ -209,10 +293,15 @@ async fn a_new_consumer_replays_the_whole_stream(log: EventLog) {
     append_five(&log).await;
     for round in 0..2 {
         let name = format!("replay_{round}");
-        let mut sub = log.subscribe(Context::Prompts, consumer(&name, Start::Beginning)).await.unwrap();
+        let mut sub = log
+            .subscribe(Context::Prompts, consumer(&name, Start::Beginning))
+            .await
+            .unwrap();
         let mut seen = Vec::new();
         for _ in 0..5 {
-            let d = next_within(&mut sub, Duration::from_secs(5)).await.expect("event");
+            let d = next_within(&mut sub, Duration::from_secs(5))
+                .await
+                .expect("event");
             seen.push(String::from_utf8(d.event.envelope.payload.clone()).unwrap());
             d.ack().await.unwrap();
         }
@@ -220,8 +309,13 @@ async fn a_new_consumer_replays_the_whole_stream(log: EventLog) {
     }
     // Deleting a consumer forgets its position: it replays from its start.
     log.delete_consumer(Context::Prompts, "replay_0").await.unwrap();
-    let mut sub = log.subscribe(Context::Prompts, consumer("replay_0", Start::Beginning)).await.unwrap();
-    let d = next_within(&mut sub, Duration::from_secs(5)).await.expect("event");
+    let mut sub = log
+        .subscribe(Context::Prompts, consumer("replay_0", Start::Beginning))
+        .await
+        .unwrap();
+    let d = next_within(&mut sub, Duration::from_secs(5))
+        .await
+        .expect("event");
     assert_eq!(d.event.sequence, 1);
 }
 
@@ -230,7 +324,9 @@ async fn envelope_survives_the_round_trip(log: EventLog) {
     let mut original = event(&a, 1, "payload");
     original.traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into();
     original.correlation_id = "corr-1".into();
-    log.append(&a, Expected::NoEvents, std::slice::from_ref(&original)).await.unwrap();
+    log.append(&a, Expected::NoEvents, std::slice::from_ref(&original))
+        .await
+        .unwrap();
     let read = log.read_aggregate(&a).await.unwrap();
     assert_eq!(read[0].envelope, original);
 }
@@ -275,9 +371,11 @@ conformance!(
 #[tokio::test]
 async fn jetstream_streams_refuse_delete_and_purge() {
     let server = NatsServer::start().unwrap();
-    let log = JetStreamLog::connect(&server.url(), &JetStreamOptions::default()).await.unwrap();
+    let log = JetStreamLog::connect(&server.url(), &JetStreamOptions::default())
+        .await
+        .unwrap();
     let a = prompt("a");
-    EventLog::JetStream(log.clone())
+    EventLog::JetStream(Box::new(log.clone()))
         .append(&a, Expected::NoEvents, &[event(&a, 1, "a1")])
         .await
         .unwrap();
@@ -285,13 +383,31 @@ async fn jetstream_streams_refuse_delete_and_purge() {
     let config = &stream.cached_info().config;
     assert!(config.deny_delete && config.deny_purge);
     assert_eq!(config.storage, async_nats::jetstream::stream::StorageType::File);
-    assert!(stream.delete_message(1).await.is_err(), "deleting a message must fail");
+    assert!(
+        stream.delete_message(1).await.is_err(),
+        "deleting a message must fail"
+    );
     assert!(stream.purge().await.is_err(), "purging must fail");
-    assert_eq!(EventLog::JetStream(log.clone()).read_aggregate(&a).await.unwrap().len(), 1);
+    assert_eq!(
+        EventLog::JetStream(Box::new(log.clone()))
+            .read_aggregate(&a)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 
     // Connecting again (a second service starting) leaves the streams as they are.
-    let again = JetStreamLog::connect(&server.url(), &JetStreamOptions::default()).await.unwrap();
-    assert_eq!(EventLog::JetStream(again).last_sequence(Context::Prompts).await.unwrap(), 1);
+    let again = JetStreamLog::connect(&server.url(), &JetStreamOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        EventLog::JetStream(Box::new(again))
+            .last_sequence(Context::Prompts)
+            .await
+            .unwrap(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -303,7 +419,9 @@ async fn embedded_rows_refuse_update_and_delete() {
         .append(&a, Expected::NoEvents, &[event(&a, 1, "a1")])
         .await
         .unwrap();
-    let update = sqlx::query("UPDATE events SET payload = x'00'").execute(log.pool()).await;
+    let update = sqlx::query("UPDATE events SET payload = x'00'")
+        .execute(log.pool())
+        .await;
     assert!(update.unwrap_err().to_string().contains("immutable"));
     let delete = sqlx::query("DELETE FROM events").execute(log.pool()).await;
     assert!(delete.unwrap_err().to_string().contains("immutable"));

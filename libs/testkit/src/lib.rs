@@ -132,7 +132,10 @@ impl Postgres {
         // PostgreSQL refuses to run as root: run it as `postgres` then.
         let as_postgres_user = is_root();
         if as_postgres_user {
-            run(Command::new("chown").arg("-R").arg("postgres").arg(dir.path()), "chown")?;
+            run(
+                Command::new("chown").arg("-R").arg("postgres").arg(dir.path()),
+                "chown",
+            )?;
         }
         let data = dir.path().join("data");
         let port = free_port()?;
@@ -181,7 +184,16 @@ impl Postgres {
         })?;
         run(
             Command::new(psql)
-                .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-q", "-c"])
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &self.port.to_string(),
+                    "-U",
+                    "postgres",
+                    "-q",
+                    "-c",
+                ])
                 .arg(format!("CREATE DATABASE \"{name}\"")),
             "CREATE DATABASE",
         )?;
@@ -214,7 +226,10 @@ fn is_root() -> bool {
 
 fn run_as(command: &str, as_postgres_user: bool, what: &str) -> Result<(), TestkitError> {
     if as_postgres_user {
-        run(Command::new("su").args(["postgres", "-s", "/bin/sh", "-c", command]), what)
+        run(
+            Command::new("su").args(["postgres", "-s", "/bin/sh", "-c", command]),
+            what,
+        )
     } else {
         run(Command::new("sh").args(["-c", command]), what)
     }

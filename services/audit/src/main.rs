@@ -1,1 +1,9 @@
-fn main() {}
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    promptops_platform::runtime::main(
+        promptops_audit::SERVICE,
+        promptops_audit::Config::from_env,
+        promptops_audit::run,
+    )
+}

@@ -1,1 +1,9 @@
-fn main() {}
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    promptops_platform::runtime::main(
+        promptops_billing::SERVICE,
+        promptops_billing::Config::from_env,
+        promptops_billing::run,
+    )
+}

@@ -1,1 +1,9 @@
-fn main() {}
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    promptops_platform::runtime::main(
+        promptops_evaluation::SERVICE,
+        promptops_evaluation::Config::from_env,
+        promptops_evaluation::run,
+    )
+}

@@ -1,1 +1,9 @@
-fn main() {}
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    promptops_platform::runtime::main(
+        promptops_execution::SERVICE,
+        promptops_execution::Config::from_env,
+        promptops_execution::run,
+    )
+}

@@ -1,0 +1,140 @@
+//! The gateway: the HTTP/JSON API for the web UI and other clients.
+//!
+//! Serves HTTP on `PROMPTOPS_HTTP_ADDR` (default `127.0.0.1:8080`) and gRPC
+//! health and reflection on `PROMPTOPS_GATEWAY_GRPC_ADDR` (50051). It owns
+//! identity (arriving with its issue); requests reach the services over
+//! their gRPC APIs (`PROMPTOPS_PROMPTS_URL`, `PROMPTOPS_AUDIT_URL`).
+
+pub mod http;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use promptops_platform::config::{CommonConfig, ConfigError, Env, ServiceName};
+use promptops_platform::db::Migration;
+use promptops_platform::runtime::{RunError, open_resources};
+use promptops_platform::server::{GrpcService, Readiness, bind, serve, serve_grpc};
+use promptops_proto::audit::v1::audit_service_client::AuditServiceClient;
+use promptops_proto::prompts::v1::prompt_service_client::PromptServiceClient;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::transport::{Channel, Endpoint};
+
+pub const SERVICE: ServiceName = ServiceName::Gateway;
+
+/// The default limit on request bodies: 1 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "projection checkpoints",
+    statements: &[promptops_eventlog::projection::CHECKPOINT_TABLE],
+}];
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub http_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
+    pub prompts_url: String,
+    pub audit_url: String,
+    pub max_body_bytes: usize,
+    pub common: CommonConfig,
+}
+
+impl Config {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let max_body_bytes = env.parse("PROMPTOPS_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES)?;
+        if !(1024..=64 * 1024 * 1024).contains(&max_body_bytes) {
+            return Err(ConfigError {
+                variable: "PROMPTOPS_MAX_BODY_BYTES".into(),
+                value: max_body_bytes.to_string(),
+                reason: "must be between 1024 and 67108864".into(),
+            });
+        }
+        Ok(Self {
+            http_addr: env.socket_addr("PROMPTOPS_HTTP_ADDR", "127.0.0.1:8080")?,
+            grpc_addr: SERVICE.grpc_addr(env)?,
+            prompts_url: ServiceName::Prompts.url(env)?,
+            audit_url: ServiceName::Audit.url(env)?,
+            max_body_bytes,
+            common: CommonConfig::from_env(env)?,
+        })
+    }
+}
+
+fn channel(url: &str, variable: &str) -> Result<Channel, RunError> {
+    Endpoint::from_shared(url.to_owned())
+        .map_err(|e| RunError::Other(format!("{variable}={url:?}: {e}")))
+        .map(|endpoint| {
+            endpoint
+                .connect_timeout(Duration::from_secs(2))
+                .timeout(Duration::from_secs(30))
+                .tcp_nodelay(true)
+                .connect_lazy()
+        })
+}
+
+/// Ready when its own resources and the services it calls answer.
+fn upstream_check(readiness: Readiness, name: &'static str, channel: Channel) -> Readiness {
+    readiness.with_check(name, move || {
+        let mut client = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+        async move {
+            let response = client
+                .check(tonic_health::pb::HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                .map_err(|s| format!("{}: {}", s.code(), s.message()))?;
+            if response.into_inner().status
+                == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+            {
+                Ok(())
+            } else {
+                Err("not serving".to_owned())
+            }
+        }
+    })
+}
+
+/// Runs the gateway until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
+    let resources = open_resources(&config.common, SERVICE, MIGRATIONS).await?;
+    let prompts = channel(&config.prompts_url, "PROMPTOPS_PROMPTS_URL")?;
+    let audit = channel(&config.audit_url, "PROMPTOPS_AUDIT_URL")?;
+    let readiness = upstream_check(
+        upstream_check(resources.readiness(), "prompts", prompts.clone()),
+        "audit",
+        audit.clone(),
+    );
+
+    let http_listener = bind(config.http_addr).await?;
+    let grpc_listener = bind(config.grpc_addr).await?;
+    tracing::info!(http = %config.http_addr, grpc = %config.grpc_addr, "gateway listening");
+
+    let background = TaskTracker::new();
+    let state = http::AppState {
+        prompts: PromptServiceClient::new(prompts),
+        audit: AuditServiceClient::new(audit),
+        background: background.clone(),
+    };
+    let router = http::router(state, readiness.clone(), config.max_body_bytes);
+    let grpc = GrpcService {
+        name: SERVICE,
+        routes: tonic::service::Routes::default(),
+        grpc_names: Vec::new(),
+        readiness,
+    };
+    let grace = config.common.shutdown_grace;
+    let (http_result, grpc_result) = tokio::join!(
+        serve(http_listener, router, shutdown.clone(), grace),
+        serve_grpc(grpc_listener, grpc, shutdown.clone(), grace),
+    );
+    // Mutations started before shutdown finish before the process exits.
+    background.close();
+    if tokio::time::timeout(grace, background.wait()).await.is_err() {
+        tracing::warn!("mutations still running at the drain deadline");
+    }
+    http_result?;
+    grpc_result?;
+    Ok(())
+}

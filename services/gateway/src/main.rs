@@ -1,1 +1,9 @@
-fn main() {}
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    promptops_platform::runtime::main(
+        promptops_gateway::SERVICE,
+        promptops_gateway::Config::from_env,
+        promptops_gateway::run,
+    )
+}

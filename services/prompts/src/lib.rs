@@ -1,0 +1,75 @@
+//! The prompts service: the prompt registry.
+//!
+//! Owns the `EVT_PROMPTS` stream (`evt.prompts.<org>.prompt.<id>`) and the
+//! `prompts` read model; serves `promptops.prompts.v1.PromptService`.
+//!
+//! - [`domain`]: the Prompt aggregate, pure;
+//! - [`events`]: how its events are stored;
+//! - [`read_model`]: the projection and the queries;
+//! - [`grpc`]: the API.
+
+pub mod domain;
+pub mod events;
+pub mod grpc;
+pub mod read_model;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use promptops_eventlog::Context;
+use promptops_eventlog::projection::ProjectionRunner;
+use promptops_platform::config::{CommonConfig, ConfigError, Env, ServiceName};
+use promptops_platform::runtime::{RunError, open_resources};
+use promptops_platform::server::{GrpcService, bind, serve_grpc};
+use promptops_proto::prompts::v1::prompt_service_server::{PromptServiceServer, SERVICE_NAME};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub const SERVICE: ServiceName = ServiceName::Prompts;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub grpc_addr: SocketAddr,
+    pub common: CommonConfig,
+}
+
+impl Config {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            grpc_addr: SERVICE.grpc_addr(env)?,
+            common: CommonConfig::from_env(env)?,
+        })
+    }
+}
+
+/// Runs the service until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
+    let resources = open_resources(&config.common, SERVICE, read_model::MIGRATIONS).await?;
+    let listener = bind(config.grpc_addr).await?;
+    tracing::info!(addr = %config.grpc_addr, "prompts service listening");
+
+    let projections = TaskTracker::new();
+    projections.spawn(
+        ProjectionRunner::new(
+            resources.log.clone(),
+            resources.db.clone(),
+            Arc::new(read_model::PromptsProjection),
+            Context::Prompts,
+        )
+        .run(shutdown.clone()),
+    );
+    projections.close();
+
+    let api = grpc::PromptsApi::new(resources.log.clone(), resources.db.clone());
+    let service = GrpcService {
+        name: SERVICE,
+        routes: tonic::service::Routes::new(PromptServiceServer::new(api)),
+        grpc_names: vec![SERVICE_NAME],
+        readiness: resources.readiness(),
+    };
+    let served = serve_grpc(listener, service, shutdown.clone(), config.common.shutdown_grace).await;
+    // Requests are drained; stop the projection and wait for it.
+    shutdown.cancel();
+    projections.wait().await;
+    served.map_err(RunError::from)
+}

@@ -1,0 +1,83 @@
+//! `AuditService` over gRPC: reads of the audit trail, scoped to the caller's org.
+
+use std::time::Duration;
+
+use promptops_eventlog::Context;
+use promptops_eventlog::projection::wait_for_position;
+use promptops_platform::caller::Caller;
+use promptops_platform::errors::{ErrorClass, FieldViolation, ServiceError};
+use promptops_platform::paging::{Cursor, page_size};
+use promptops_proto::audit::v1::audit_service_server::AuditService;
+use promptops_proto::audit::v1::{ListAuditEntriesRequest, ListAuditEntriesResponse};
+use sqlx::AnyPool;
+use tonic::{Request, Response, Status};
+
+use crate::trail::{self, PROJECTION};
+
+const READ_YOUR_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+const MAX_ACTION_PREFIX: usize = 200;
+
+#[derive(Debug, Clone)]
+pub struct AuditApi {
+    db: AnyPool,
+}
+
+impl AuditApi {
+    pub fn new(db: AnyPool) -> Self {
+        Self { db }
+    }
+}
+
+#[tonic::async_trait]
+impl AuditService for AuditApi {
+    async fn list_audit_entries(
+        &self,
+        request: Request<ListAuditEntriesRequest>,
+    ) -> Result<Response<ListAuditEntriesResponse>, Status> {
+        let caller = Caller::from_metadata(request.metadata())?;
+        let req = request.into_inner();
+        if req.action_prefix.len() > MAX_ACTION_PREFIX {
+            return Err(ServiceError::invalid(vec![FieldViolation::new(
+                "action_prefix",
+                format!("must be at most {MAX_ACTION_PREFIX} bytes"),
+            )])
+            .into());
+        }
+        if let Some(position) = &req.min_position {
+            let context = Context::from_stream_name(&position.stream).ok_or_else(|| {
+                ServiceError::invalid(vec![FieldViolation::new("min_position.stream", "unknown stream")])
+            })?;
+            let reached = wait_for_position(
+                &self.db,
+                PROJECTION,
+                context,
+                position.sequence,
+                READ_YOUR_WRITE_TIMEOUT,
+            )
+            .await
+            .map_err(|e| ServiceError::unavailable("the audit database", e))?;
+            if !reached {
+                return Err(ServiceError::new(
+                    ErrorClass::DeadlineExceeded,
+                    "the audit trail has not caught up with the requested position yet",
+                )
+                .into());
+            }
+        }
+        let page = req.page.unwrap_or_default();
+        let after = Cursor::decode(&page.page_token, "page.page_token")?;
+        let (entries, next) = trail::list(
+            &self.db,
+            &caller.org_id,
+            &req.action_prefix,
+            after.as_ref(),
+            page_size(page.page_size),
+        )
+        .await
+        .map_err(|e| ServiceError::unavailable("the audit database", e))?;
+        Ok(Response::new(ListAuditEntriesResponse {
+            entries,
+            next_page_token: next.map(|c| c.encode()).unwrap_or_default(),
+        }))
+    }
+}

@@ -1,0 +1,82 @@
+//! The gateway's HTTP API.
+//!
+//! Routes are registered through `utoipa_axum`, which records each handler's
+//! OpenAPI operation as it mounts it, so `/openapi.json` is generated from the
+//! same code that routes and cannot drift. Unauthenticated routes (all of them
+//! until identity lands): `/healthz`, `/readyz`, `/metrics`, `/openapi.json`.
+
+mod api;
+mod extract;
+pub mod model;
+
+use axum::Json;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::get;
+use promptops_platform::errors::{ErrorClass, Problem, ServiceError};
+use promptops_platform::server::{Readiness, observed, ops_router};
+use promptops_proto::audit::v1::audit_service_client::AuditServiceClient;
+use promptops_proto::prompts::v1::prompt_service_client::PromptServiceClient;
+use tokio_util::task::TaskTracker;
+use tonic::transport::Channel;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// What every handler can reach.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub prompts: PromptServiceClient<Channel>,
+    pub audit: AuditServiceClient<Channel>,
+    /// Mutations run here so a client disconnect cannot cut them short.
+    pub background: TaskTracker,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "promptops",
+        description = "The promptops HTTP API: errors are problem JSON (RFC 9457).",
+    ),
+    components(schemas(Problem, promptops_platform::errors::FieldViolation)),
+    tags(
+        (name = "prompts", description = "The prompt registry"),
+        (name = "audit", description = "The audit trail"),
+    )
+)]
+struct ApiDoc;
+
+/// The API routes and their OpenAPI description.
+pub fn api() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
+    let mut doc = ApiDoc::openapi();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    OpenApiRouter::with_openapi(doc)
+        .routes(routes!(api::create_prompt, api::list_prompts))
+        .routes(routes!(api::get_prompt))
+        .routes(routes!(api::list_audit_entries))
+        .split_for_parts()
+}
+
+/// The whole HTTP router: API, OpenAPI document, ops routes, limits.
+pub fn router(state: AppState, readiness: Readiness, max_body_bytes: usize) -> axum::Router {
+    let (api, doc) = api();
+    let doc = std::sync::Arc::new(doc);
+    let app = api
+        .with_state(state)
+        .route(
+            "/openapi.json",
+            get(move || async move { Json(doc.as_ref().clone()) }),
+        )
+        .merge(ops_router(readiness))
+        .fallback(|| async { ServiceError::new(ErrorClass::NotFound, "no such route") })
+        .method_not_allowed_fallback(|| async {
+            Problem {
+                problem_type: "urn:promptops:problem:method-not-allowed".into(),
+                title: "Method Not Allowed".into(),
+                status: 405,
+                detail: "this route does not accept that method".into(),
+                errors: Vec::new(),
+            }
+        })
+        .layer(DefaultBodyLimit::max(max_body_bytes));
+    observed(app, "gateway")
+}

@@ -1,0 +1,209 @@
+//! The JSON shapes of the HTTP API, with their OpenAPI schemas.
+
+use promptops_platform::errors::{ErrorClass, FieldViolation, ServiceError};
+use promptops_proto::audit::v1::AuditEntry;
+use promptops_proto::common::v1::{Actor, ActorKind, LogPosition};
+use promptops_proto::prompts::v1::Prompt;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+/// Body of `POST /api/v1/prompts`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePromptBody {
+    /// 1-200 characters, no `/`.
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// Slash-separated folder path; empty for the root.
+    #[serde(default)]
+    pub folder: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// The template of version 1, with `{{variables}}`.
+    pub template: String,
+    /// Optional UUID making the request idempotent; it becomes the prompt id.
+    #[serde(default)]
+    pub request_id: Option<String>,
+}
+
+/// Who did something.
+#[derive(Debug, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct ActorJson {
+    /// `user`, `api_key` or `service`.
+    pub kind: String,
+    pub id: String,
+}
+
+impl From<Option<Actor>> for ActorJson {
+    fn from(actor: Option<Actor>) -> Self {
+        let actor = actor.unwrap_or_default();
+        let kind = match ActorKind::try_from(actor.kind).unwrap_or(ActorKind::Unspecified) {
+            ActorKind::User => "user",
+            ActorKind::ApiKey => "api_key",
+            ActorKind::Service => "service",
+            ActorKind::Unspecified => "unknown",
+        };
+        Self {
+            kind: kind.to_owned(),
+            id: actor.id,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PromptJson {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub folder: String,
+    pub tags: Vec<String>,
+    pub template: String,
+    pub latest_version: u64,
+    /// RFC 3339.
+    pub created_at: String,
+    pub created_by: ActorJson,
+}
+
+impl From<Prompt> for PromptJson {
+    fn from(p: Prompt) -> Self {
+        Self {
+            id: p.prompt_id,
+            name: p.name,
+            description: p.description,
+            folder: p.folder,
+            tags: p.tags,
+            template: p.template,
+            latest_version: p.latest_version,
+            created_at: rfc3339(p.created_at.as_ref()),
+            created_by: p.created_by.into(),
+        }
+    }
+}
+
+/// Answer of `POST /api/v1/prompts`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CreatedPromptJson {
+    pub prompt: PromptJson,
+    /// Where the change landed in the log (`EVT_PROMPTS:42`); pass it as
+    /// `min_position` to a read to see the change at once.
+    pub position: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PromptListJson {
+    pub prompts: Vec<PromptJson>,
+    /// Empty on the last page.
+    pub next_page_token: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AuditEntryJson {
+    pub event_id: String,
+    pub occurred_at: String,
+    pub actor: ActorJson,
+    pub action: String,
+    pub resource_type: String,
+    pub resource_id: String,
+    pub summary: String,
+    pub correlation_id: String,
+    pub trace_id: String,
+    pub position: String,
+}
+
+impl From<AuditEntry> for AuditEntryJson {
+    fn from(e: AuditEntry) -> Self {
+        Self {
+            event_id: e.event_id,
+            occurred_at: rfc3339(e.occurred_at.as_ref()),
+            actor: e.actor.into(),
+            action: e.action,
+            resource_type: e.resource_type,
+            resource_id: e.resource_id,
+            summary: e.summary,
+            correlation_id: e.correlation_id,
+            trace_id: e.trace_id,
+            position: e.position.map(|p| format_position(&p)).unwrap_or_default(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AuditEntryListJson {
+    pub entries: Vec<AuditEntryJson>,
+    pub next_page_token: String,
+}
+
+/// Paging and read-your-write parameters of list endpoints.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    /// 1-200; default 50.
+    pub page_size: Option<u32>,
+    pub page_token: Option<String>,
+    /// Wait (up to 5 s) until the read model has applied this position.
+    pub min_position: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AuditParams {
+    pub page_size: Option<u32>,
+    pub page_token: Option<String>,
+    pub min_position: Option<String>,
+    /// Only actions starting with this, e.g. `prompt.`.
+    pub action_prefix: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ReadParams {
+    pub min_position: Option<String>,
+}
+
+/// `EVT_PROMPTS:42`
+pub fn format_position(position: &LogPosition) -> String {
+    format!("{}:{}", position.stream, position.sequence)
+}
+
+pub fn parse_position(value: Option<&str>) -> Result<Option<LogPosition>, ServiceError> {
+    let Some(value) = value else { return Ok(None) };
+    let invalid = || {
+        ServiceError::invalid(vec![FieldViolation::new(
+            "min_position",
+            "expected STREAM:SEQUENCE as returned by a write, e.g. EVT_PROMPTS:42",
+        )])
+    };
+    let (stream, sequence) = value.split_once(':').ok_or_else(invalid)?;
+    let sequence = sequence.parse().map_err(|_| invalid())?;
+    if stream.is_empty() {
+        return Err(invalid());
+    }
+    Ok(Some(LogPosition {
+        stream: stream.to_owned(),
+        sequence,
+    }))
+}
+
+fn rfc3339(ts: Option<&prost_types::Timestamp>) -> String {
+    let Some(ts) = ts else { return String::new() };
+    let nanos = i128::from(ts.seconds) * 1_000_000_000 + i128::from(ts.nanos);
+    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+/// An error answered before reaching a service.
+pub fn bad_request(field: &str, description: &str) -> ServiceError {
+    ServiceError::invalid(vec![FieldViolation::new(field, description)])
+}
+
+/// What the gateway answers for a failed upstream call.
+pub fn upstream(status: &tonic::Status) -> ServiceError {
+    let err = ServiceError::from_status(status);
+    if err.class == ErrorClass::Unavailable || err.class == ErrorClass::Internal {
+        tracing::warn!(code = ?status.code(), message = status.message(), "upstream call failed");
+    }
+    err
+}
