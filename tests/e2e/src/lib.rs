@@ -1,1 +1,326 @@
+//! The end-to-end harness: real processes, real servers.
+//!
+//! [`Cluster`] starts a real `nats-server -js` and a real PostgreSQL on free
+//! ports with temporary storage, then each service's own binary
+//! (`promptops-gateway`, `promptops-prompts`, …) as its own process wired to
+//! them. [`AllInOne`] starts `promptops serve` on the embedded default.
+//! Everything is stopped and deleted on drop.
+//!
+//! The binaries come from `cargo build --workspace` (the test script runs it).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test harness: a panic is a failed test"
+)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use promptops_testkit::{NatsServer, Postgres, free_port, workspace_binary};
+use tempfile::TempDir;
+
+pub const SERVICES: [&str; 6] = [
+    "gateway",
+    "prompts",
+    "execution",
+    "evaluation",
+    "billing",
+    "audit",
+];
+
+/// One service process, restartable.
+#[derive(Debug)]
+pub struct ServiceProcess {
+    pub name: String,
+    binary: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl ServiceProcess {
+    fn spawn(
+        name: &str,
+        binary: PathBuf,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+        log: PathBuf,
+    ) -> Self {
+        let mut process = Self {
+            name: name.to_owned(),
+            binary,
+            args,
+            env,
+            log,
+            child: None,
+        };
+        process.start();
+        process
+    }
+
+    /// Starts (or starts again) the process; its log is appended to.
+    pub fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(&self.binary)
+            .args(&self.args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.binary.display()));
+        self.child = Some(child);
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then waits for the exit; returns the exit code.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Polls `url` until it answers 200 or `timeout` passes.
+pub async fn wait_http_ok(url: &str, timeout: Duration) -> bool {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if client
+            .get(url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// Six service processes on real NATS JetStream and PostgreSQL.
+#[derive(Debug)]
+pub struct Cluster {
+    pub nats: NatsServer,
+    pub postgres: Postgres,
+    pub database_url: String,
+    pub http_port: u16,
+    pub grpc_ports: BTreeMap<&'static str, u16>,
+    pub processes: BTreeMap<&'static str, ServiceProcess>,
+    pub dir: TempDir,
+}
+
+impl Cluster {
+    pub async fn start() -> Self {
+        let nats = NatsServer::start().expect("nats-server (apt-get install -y nats-server)");
+        let postgres = Postgres::start().expect("PostgreSQL (apt-get install -y postgresql)");
+        let database_url = postgres.create_database("promptops").unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("promptops-e2e-")
+            .tempdir()
+            .unwrap();
+        let http_port = free_port().unwrap();
+        let grpc_ports: BTreeMap<&'static str, u16> =
+            SERVICES.iter().map(|s| (*s, free_port().unwrap())).collect();
+        let mut env = vec![
+            ("NATS_URL".to_owned(), nats.url()),
+            ("DATABASE_URL".to_owned(), database_url.clone()),
+            ("PROMPTOPS_HTTP_ADDR".to_owned(), format!("127.0.0.1:{http_port}")),
+            (
+                "PROMPTOPS_DATA_DIR".to_owned(),
+                dir.path().join("data").display().to_string(),
+            ),
+            ("PROMPTOPS_SHUTDOWN_GRACE_SECS".to_owned(), "3".to_owned()),
+            ("PROMPTOPS_LOG".to_owned(), "info".to_owned()),
+        ];
+        for (service, port) in &grpc_ports {
+            let upper = service.to_uppercase();
+            env.push((
+                format!("PROMPTOPS_{upper}_GRPC_ADDR"),
+                format!("127.0.0.1:{port}"),
+            ));
+            env.push((
+                format!("PROMPTOPS_{upper}_URL"),
+                format!("http://127.0.0.1:{port}"),
+            ));
+        }
+        let mut processes = BTreeMap::new();
+        for service in SERVICES {
+            let binary = workspace_binary(&format!("promptops-{service}")).unwrap();
+            let log = dir.path().join(format!("{service}.log"));
+            processes.insert(
+                service,
+                ServiceProcess::spawn(service, binary, Vec::new(), env.clone(), log),
+            );
+        }
+        let cluster = Self {
+            nats,
+            postgres,
+            database_url,
+            http_port,
+            grpc_ports,
+            processes,
+            dir,
+        };
+        for service in SERVICES {
+            cluster.wait_ready(service).await;
+        }
+        cluster
+    }
+
+    pub fn http(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    pub fn grpc_url(&self, service: &str) -> String {
+        format!("http://127.0.0.1:{}", self.grpc_ports[service])
+    }
+
+    /// Waits until the service's `/readyz` (on its gRPC port) answers 200.
+    pub async fn wait_ready(&self, service: &str) {
+        let url = format!("{}/readyz", self.grpc_url(service));
+        assert!(
+            wait_http_ok(&url, Duration::from_secs(30)).await,
+            "{service} did not become ready; its log:\n{}",
+            self.processes[service].log()
+        );
+    }
+
+    pub fn process(&mut self, service: &str) -> &mut ServiceProcess {
+        self.processes.get_mut(service).unwrap()
+    }
+}
+
+/// `promptops serve` on the embedded default, in a temporary data dir.
+#[derive(Debug)]
+pub struct AllInOne {
+    pub process: ServiceProcess,
+    pub http_port: u16,
+    pub grpc_ports: BTreeMap<&'static str, u16>,
+    pub dir: TempDir,
+}
+
+impl AllInOne {
+    pub async fn start() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("promptops-aio-")
+            .tempdir()
+            .unwrap();
+        let http_port = free_port().unwrap();
+        let grpc_ports: BTreeMap<&'static str, u16> =
+            SERVICES.iter().map(|s| (*s, free_port().unwrap())).collect();
+        let mut env = vec![
+            ("PROMPTOPS_HTTP_ADDR".to_owned(), format!("127.0.0.1:{http_port}")),
+            (
+                "PROMPTOPS_DATA_DIR".to_owned(),
+                dir.path().join("data").display().to_string(),
+            ),
+            ("PROMPTOPS_SHUTDOWN_GRACE_SECS".to_owned(), "3".to_owned()),
+        ];
+        for (service, port) in &grpc_ports {
+            let upper = service.to_uppercase();
+            env.push((
+                format!("PROMPTOPS_{upper}_GRPC_ADDR"),
+                format!("127.0.0.1:{port}"),
+            ));
+            env.push((
+                format!("PROMPTOPS_{upper}_URL"),
+                format!("http://127.0.0.1:{port}"),
+            ));
+        }
+        let binary = workspace_binary("promptops").unwrap();
+        let process = ServiceProcess::spawn(
+            "promptops",
+            binary,
+            vec!["serve".into()],
+            env,
+            dir.path().join("promptops.log"),
+        );
+        let all = Self {
+            process,
+            http_port,
+            grpc_ports,
+            dir,
+        };
+        let ready = wait_http_ok(&format!("{}/readyz", all.http()), Duration::from_secs(30)).await;
+        assert!(
+            ready,
+            "promptops serve did not become ready:\n{}",
+            all.process.log()
+        );
+        all
+    }
+
+    pub fn http(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    pub fn grpc_url(&self, service: &str) -> String {
+        format!("http://127.0.0.1:{}", self.grpc_ports[service])
+    }
+}
+
+/// Adds the caller metadata services read (until identity lands).
+pub fn as_org<T>(org: &str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("x-promptops-org", org.parse().unwrap());
+    request
+        .metadata_mut()
+        .insert("x-promptops-actor", "user:e2e".parse().unwrap());
+    request
+}
+
+/// A gRPC channel to `url`.
+pub async fn channel(url: &str) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(url.to_owned())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}

@@ -1,0 +1,181 @@
+//! The projection runner on both backends: each event takes effect exactly
+//! once, failures are retried rather than skipped, restarts resume from the
+//! checkpoint, and a rebuild from zero equals the incremental result.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "integration tests: a panic is a failed assertion"
+)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use promptops_eventlog::embedded::EmbeddedLog;
+use promptops_eventlog::jetstream::{JetStreamLog, JetStreamOptions};
+use promptops_eventlog::projection::{self, Projection, ProjectionRunner};
+use promptops_eventlog::{
+    AggregateRef, Context, EventDraft, EventLog, EventMetadata, Expected, RecordedEvent, envelope_for,
+};
+use promptops_testkit::NatsServer;
+use sqlx::any::AnyPoolOptions;
+use sqlx::{AnyConnection, AnyPool};
+use tokio_util::sync::CancellationToken;
+
+/// Records every applied event; can be told to fail a number of times.
+#[derive(Default)]
+struct Recorder {
+    failures_left: AtomicU32,
+}
+
+impl Projection for Recorder {
+    fn name(&self) -> &'static str {
+        "recorder"
+    }
+
+    async fn apply(&self, conn: &mut AnyConnection, event: &RecordedEvent) -> Result<(), sqlx::Error> {
+        if self
+            .failures_left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(sqlx::Error::Protocol("injected failure".into()));
+        }
+        sqlx::query("INSERT INTO applied (sequence, body) VALUES ($1, $2)")
+            .bind(i64::try_from(event.sequence).unwrap())
+            .bind(String::from_utf8(event.envelope.payload.clone()).unwrap())
+            .execute(&mut *conn)
+            .await
+            .map(|_| ())
+    }
+
+    async fn reset(&self, conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM applied")
+            .execute(&mut *conn)
+            .await
+            .map(|_| ())
+    }
+}
+
+async fn read_model(dir: &tempfile::TempDir) -> AnyPool {
+    sqlx::any::install_default_drivers();
+    let url = format!("sqlite://{}/read.db?mode=rwc", dir.path().display());
+    let pool = AnyPoolOptions::new()
+        .max_connections(1)
+        .connect(&url)
+        .await
+        .unwrap();
+    projection::ensure_checkpoints(&pool).await.unwrap();
+    // The primary key makes a double application fail loudly.
+    sqlx::query("CREATE TABLE applied (sequence BIGINT PRIMARY KEY, body TEXT NOT NULL)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool
+}
+
+async fn append(log: &EventLog, range: std::ops::Range<u32>) {
+    for i in range {
+        let agg = AggregateRef::new(Context::Prompts, "org", "prompt", format!("p{}", i % 7)).unwrap();
+        let envelope = envelope_for(
+            &agg,
+            1,
+            EventDraft::new("test.v1.Happened", format!("e{i}").into_bytes()),
+            &EventMetadata::default(),
+        );
+        log.append(&agg, Expected::Any, &[envelope]).await.unwrap();
+    }
+}
+
+async fn rows(pool: &AnyPool) -> Vec<(i64, String)> {
+    sqlx::query_as("SELECT sequence, body FROM applied ORDER BY sequence")
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+async fn wait_until_applied(pool: &AnyPool, position: u64) {
+    let reached = projection::wait_for_position(
+        pool,
+        "recorder",
+        Context::Prompts,
+        position,
+        Duration::from_secs(20),
+    )
+    .await
+    .unwrap();
+    assert!(reached, "the projection did not reach {position}");
+}
+
+fn start(
+    log: &EventLog,
+    pool: &AnyPool,
+    recorder: &Arc<Recorder>,
+) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+    let shutdown = CancellationToken::new();
+    let runner = ProjectionRunner::new(log.clone(), pool.clone(), Arc::clone(recorder), Context::Prompts)
+        .with_ack_wait(Duration::from_secs(1));
+    #[expect(clippy::disallowed_methods, reason = "the test awaits the handle")]
+    let handle = tokio::spawn(runner.run(shutdown.clone()));
+    (shutdown, handle)
+}
+
+async fn each_event_once_across_restarts_failures_and_rebuilds(log: EventLog) {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = read_model(&dir).await;
+    let recorder = Arc::new(Recorder::default());
+
+    append(&log, 0..30).await;
+    recorder.failures_left.store(3, Ordering::SeqCst);
+    let (shutdown, handle) = start(&log, &pool, &recorder);
+    wait_until_applied(&pool, 30).await;
+    // Stop and start again while events keep coming: nothing twice, nothing lost.
+    shutdown.cancel();
+    handle.await.unwrap();
+    append(&log, 30..60).await;
+    let (shutdown, handle) = start(&log, &pool, &recorder);
+    append(&log, 60..80).await;
+    wait_until_applied(&pool, 80).await;
+    shutdown.cancel();
+    handle.await.unwrap();
+
+    let incremental = rows(&pool).await;
+    assert_eq!(incremental.len(), 80);
+    let expected: Vec<(i64, String)> = (0..80).map(|i| (i64::from(i) + 1, format!("e{i}"))).collect();
+    assert_eq!(incremental, expected);
+
+    // Rebuild from zero: the same rows.
+    projection::reset(&log, &pool, recorder.as_ref(), &[Context::Prompts])
+        .await
+        .unwrap();
+    assert!(rows(&pool).await.is_empty());
+    assert_eq!(
+        projection::checkpoint(&pool, "recorder", Context::Prompts)
+            .await
+            .unwrap(),
+        0
+    );
+    let (shutdown, handle) = start(&log, &pool, &recorder);
+    wait_until_applied(&pool, 80).await;
+    shutdown.cancel();
+    handle.await.unwrap();
+    assert_eq!(rows(&pool).await, incremental);
+}
+
+#[tokio::test]
+async fn embedded_each_event_once_across_restarts_failures_and_rebuilds() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EventLog::Embedded(EmbeddedLog::open(&dir.path().join("events.db")).await.unwrap());
+    each_event_once_across_restarts_failures_and_rebuilds(log).await;
+}
+
+#[tokio::test]
+async fn jetstream_each_event_once_across_restarts_failures_and_rebuilds() {
+    let server = NatsServer::start().unwrap();
+    let log = JetStreamLog::connect(&server.url(), &JetStreamOptions::default())
+        .await
+        .unwrap();
+    each_event_once_across_restarts_failures_and_rebuilds(EventLog::JetStream(Box::new(log))).await;
+}

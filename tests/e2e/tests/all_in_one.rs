@@ -1,0 +1,114 @@
+//! The embedded default: `promptops serve` alone, no other software.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "integration tests: a panic is a failed assertion"
+)]
+
+use std::time::Duration;
+
+use promptops_e2e::{AllInOne, SERVICES, channel};
+use serde_json::{Value, json};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+/// Sum of `eventlog_appends_total` over its series.
+async fn appends(all: &AllInOne) -> f64 {
+    let text = reqwest::get(format!("{}/metrics", all.http()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("eventlog_appends_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn all_six_services_run_in_one_process_on_the_embedded_default() {
+    let mut all = AllInOne::start().await;
+    for service in SERVICES {
+        let mut health = HealthClient::new(channel(&all.grpc_url(service)).await);
+        let status = health
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        assert_eq!(status, ServingStatus::Serving as i32, "{service}");
+    }
+    let http = reqwest::Client::new();
+    let created: Value = http
+        .post(format!("{}/api/v1/prompts", all.http()))
+        .json(&json!({"name": "hello", "template": "Hi {{who}}", "request_id": "01a20125-5f0d-73fc-abe4-776e54f36191"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let position = created["position"].as_str().unwrap().to_owned();
+    let audit: Value = http
+        .get(format!(
+            "{}/api/v1/audit/entries?min_position={position}&action_prefix=prompt.",
+            all.http()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(audit["entries"][0]["action"], "prompt.created", "{audit}");
+
+    // Retrying with the same request id creates nothing new.
+    let before = appends(&all).await;
+    let retry = http
+        .post(format!("{}/api/v1/prompts", all.http()))
+        .json(&json!({"name": "hello", "template": "Hi {{who}}", "request_id": "01a20125-5f0d-73fc-abe4-776e54f36191"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(retry.status(), 201);
+    let retried: Value = retry.json().await.unwrap();
+    assert_eq!(retried["prompt"]["id"], created["prompt"]["id"]);
+    // Bad input appends nothing either.
+    let bad = http
+        .post(format!("{}/api/v1/prompts", all.http()))
+        .header("content-type", "application/json")
+        .body("[1, 2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    assert_eq!(appends(&all).await, before);
+
+    // The embedded files are where the configuration says.
+    for file in ["eventlog.db", "prompts.db", "audit.db", "gateway.db"] {
+        assert!(all.dir.path().join("data").join(file).exists(), "{file}");
+    }
+
+    // SIGTERM: drain and exit 0.
+    let code = all.process.terminate(Duration::from_secs(10));
+    assert_eq!(code, Some(0), "{}", all.process.log());
+}
+
+#[tokio::test]
+async fn an_invalid_setting_exits_64_naming_the_variable() {
+    let binary = promptops_testkit::workspace_binary("promptops").unwrap();
+    let output = std::process::Command::new(binary)
+        .arg("serve")
+        .env("PROMPTOPS_HTTP_ADDR", "not-an-address")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("PROMPTOPS_HTTP_ADDR"), "{stderr}");
+}
