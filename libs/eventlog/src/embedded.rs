@@ -64,8 +64,23 @@ pub struct EmbeddedLog {
 }
 
 impl EmbeddedLog {
-    /// Opens (creating if needed) the log file at `path`.
+    /// Opens (creating if needed) the log file at `path`. Another process
+    /// opening the same file at the same moment can hold the lock that
+    /// switching to WAL needs: that is retried for a few seconds.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let mut attempt = 0;
+        loop {
+            match Self::open_once(path).await {
+                Err(StoreError::Unavailable(reason)) if reason.contains("locked") && attempt < 20 => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn open_once(path: &Path) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
@@ -107,37 +122,32 @@ impl EmbeddedLog {
         let mut last_sequence = 0;
         let mut duplicate = true;
         for event in events {
-            let existing: Option<i64> =
-                sqlx::query_scalar("SELECT sequence FROM events WHERE stream = $1 AND event_id = $2")
-                    .bind(stream)
-                    .bind(&event.event_id)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(StoreError::from)?;
+            // One round trip for the three facts the append depends on.
+            let (existing, subject_last, stream_last): (Option<i64>, i64, i64) = sqlx::query_as(
+                "SELECT
+                    (SELECT sequence FROM events WHERE stream = $1 AND event_id = $2),
+                    (SELECT COALESCE(MAX(sequence), 0) FROM events WHERE subject = $3),
+                    (SELECT COALESCE(MAX(sequence), 0) FROM events WHERE stream = $1)",
+            )
+            .bind(stream)
+            .bind(&event.event_id)
+            .bind(&subject)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(StoreError::from)?;
             let sequence = if let Some(seq) = existing {
                 to_u64(seq)
             } else {
                 duplicate = false;
-                let actual: i64 =
-                    sqlx::query_scalar("SELECT COALESCE(MAX(sequence), 0) FROM events WHERE subject = $1")
-                        .bind(&subject)
-                        .fetch_one(&mut *tx)
-                        .await
-                        .map_err(StoreError::from)?;
                 if let Some(want) = expected_now.last_subject_sequence()
-                    && want != to_u64(actual)
+                    && want != to_u64(subject_last)
                 {
                     return Err(AppendError::Conflict {
                         expected: expected_now,
-                        actual: to_u64(actual),
+                        actual: to_u64(subject_last),
                     });
                 }
-                let next: i64 =
-                    sqlx::query_scalar("SELECT COALESCE(MAX(sequence), 0) + 1 FROM events WHERE stream = $1")
-                        .bind(stream)
-                        .fetch_one(&mut *tx)
-                        .await
-                        .map_err(StoreError::from)?;
+                let next = stream_last + 1;
                 sqlx::query(
                     "INSERT INTO events (stream, sequence, subject, event_id, payload) VALUES ($1, $2, $3, $4, $5)",
                 )
@@ -257,18 +267,8 @@ pub struct EmbeddedSubscription {
 impl EmbeddedSubscription {
     pub(crate) async fn next(&mut self) -> Result<Delivery, StoreError> {
         loop {
-            if let Some((event, pending)) = self.buffer.pop_front() {
-                let sequence = event.sequence;
-                return Ok(Delivery {
-                    event,
-                    pending,
-                    acker: Acker::Embedded(EmbeddedAcker {
-                        pool: self.log.pool.clone(),
-                        stream: self.context.stream_name(),
-                        acks: Arc::clone(&self.acks),
-                        sequence,
-                    }),
-                });
+            if let Some(delivery) = self.next_buffered() {
+                return Ok(delivery);
             }
             // Register for the wake-up before looking, so an append between
             // the look and the wait is not missed.
@@ -284,6 +284,22 @@ impl EmbeddedSubscription {
                 () = tokio::time::sleep(POLL_INTERVAL) => {}
             }
         }
+    }
+
+    /// A delivery that is already fetched, without waiting.
+    pub(crate) fn next_buffered(&mut self) -> Option<Delivery> {
+        let (event, pending) = self.buffer.pop_front()?;
+        let sequence = event.sequence;
+        Some(Delivery {
+            event,
+            pending,
+            acker: Acker::Embedded(EmbeddedAcker {
+                pool: self.log.pool.clone(),
+                stream: self.context.stream_name(),
+                acks: Arc::clone(&self.acks),
+                sequence,
+            }),
+        })
     }
 
     async fn fetch(&mut self) -> Result<bool, StoreError> {
@@ -335,37 +351,56 @@ pub struct EmbeddedAcker {
 
 impl EmbeddedAcker {
     pub(crate) async fn ack(self) -> Result<(), StoreError> {
-        let advanced_to = {
-            let mut state = self
-                .acks
-                .floor
-                .lock()
-                .map_err(|_| StoreError::Unavailable("ack state poisoned".into()))?;
-            if self.sequence <= state.floor {
-                None
-            } else {
-                state.acked.insert(self.sequence);
-                let before = state.floor;
-                loop {
-                    let next = state.floor + 1;
-                    if !state.acked.remove(&next) {
-                        break;
-                    }
-                    state.floor = next;
-                }
-                (state.floor > before).then_some(state.floor)
+        if let Some(floor) = self.record()? {
+            self.persist(floor).await?;
+        }
+        Ok(())
+    }
+
+    /// Acknowledges many deliveries of one subscription with one write.
+    pub(crate) async fn ack_all(ackers: Vec<EmbeddedAcker>) -> Result<(), StoreError> {
+        let mut last = None;
+        for acker in ackers {
+            if let Some(floor) = acker.record()? {
+                last = Some((acker, floor));
             }
-        };
-        if let Some(floor) = advanced_to {
-            sqlx::query(
-                "UPDATE consumers SET ack_floor = MAX(ack_floor, $1) WHERE stream = $2 AND name = $3",
-            )
+        }
+        match last {
+            Some((acker, floor)) => acker.persist(floor).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Marks the sequence acknowledged in memory; returns the new floor if
+    /// it moved.
+    fn record(&self) -> Result<Option<u64>, StoreError> {
+        let mut state = self
+            .acks
+            .floor
+            .lock()
+            .map_err(|_| StoreError::Unavailable("ack state poisoned".into()))?;
+        if self.sequence <= state.floor {
+            return Ok(None);
+        }
+        state.acked.insert(self.sequence);
+        let before = state.floor;
+        loop {
+            let next = state.floor + 1;
+            if !state.acked.remove(&next) {
+                break;
+            }
+            state.floor = next;
+        }
+        Ok((state.floor > before).then_some(state.floor))
+    }
+
+    async fn persist(&self, floor: u64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE consumers SET ack_floor = MAX(ack_floor, $1) WHERE stream = $2 AND name = $3")
             .bind(to_i64(floor))
             .bind(self.stream)
             .bind(&self.acks.durable)
             .execute(&self.pool)
             .await?;
-        }
         Ok(())
     }
 }

@@ -263,7 +263,21 @@ impl std::fmt::Debug for JetStreamSubscription {
 
 impl JetStreamSubscription {
     pub(crate) async fn next(&mut self) -> Result<Delivery, StoreError> {
-        let message = match self.messages.next().await {
+        let message = self.messages.next().await;
+        self.delivery(message)
+    }
+
+    /// A delivery that has already arrived, without waiting.
+    pub(crate) fn next_buffered(&mut self) -> Option<Result<Delivery, StoreError>> {
+        let message = futures::FutureExt::now_or_never(self.messages.next())?;
+        Some(self.delivery(message))
+    }
+
+    fn delivery(
+        &mut self,
+        message: Option<Result<jetstream::Message, consumer::pull::MessagesError>>,
+    ) -> Result<Delivery, StoreError> {
+        let message = match message {
             Some(Ok(message)) => message,
             Some(Err(err)) => return Err(StoreError::unavailable(format!("consumer: {err}"))),
             None => return Err(StoreError::Unavailable("consumer closed".into())),

@@ -145,6 +145,23 @@ impl Subscription {
             Subscription::Embedded(sub) => sub.next().await,
         }
     }
+
+    /// Waits for the next event, then takes up to `max - 1` more that have
+    /// already arrived: a batch to process in one transaction.
+    pub async fn next_batch(&mut self, max: usize) -> Result<Vec<Delivery>, StoreError> {
+        let mut batch = vec![self.next().await?];
+        while batch.len() < max {
+            let more = match self {
+                Subscription::JetStream(sub) => sub.next_buffered().transpose()?,
+                Subscription::Embedded(sub) => sub.next_buffered(),
+            };
+            match more {
+                Some(delivery) => batch.push(delivery),
+                None => break,
+            }
+        }
+        Ok(batch)
+    }
 }
 
 /// One delivered event; acknowledge it once its effects are stored.
@@ -177,5 +194,18 @@ impl Delivery {
             Acker::JetStream(acker) => acker.ack().await.map_err(StoreError::unavailable),
             Acker::Embedded(acker) => acker.ack().await,
         }
+    }
+
+    /// Acknowledges deliveries of one subscription (one write on the
+    /// embedded log; one ack message each on JetStream).
+    pub async fn ack_all(deliveries: Vec<Delivery>) -> Result<(), StoreError> {
+        let mut embedded = Vec::new();
+        for delivery in deliveries {
+            match delivery.acker {
+                Acker::JetStream(acker) => acker.ack().await.map_err(StoreError::unavailable)?,
+                Acker::Embedded(acker) => embedded.push(acker),
+            }
+        }
+        EmbeddedAcker::ack_all(embedded).await
     }
 }

@@ -1,9 +1,10 @@
 //! The projection runner: folds a stream into read-model rows.
 //!
-//! For each delivered event the runner opens one transaction, lets the
-//! [`Projection`] write its rows, moves the checkpoint `(projection, stream)`
-//! in the same transaction, commits, and only then acknowledges. So an event
-//! takes effect exactly once even though delivery is at-least-once:
+//! The runner takes the events that have arrived (up to 256 at a time), opens
+//! one transaction, lets the [`Projection`] write the rows of each, moves the
+//! checkpoint `(projection, stream)` to the last in the same transaction,
+//! commits, and only then acknowledges. So an event takes effect exactly once
+//! even though delivery is at-least-once:
 //!
 //! - a redelivered event at or below the checkpoint is acknowledged and skipped;
 //! - streams have no gaps (deletes are denied), so an event above
@@ -193,16 +194,58 @@ impl<P: Projection> ProjectionRunner<P> {
         let mut subscription = self.log.subscribe(self.context, options).await?;
         tracing::debug!(position, "projection subscribed");
         loop {
-            let delivery = tokio::select! {
+            let deliveries = tokio::select! {
                 () = shutdown.cancelled() => return Ok(Resubscribe::Shutdown),
-                delivery = subscription.next() => delivery?,
+                batch = subscription.next_batch(BATCH) => batch?,
             };
-            let sequence = delivery.event.sequence;
-            if sequence <= position {
-                delivery.ack().await?;
-                continue;
+            // Sort the batch: already applied (skip), the contiguous run to
+            // apply now, and whatever follows a gap.
+            let mut done = Vec::new();
+            let mut apply = Vec::new();
+            let mut gap_at = None;
+            for delivery in deliveries {
+                let sequence = delivery.event.sequence;
+                let expected = apply
+                    .last()
+                    .map_or(position, |d: &crate::Delivery| d.event.sequence)
+                    + 1;
+                if gap_at.is_some() {
+                    // Left unacknowledged: redelivered after the resubscribe.
+                } else if sequence < expected {
+                    done.push(delivery);
+                } else if sequence == expected || allow_gap {
+                    if sequence != expected {
+                        metrics::counter!("projection_gaps_total", "projection" => name, "stream" => stream)
+                            .increment(1);
+                        tracing::error!(
+                            position,
+                            sequence,
+                            "the stream has a gap: events were removed from the log"
+                        );
+                    }
+                    allow_gap = false;
+                    apply.push(delivery);
+                } else {
+                    gap_at = Some(sequence);
+                }
             }
-            if sequence != position + 1 && !allow_gap {
+            crate::Delivery::ack_all(done).await?;
+            if !apply.is_empty() {
+                let events: Vec<&RecordedEvent> = apply.iter().map(|d| &d.event).collect();
+                if !self.apply_with_retry(&events, shutdown).await {
+                    return Ok(Resubscribe::Shutdown);
+                }
+                backoff.reset();
+                if let Some(last) = apply.last() {
+                    position = last.event.sequence;
+                    record_lag(name, stream, &apply, last.pending);
+                }
+                if let Err(err) = crate::Delivery::ack_all(apply).await {
+                    // The checkpoint already holds the effect; a redelivery is skipped.
+                    tracing::debug!(error = %err, "ack failed");
+                }
+            }
+            if let Some(sequence) = gap_at {
                 tracing::info!(
                     position,
                     sequence,
@@ -212,36 +255,16 @@ impl<P: Projection> ProjectionRunner<P> {
                 self.log.delete_consumer(self.context, name).await?;
                 return Ok(Resubscribe::AfterGap);
             }
-            if sequence != position + 1 {
-                metrics::counter!("projection_gaps_total", "projection" => name, "stream" => stream)
-                    .increment(1);
-                tracing::error!(
-                    position,
-                    sequence,
-                    "the stream has a gap: events were removed from the log"
-                );
-            }
-            allow_gap = false;
-            if !self.apply_with_retry(&delivery.event, shutdown).await {
-                return Ok(Resubscribe::Shutdown);
-            }
-            position = sequence;
-            backoff.reset();
-            record_lag(name, stream, &delivery.event, delivery.pending);
-            if let Err(err) = delivery.ack().await {
-                // The checkpoint already holds the effect; a redelivery is skipped.
-                tracing::debug!(error = %err, sequence, "ack failed");
-            }
         }
     }
 
-    /// Applies one event in its own transaction, retrying until it commits.
-    /// Returns false when shutdown came first.
-    async fn apply_with_retry(&self, event: &RecordedEvent, shutdown: &CancellationToken) -> bool {
+    /// Applies a contiguous run of events and moves the checkpoint to the
+    /// last, in one transaction, retrying until it commits. Returns false
+    /// when shutdown came first.
+    async fn apply_with_retry(&self, events: &[&RecordedEvent], shutdown: &CancellationToken) -> bool {
         let mut backoff = Backoff::default();
         loop {
-            let span = apply_span(self.projection.name(), event);
-            match self.apply_once(event).instrument(span).await {
+            match self.apply_once(events).await {
                 Ok(()) => return true,
                 Err(err) => {
                     metrics::counter!(
@@ -250,7 +273,7 @@ impl<P: Projection> ProjectionRunner<P> {
                         "stream" => self.context.stream_name()
                     )
                     .increment(1);
-                    tracing::warn!(error = %err, sequence = event.sequence, event_type = %event.envelope.event_type, "projection failed to apply an event; retrying");
+                    tracing::warn!(error = %err, first = events.first().map(|e| e.sequence), count = events.len(), "projection failed to apply events; retrying");
                     if !backoff.wait(shutdown).await {
                         return false;
                     }
@@ -259,10 +282,14 @@ impl<P: Projection> ProjectionRunner<P> {
         }
     }
 
-    async fn apply_once(&self, event: &RecordedEvent) -> Result<(), sqlx::Error> {
+    async fn apply_once(&self, events: &[&RecordedEvent]) -> Result<(), sqlx::Error> {
+        let Some(last) = events.last() else { return Ok(()) };
         let mut tx = self.pool.begin().await?;
-        self.projection.apply(&mut tx, event).await?;
-        let position = i64::try_from(event.sequence).unwrap_or(i64::MAX);
+        for event in events {
+            let span = apply_span(self.projection.name(), event);
+            self.projection.apply(&mut tx, event).instrument(span).await?;
+        }
+        let position = i64::try_from(last.sequence).unwrap_or(i64::MAX);
         sqlx::query(
             "INSERT INTO projection_checkpoints (projection, stream, position, updated_at_ms)
              VALUES ($1, $2, $3, $4)
@@ -283,15 +310,19 @@ enum Resubscribe {
     AfterGap,
 }
 
-fn record_lag(projection: &'static str, stream: &'static str, event: &RecordedEvent, pending: u64) {
-    let occurred = event.occurred_at_unix_nanos();
+fn record_lag(projection: &'static str, stream: &'static str, applied: &[crate::Delivery], pending: u64) {
     let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
-    let lag_seconds = ((now - occurred).max(0) as f64) / 1e9;
     let labels = [("projection", projection), ("stream", stream)];
-    metrics::histogram!("projection_lag_seconds", &labels).record(lag_seconds);
+    let lag = metrics::histogram!("projection_lag_seconds", &labels);
+    for delivery in applied {
+        let occurred = delivery.event.occurred_at_unix_nanos();
+        lag.record(((now - occurred).max(0) as f64) / 1e9);
+    }
+    if let Some(last) = applied.last() {
+        metrics::gauge!("projection_position", &labels).set(last.event.sequence as f64);
+    }
     metrics::gauge!("projection_pending_events", &labels).set(pending as f64);
-    metrics::gauge!("projection_position", &labels).set(event.sequence as f64);
-    metrics::counter!("projection_events_applied_total", &labels).increment(1);
+    metrics::counter!("projection_events_applied_total", &labels).increment(applied.len() as u64);
 }
 
 /// A span for applying one event, continuing the trace that appended it.
@@ -317,6 +348,9 @@ fn apply_span(projection: &'static str, event: &RecordedEvent) -> tracing::Span 
 fn unix_ms() -> i64 {
     i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
 }
+
+/// Most events applied in one transaction.
+const BATCH: usize = 256;
 
 /// Exponential backoff from 50 ms to 5 s.
 #[derive(Debug)]

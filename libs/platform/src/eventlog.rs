@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
 use promptops_eventlog::embedded::EmbeddedLog;
 use promptops_eventlog::jetstream::{JetStreamLog, JetStreamOptions};
@@ -14,7 +14,9 @@ use promptops_eventlog::{EventLog, StoreError};
 
 use crate::config::EventLogConfig;
 
-static EMBEDDED: OnceLock<Mutex<HashMap<PathBuf, EmbeddedLog>>> = OnceLock::new();
+/// Embedded logs opened by this process, by file. The async mutex is held
+/// across the open so two services starting together open the file once.
+static EMBEDDED: OnceLock<tokio::sync::Mutex<HashMap<PathBuf, EmbeddedLog>>> = OnceLock::new();
 
 pub async fn open(config: &EventLogConfig) -> Result<EventLog, StoreError> {
     match config {
@@ -29,17 +31,12 @@ pub async fn open(config: &EventLogConfig) -> Result<EventLog, StoreError> {
         }
         EventLogConfig::Embedded { path } => {
             let key = std::path::absolute(path).unwrap_or_else(|_| path.clone());
-            let shared = EMBEDDED.get_or_init(Default::default);
-            let existing = shared.lock().ok().and_then(|logs| logs.get(&key).cloned());
-            if let Some(log) = existing {
-                return Ok(EventLog::Embedded(log));
+            let mut logs = EMBEDDED.get_or_init(Default::default).lock().await;
+            if let Some(log) = logs.get(&key) {
+                return Ok(EventLog::Embedded(log.clone()));
             }
             let log = EmbeddedLog::open(&key).await?;
-            if let Ok(mut logs) = shared.lock() {
-                // Two services racing here: keep the first, drop ours.
-                let log = logs.entry(key).or_insert(log).clone();
-                return Ok(EventLog::Embedded(log));
-            }
+            logs.insert(key, log.clone());
             Ok(EventLog::Embedded(log))
         }
     }

@@ -27,6 +27,15 @@ pub fn free_port() -> Result<u16, TestkitError> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// `n` distinct ports nobody listens on right now (all held open until all
+/// are chosen, so none repeats).
+pub fn free_ports(n: usize) -> Result<Vec<u16>, TestkitError> {
+    let listeners = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()?;
+    listeners.iter().map(|l| Ok(l.local_addr()?.port())).collect()
+}
+
 /// Waits until something accepts TCP connections on `port`.
 pub fn wait_for_port(port: u16, timeout: Duration) -> Result<(), TestkitError> {
     let deadline = Instant::now() + timeout;
@@ -66,19 +75,43 @@ impl NatsServer {
     }
 
     /// Starts on a store directory that may already hold data (a restart).
+    ///
+    /// The server picks its own free port (`-p -1`) and the port is read from
+    /// its log, so parallel tests never race for a port.
     pub fn start_in(store: TempDir) -> Result<Self, TestkitError> {
         let program = find_program("nats-server", &["/usr/sbin"]).ok_or_else(|| TestkitError::Missing {
             program: "nats-server".into(),
             hint: "apt-get install -y nats-server".into(),
         })?;
-        let port = free_port()?;
-        let log = std::fs::File::create(store.path().join("nats.log"))?;
-        let child = Command::new(program)
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+        let log_path = store.path().join("nats.log");
+        let log = std::fs::File::create(&log_path)?;
+        let mut child = Command::new(program)
+            .args(["-js", "-a", "127.0.0.1", "-p", "-1", "-sd"])
             .arg(store.path().join("jetstream"))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let port = loop {
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            if let Some(port) = listening_port(&text) {
+                break port;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(TestkitError::Failed {
+                    what: "nats-server".into(),
+                    detail: format!("exited with {status}: {text}"),
+                });
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return Err(TestkitError::Failed {
+                    what: "nats-server".into(),
+                    detail: format!("did not report its port within 10s: {text}"),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
         let server = Self { child, port, store };
         wait_for_port(port, Duration::from_secs(10))?;
         Ok(server)
@@ -96,6 +129,15 @@ impl NatsServer {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.store.path().join("nats.log")).unwrap_or_default()
     }
+}
+
+/// The client port in a line like
+/// `Listening for client connections on 127.0.0.1:41209`.
+fn listening_port(log: &str) -> Option<u16> {
+    log.lines()
+        .find_map(|line| line.split("Listening for client connections on ").nth(1))
+        .and_then(|addr| addr.trim().rsplit(':').next())
+        .and_then(|port| port.parse().ok())
 }
 
 impl Drop for NatsServer {
@@ -138,29 +180,40 @@ impl Postgres {
             )?;
         }
         let data = dir.path().join("data");
-        let port = free_port()?;
         let initdb_cmd = format!(
             "{} -D {} -U postgres --auth=trust -E UTF8 --no-sync",
             initdb.display(),
             data.display()
         );
         run_as(&initdb_cmd, as_postgres_user, "initdb")?;
-        let server = Self {
-            port,
+        let mut server = Self {
+            port: 0,
             pg_ctl,
             as_postgres_user,
             dir,
         };
-        let start_cmd = format!(
-            "{} -D {} -l {} -w -t 30 -o '-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200' start",
-            server.pg_ctl.display(),
-            data.display(),
-            server.dir.path().join("pg.log").display(),
-            port,
-            server.dir.path().display(),
-        );
-        run_as(&start_cmd, as_postgres_user, "pg_ctl start")?;
-        Ok(server)
+        // A port found free can be taken by a parallel test before the
+        // server binds it: try again on another.
+        let mut attempts = 0;
+        loop {
+            server.port = free_port()?;
+            let start_cmd = format!(
+                "{} -D {} -l {} -w -t 30 -o '-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200' start",
+                server.pg_ctl.display(),
+                data.display(),
+                server.dir.path().join("pg.log").display(),
+                server.port,
+                server.dir.path().display(),
+            );
+            match run_as(&start_cmd, as_postgres_user, "pg_ctl start") {
+                Ok(()) => return Ok(server),
+                Err(err) if attempts < 3 => {
+                    attempts += 1;
+                    let _ = err;
+                }
+                Err(err) => return Err(err),
+            }
+        }
     }
 
     pub fn port(&self) -> u16 {

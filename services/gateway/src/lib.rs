@@ -116,8 +116,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         prompts: PromptServiceClient::new(prompts),
         audit: AuditServiceClient::new(audit),
         background: background.clone(),
+        max_body_bytes: config.max_body_bytes,
     };
-    let router = http::router(state, readiness.clone(), config.max_body_bytes);
+    let router = http::router(state, readiness.clone());
     let grpc = GrpcService {
         name: SERVICE,
         routes: tonic::service::Routes::default(),

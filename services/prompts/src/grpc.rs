@@ -40,7 +40,7 @@ impl PromptsApi {
         Self { log, db }
     }
 
-    async fn load(&self, aggregate: &AggregateRef) -> Result<(PromptState, u64), ServiceError> {
+    async fn load(&self, aggregate: &AggregateRef) -> Result<Loaded, ServiceError> {
         let history = self
             .log
             .read_aggregate(aggregate)
@@ -48,6 +48,7 @@ impl PromptsApi {
             .map_err(|e| ServiceError::unavailable("the event log", e))?;
         let mut state = PromptState::default();
         let mut last_sequence = 0;
+        let created_at = history.first().and_then(|e| e.envelope.occurred_at);
         for recorded in &history {
             let event = from_envelope(&recorded.envelope).map_err(|e| {
                 ServiceError::new(ErrorClass::Internal, format!("prompt history unreadable: {e}"))
@@ -55,7 +56,11 @@ impl PromptsApi {
             state = evolve(state, &event);
             last_sequence = recorded.sequence;
         }
-        Ok((state, last_sequence))
+        Ok(Loaded {
+            state,
+            last_sequence,
+            created_at,
+        })
     }
 
     /// Load → decide → append, again on a concurrency conflict.
@@ -64,7 +69,7 @@ impl PromptsApi {
         caller: &Caller,
         aggregate: &AggregateRef,
         command: PromptCommand,
-    ) -> Result<(PromptState, u64), ServiceError> {
+    ) -> Result<Loaded, ServiceError> {
         let metadata = EventMetadata {
             actor: Some(caller.actor.clone()),
             correlation_id: Uuid::now_v7().to_string(),
@@ -72,7 +77,11 @@ impl PromptsApi {
             traceparent: promptops_platform::telemetry::current_traceparent(),
         };
         for _ in 0..CONFLICT_RETRIES {
-            let (state, last_sequence) = self.load(aggregate).await?;
+            let Loaded {
+                state,
+                last_sequence,
+                created_at,
+            } = self.load(aggregate).await?;
             let events = decide(&state, command.clone()).map_err(domain_error)?;
             let envelopes: Vec<_> = events
                 .iter()
@@ -93,7 +102,11 @@ impl PromptsApi {
             {
                 Ok(appended) => {
                     let state = events.iter().fold(state, evolve);
-                    return Ok((state, appended.last_sequence));
+                    return Ok(Loaded {
+                        state,
+                        last_sequence: appended.last_sequence,
+                        created_at: created_at.or_else(|| envelopes.first().and_then(|e| e.occurred_at)),
+                    });
                 }
                 Err(AppendError::Conflict { .. }) => continue,
                 Err(AppendError::Invalid(reason)) => {
@@ -131,6 +144,16 @@ impl PromptsApi {
             ))
         }
     }
+}
+
+/// An aggregate as loaded (or as left by a successful command).
+#[derive(Debug)]
+struct Loaded {
+    state: PromptState,
+    /// The stream sequence of its last event: the concurrency token.
+    last_sequence: u64,
+    /// When its first event happened.
+    created_at: Option<prost_types::Timestamp>,
 }
 
 fn domain_error(err: PromptError) -> ServiceError {
@@ -176,7 +199,7 @@ impl PromptService for PromptsApi {
             tags: req.tags,
             template: req.template,
         };
-        let (state, sequence) = match self
+        let loaded = match self
             .handle(&caller, &aggregate, PromptCommand::Create(command.clone()))
             .await
         {
@@ -184,8 +207,8 @@ impl PromptService for PromptsApi {
             Err(err) if err.class == ErrorClass::AlreadyExists && !req.request_id.is_empty() => {
                 // A retry of the same request: answer as the first time if it
                 // asked for the same prompt.
-                let (state, sequence) = self.load(&aggregate).await?;
-                let same = state.prompt.as_ref().is_some_and(|p| {
+                let loaded = self.load(&aggregate).await?;
+                let same = loaded.state.prompt.as_ref().is_some_and(|p| {
                     p.name == command.name
                         && p.template == command.template
                         && p.description == command.description
@@ -193,11 +216,12 @@ impl PromptService for PromptsApi {
                 if !same {
                     return Err(err.into());
                 }
-                (state, sequence)
+                loaded
             }
             Err(err) => return Err(err.into()),
         };
-        let created = state
+        let created = loaded
+            .state
             .prompt
             .ok_or_else(|| ServiceError::new(ErrorClass::Internal, "created prompt missing from state"))?;
         tracing::info!(prompt_id = %created.prompt_id, org = %caller.org_id, "prompt created");
@@ -208,17 +232,15 @@ impl PromptService for PromptsApi {
             folder: created.folder,
             tags: created.tags,
             template: created.template,
-            latest_version: state.version,
-            created_at: Some(promptops_platform::paging::timestamp_from_ms(
-                promptops_platform::db::unix_ms(),
-            )),
+            latest_version: loaded.state.version,
+            created_at: loaded.created_at,
             created_by: Some(caller.actor),
         };
         Ok(Response::new(CreatePromptResponse {
             prompt: Some(prompt),
             position: Some(LogPosition {
                 stream: Context::Prompts.stream_name().to_owned(),
-                sequence,
+                sequence: loaded.last_sequence,
             }),
         }))
     }

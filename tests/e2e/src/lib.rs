@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use promptops_testkit::{NatsServer, Postgres, free_port, workspace_binary};
+use promptops_testkit::{NatsServer, Postgres, free_ports, workspace_binary};
 use tempfile::TempDir;
 
 pub const SERVICES: [&str; 6] = [
@@ -163,9 +163,9 @@ impl Cluster {
             .prefix("promptops-e2e-")
             .tempdir()
             .unwrap();
-        let http_port = free_port().unwrap();
-        let grpc_ports: BTreeMap<&'static str, u16> =
-            SERVICES.iter().map(|s| (*s, free_port().unwrap())).collect();
+        let ports = free_ports(SERVICES.len() + 1).unwrap();
+        let http_port = ports[SERVICES.len()];
+        let grpc_ports: BTreeMap<&'static str, u16> = SERVICES.iter().copied().zip(ports).collect();
         let mut env = vec![
             ("NATS_URL".to_owned(), nats.url()),
             ("DATABASE_URL".to_owned(), database_url.clone()),
@@ -250,9 +250,9 @@ impl AllInOne {
             .prefix("promptops-aio-")
             .tempdir()
             .unwrap();
-        let http_port = free_port().unwrap();
-        let grpc_ports: BTreeMap<&'static str, u16> =
-            SERVICES.iter().map(|s| (*s, free_port().unwrap())).collect();
+        let ports = free_ports(SERVICES.len() + 1).unwrap();
+        let http_port = ports[SERVICES.len()];
+        let grpc_ports: BTreeMap<&'static str, u16> = SERVICES.iter().copied().zip(ports).collect();
         let mut env = vec![
             ("PROMPTOPS_HTTP_ADDR".to_owned(), format!("127.0.0.1:{http_port}")),
             (

@@ -28,6 +28,32 @@ async fn prompts_stream_last_sequence(cluster: &Cluster) -> u64 {
     stream.info().await.unwrap().state.last_sequence
 }
 
+/// The services a server lists through gRPC reflection.
+async fn reflected_services(url: &str) -> Vec<String> {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let mut client = ServerReflectionClient::new(channel(url).await);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = client
+        .server_reflection_info(futures::stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = responses.message().await.unwrap().unwrap();
+    match response.message_response {
+        Some(MessageResponse::ListServicesResponse(list)) => {
+            list.service.into_iter().map(|s| s.name).collect()
+        }
+        other => panic!("unexpected reflection response {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn the_slice_runs_through_every_process() {
     let cluster = Cluster::start().await;
@@ -53,6 +79,20 @@ async fn the_slice_runs_through_every_process() {
                 .unwrap();
             assert_eq!(response.status(), 200, "{service}{path}");
         }
+    }
+    for (service, expected) in [
+        ("prompts", "promptops.prompts.v1.PromptService"),
+        ("audit", "promptops.audit.v1.AuditService"),
+        ("execution", "grpc.health.v1.Health"),
+    ] {
+        let services = reflected_services(&cluster.grpc_url(service)).await;
+        assert!(services.iter().any(|s| s == expected), "{service}: {services:?}");
+        assert!(
+            services
+                .iter()
+                .any(|s| s == "grpc.reflection.v1.ServerReflection"),
+            "{service}"
+        );
     }
     let mut health = HealthClient::new(channel(&cluster.grpc_url("prompts")).await);
     let named = health

@@ -1,49 +1,113 @@
-//! JSON body and query extractors that reject bad input with problem JSON
-//! (400 malformed or mistyped, 413 too large, 415 not JSON) instead of
-//! axum's plain-text rejections.
+//! Request extractors that reject bad input with problem JSON: 400 for
+//! malformed or mistyped JSON (naming the field), 413 for a body over the
+//! limit, 415 for a body that is not JSON.
+//!
+//! The JSON body is read by hand rather than through `axum::Json` so that an
+//! oversized body is still read (and discarded, up to a cap) before the 413
+//! is sent: a server that answers and closes while the client is still
+//! writing makes the client see a broken pipe instead of the answer.
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
+use futures::StreamExt as _;
 use http::request::Parts;
 use promptops_platform::errors::{ErrorClass, ServiceError};
 use serde::de::DeserializeOwned;
 
-/// A JSON request body.
+use super::AppState;
+
+/// A JSON request body, at most `AppState::max_body_bytes`.
 #[derive(Debug)]
 pub struct ApiJson<T>(pub T);
 
-impl<T, S> FromRequest<S> for ApiJson<T>
-where
-    T: DeserializeOwned,
-    S: Send + Sync,
-{
+/// How much of an oversized body is read and discarded before answering 413,
+/// and for how long, before the connection is simply closed.
+const DRAIN_CAP_BYTES: usize = 64 * 1024 * 1024;
+const DRAIN_CAP_TIME: Duration = Duration::from_secs(5);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     type Rejection = ServiceError;
 
-    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(request, state).await {
-            Ok(axum::Json(value)) => Ok(ApiJson(value)),
-            Err(rejection) => Err(json_rejection(&rejection)),
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let is_json = request
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|mime| {
+                let mime = mime.trim().to_ascii_lowercase();
+                mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+            })
+            .unwrap_or(false);
+        let limit = state.max_body_bytes;
+        let body = request.into_body();
+        if !is_json {
+            drain(body, 0).await;
+            return Err(ServiceError::new(
+                ErrorClass::UnsupportedMediaType,
+                "expected a body with Content-Type: application/json",
+            ));
         }
+        let bytes = read_limited(body, limit).await?;
+        let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
+        let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
+            let path = err.path().to_string();
+            let inner = err.into_inner();
+            let detail = if path == "." || path.is_empty() {
+                format!("invalid JSON body: {inner}")
+            } else {
+                format!("invalid JSON body at {path}: {inner}")
+            };
+            ServiceError::new(ErrorClass::InvalidArgument, detail)
+        })?;
+        deserializer
+            .end()
+            .map_err(|e| ServiceError::new(ErrorClass::InvalidArgument, format!("invalid JSON body: {e}")))?;
+        Ok(ApiJson(value))
     }
 }
 
-fn json_rejection(rejection: &JsonRejection) -> ServiceError {
-    let class = match rejection.status().as_u16() {
-        413 => ErrorClass::PayloadTooLarge,
-        415 => ErrorClass::UnsupportedMediaType,
-        _ => ErrorClass::InvalidArgument,
-    };
-    let detail = match rejection {
-        JsonRejection::MissingJsonContentType(_) => {
-            "expected a body with Content-Type: application/json".to_owned()
+/// Reads the body if it is at most `limit` bytes; otherwise drains it and
+/// answers 413.
+async fn read_limited(body: Body, limit: usize) -> Result<Vec<u8>, ServiceError> {
+    let mut stream = body.into_data_stream();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            ServiceError::new(
+                ErrorClass::InvalidArgument,
+                format!("cannot read the request body: {e}"),
+            )
+        })?;
+        if bytes.len() + chunk.len() > limit {
+            let seen = bytes.len() + chunk.len();
+            drop(bytes);
+            drain_stream(stream, seen).await;
+            return Err(ServiceError::new(
+                ErrorClass::PayloadTooLarge,
+                format!("the request body is larger than {limit} bytes (PROMPTOPS_MAX_BODY_BYTES)"),
+            ));
         }
-        other if class == ErrorClass::PayloadTooLarge => {
-            tracing::debug!(rejection = %other.body_text(), "body too large");
-            "the request body is larger than the limit (PROMPTOPS_MAX_BODY_BYTES)".to_owned()
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes)
+}
+
+async fn drain(body: Body, already: usize) {
+    drain_stream(body.into_data_stream(), already).await;
+}
+
+async fn drain_stream(mut stream: axum::body::BodyDataStream, mut seen: usize) {
+    let started = Instant::now();
+    while seen < DRAIN_CAP_BYTES && started.elapsed() < DRAIN_CAP_TIME {
+        match tokio::time::timeout(DRAIN_CAP_TIME, stream.next()).await {
+            Ok(Some(Ok(chunk))) => seen += chunk.len(),
+            _ => break,
         }
-        other => other.body_text(),
-    };
-    ServiceError::new(class, detail)
+    }
 }
 
 /// Query-string parameters.

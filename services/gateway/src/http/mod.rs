@@ -29,6 +29,8 @@ pub struct AppState {
     pub audit: AuditServiceClient<Channel>,
     /// Mutations run here so a client disconnect cannot cut them short.
     pub background: TaskTracker,
+    /// The largest accepted request body (`PROMPTOPS_MAX_BODY_BYTES`).
+    pub max_body_bytes: usize,
 }
 
 #[derive(OpenApi)]
@@ -57,7 +59,8 @@ pub fn api() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
 }
 
 /// The whole HTTP router: API, OpenAPI document, ops routes, limits.
-pub fn router(state: AppState, readiness: Readiness, max_body_bytes: usize) -> axum::Router {
+pub fn router(state: AppState, readiness: Readiness) -> axum::Router {
+    let max_body_bytes = state.max_body_bytes;
     let (api, doc) = api();
     let doc = std::sync::Arc::new(doc);
     let app = api

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The whole test suite, as the README and CI run it:
+#   unit tests, the event-log conformance suite on SQLite and on a real
+#   nats-server, and the end-to-end tests (real nats-server, real PostgreSQL,
+#   one process per service, and the embedded all-in-one).
+#
+# Tests start their own servers on free ports; nothing needs to be running.
+# What a fresh Debian machine lacks (nats-server, PostgreSQL) is installed
+# when running as root, otherwise the command to install it is printed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+have() {
+    command -v "$1" >/dev/null 2>&1 && return 0
+    for dir in /usr/sbin /usr/lib/postgresql/*/bin; do
+        [ -x "$dir/$1" ] && return 0
+    done
+    return 1
+}
+
+missing=()
+have nats-server || missing+=(nats-server)
+have initdb || missing+=(postgresql)
+have psql || missing+=(postgresql-client)
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "installing ${missing[*]}" >&2
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    else
+        echo "missing: ${missing[*]} — install with: sudo apt-get install -y ${missing[*]}" >&2
+        exit 1
+    fi
+fi
+
+# The e2e tests run the service binaries: build them first, with the same
+# package selection as the tests so nothing is compiled twice.
+cargo build --workspace --all-targets --locked
+
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace --locked --profile ci "$@"
+else
+    cargo test --workspace --locked "$@"
+fi
