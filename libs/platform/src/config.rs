@@ -181,6 +181,25 @@ impl CommonConfig {
     }
 }
 
+/// The configuration of a service that serves gRPC on one port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceConfig {
+    pub service: ServiceName,
+    /// `PROMPTOPS_<SERVICE>_GRPC_ADDR`.
+    pub grpc_addr: SocketAddr,
+    pub common: CommonConfig,
+}
+
+impl ServiceConfig {
+    pub fn from_env(service: ServiceName, env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            service,
+            grpc_addr: service.grpc_addr(env)?,
+            common: CommonConfig::from_env(env)?,
+        })
+    }
+}
+
 /// The gRPC listen address and the upstream URL of each service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ServiceName {

@@ -22,6 +22,7 @@ pub mod errors;
 pub mod eventlog;
 pub mod metrics;
 pub mod paging;
+pub mod read_your_write;
 pub mod runtime;
 pub mod server;
 pub mod shutdown;

@@ -80,27 +80,32 @@ where
     Fut: Future<Output = Result<(), RunError>>,
 {
     let env = Env::from_process();
+    // The runtime comes first: the OTLP exporter's gRPC channel is created
+    // on it (and flushes through it at the end).
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("promptops-{service}: cannot start the async runtime: {err}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
     let telemetry = match crate::telemetry::TelemetryConfig::from_env(&env, &format!("promptops-{service}")) {
         Ok(config) => config,
         Err(err) => return config_error(&err),
     };
-    let guard = match crate::telemetry::init(&telemetry) {
-        Ok(guard) => guard,
-        Err(err) => {
-            eprintln!("promptops-{service}: cannot start telemetry: {err}");
-            return ExitCode::from(EXIT_CONFIG);
+    let guard = {
+        let _entered = runtime.enter();
+        match crate::telemetry::init(&telemetry) {
+            Ok(guard) => guard,
+            Err(err) => {
+                eprintln!("promptops-{service}: cannot start telemetry: {err}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
         }
     };
     let config = match parse(&env) {
         Ok(config) => config,
         Err(err) => return config_error(&err),
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            tracing::error!(error = %err, "cannot start the async runtime");
-            return ExitCode::from(EXIT_FAILURE);
-        }
     };
     let code = runtime.block_on(async {
         let shutdown = CancellationToken::new();
@@ -118,8 +123,9 @@ where
             }
         }
     });
-    drop(runtime);
+    // Last: flush telemetry while the runtime still runs, then stop it.
     drop(guard);
+    drop(runtime);
     code
 }
 
@@ -132,12 +138,11 @@ fn config_error(err: &ConfigError) -> ExitCode {
 /// database (so `/readyz` means something) and serves health, reflection and
 /// metrics on its gRPC port until `shutdown`.
 pub async fn run_without_api(
-    service: ServiceName,
-    grpc_addr: std::net::SocketAddr,
-    common: &CommonConfig,
+    config: &crate::config::ServiceConfig,
     migrations: &[Migration],
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
+    let (service, grpc_addr, common) = (config.service, config.grpc_addr, &config.common);
     let resources = open_resources(common, service, migrations).await?;
     let listener = crate::server::bind(grpc_addr).await?;
     tracing::info!(addr = %grpc_addr, "{service} service listening");

@@ -1,12 +1,9 @@
 //! `AuditService` over gRPC: reads of the audit trail, scoped to the caller's org.
 
-use std::time::Duration;
-
-use promptops_eventlog::Context;
-use promptops_eventlog::projection::wait_for_position;
 use promptops_platform::caller::Caller;
-use promptops_platform::errors::{ErrorClass, FieldViolation, ServiceError};
+use promptops_platform::errors::{FieldViolation, ServiceError};
 use promptops_platform::paging::{Cursor, page_size};
+use promptops_platform::read_your_write;
 use promptops_proto::audit::v1::audit_service_server::AuditService;
 use promptops_proto::audit::v1::{ListAuditEntriesRequest, ListAuditEntriesResponse};
 use sqlx::AnyPool;
@@ -14,7 +11,6 @@ use tonic::{Request, Response, Status};
 
 use crate::trail::{self, PROJECTION};
 
-const READ_YOUR_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_ACTION_PREFIX: usize = 200;
 
 #[derive(Debug, Clone)]
@@ -43,27 +39,7 @@ impl AuditService for AuditApi {
             )])
             .into());
         }
-        if let Some(position) = &req.min_position {
-            let context = Context::from_stream_name(&position.stream).ok_or_else(|| {
-                ServiceError::invalid(vec![FieldViolation::new("min_position.stream", "unknown stream")])
-            })?;
-            let reached = wait_for_position(
-                &self.db,
-                PROJECTION,
-                context,
-                position.sequence,
-                READ_YOUR_WRITE_TIMEOUT,
-            )
-            .await
-            .map_err(|e| ServiceError::unavailable("the audit database", e))?;
-            if !reached {
-                return Err(ServiceError::new(
-                    ErrorClass::DeadlineExceeded,
-                    "the audit trail has not caught up with the requested position yet",
-                )
-                .into());
-            }
-        }
+        read_your_write::wait_for(&self.db, PROJECTION, req.min_position.as_ref()).await?;
         let page = req.page.unwrap_or_default();
         let after = Cursor::decode(&page.page_token, "page.page_token")?;
         let (entries, next) = trail::list(

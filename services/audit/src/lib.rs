@@ -7,12 +7,11 @@ pub mod grpc;
 mod summary;
 pub mod trail;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use promptops_eventlog::Context;
 use promptops_eventlog::projection::ProjectionRunner;
-use promptops_platform::config::{CommonConfig, ConfigError, Env, ServiceName};
+use promptops_platform::config::{ConfigError, Env, ServiceConfig, ServiceName};
 use promptops_platform::runtime::{RunError, open_resources};
 use promptops_platform::server::{GrpcService, bind, serve_grpc};
 use promptops_proto::audit::v1::audit_service_server::{AuditServiceServer, SERVICE_NAME};
@@ -21,19 +20,12 @@ use tokio_util::task::TaskTracker;
 
 pub const SERVICE: ServiceName = ServiceName::Audit;
 
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub grpc_addr: SocketAddr,
-    pub common: CommonConfig,
-}
+/// The service's configuration: its gRPC address and the shared settings.
+pub type Config = ServiceConfig;
 
-impl Config {
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        Ok(Self {
-            grpc_addr: SERVICE.grpc_addr(env)?,
-            common: CommonConfig::from_env(env)?,
-        })
-    }
+/// Reads the configuration from the environment.
+pub fn config_from_env(env: &Env) -> Result<Config, ConfigError> {
+    ServiceConfig::from_env(SERVICE, env)
 }
 
 /// Runs the service until `shutdown` is cancelled.

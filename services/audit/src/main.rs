@@ -3,7 +3,7 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     promptops_platform::runtime::main(
         promptops_audit::SERVICE,
-        promptops_audit::Config::from_env,
+        promptops_audit::config_from_env,
         promptops_audit::run,
     )
 }

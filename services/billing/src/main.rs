@@ -3,7 +3,7 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     promptops_platform::runtime::main(
         promptops_billing::SERVICE,
-        promptops_billing::Config::from_env,
+        promptops_billing::config_from_env,
         promptops_billing::run,
     )
 }

@@ -3,7 +3,7 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     promptops_platform::runtime::main(
         promptops_evaluation::SERVICE,
-        promptops_evaluation::Config::from_env,
+        promptops_evaluation::config_from_env,
         promptops_evaluation::run,
     )
 }

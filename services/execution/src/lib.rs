@@ -4,9 +4,7 @@
 //! log are opened and migrated, and its port serves gRPC health, reflection,
 //! `/healthz`, `/readyz` and `/metrics`. Its API arrives with its issue.
 
-use std::net::SocketAddr;
-
-use promptops_platform::config::{CommonConfig, ConfigError, Env, ServiceName};
+use promptops_platform::config::{ConfigError, Env, ServiceConfig, ServiceName};
 use promptops_platform::db::Migration;
 use promptops_platform::runtime::{RunError, run_without_api};
 use tokio_util::sync::CancellationToken;
@@ -20,22 +18,15 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
     statements: &[promptops_eventlog::projection::CHECKPOINT_TABLE],
 }];
 
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub grpc_addr: SocketAddr,
-    pub common: CommonConfig,
-}
+/// The service's configuration: its gRPC address and the shared settings.
+pub type Config = ServiceConfig;
 
-impl Config {
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        Ok(Self {
-            grpc_addr: SERVICE.grpc_addr(env)?,
-            common: CommonConfig::from_env(env)?,
-        })
-    }
+/// Reads the configuration from the environment.
+pub fn config_from_env(env: &Env) -> Result<Config, ConfigError> {
+    ServiceConfig::from_env(SERVICE, env)
 }
 
 /// Runs the service until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
-    run_without_api(SERVICE, config.grpc_addr, &config.common, MIGRATIONS, shutdown).await
+    run_without_api(&config, MIGRATIONS, shutdown).await
 }

@@ -3,7 +3,7 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     promptops_platform::runtime::main(
         promptops_execution::SERVICE,
-        promptops_execution::Config::from_env,
+        promptops_execution::config_from_env,
         promptops_execution::run,
     )
 }

@@ -21,11 +21,11 @@ impl AllConfig {
     fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
             gateway: promptops_gateway::Config::from_env(env)?,
-            prompts: promptops_prompts::Config::from_env(env)?,
-            execution: promptops_execution::Config::from_env(env)?,
-            evaluation: promptops_evaluation::Config::from_env(env)?,
-            billing: promptops_billing::Config::from_env(env)?,
-            audit: promptops_audit::Config::from_env(env)?,
+            prompts: promptops_prompts::config_from_env(env)?,
+            execution: promptops_execution::config_from_env(env)?,
+            evaluation: promptops_evaluation::config_from_env(env)?,
+            billing: promptops_billing::config_from_env(env)?,
+            audit: promptops_audit::config_from_env(env)?,
         })
     }
 }
@@ -42,27 +42,27 @@ pub fn main(service: Option<&str>) -> ExitCode {
         ),
         Some(ServiceName::Prompts) => runtime::main(
             ServiceName::Prompts,
-            promptops_prompts::Config::from_env,
+            promptops_prompts::config_from_env,
             promptops_prompts::run,
         ),
         Some(ServiceName::Execution) => runtime::main(
             ServiceName::Execution,
-            promptops_execution::Config::from_env,
+            promptops_execution::config_from_env,
             promptops_execution::run,
         ),
         Some(ServiceName::Evaluation) => runtime::main(
             ServiceName::Evaluation,
-            promptops_evaluation::Config::from_env,
+            promptops_evaluation::config_from_env,
             promptops_evaluation::run,
         ),
         Some(ServiceName::Billing) => runtime::main(
             ServiceName::Billing,
-            promptops_billing::Config::from_env,
+            promptops_billing::config_from_env,
             promptops_billing::run,
         ),
         Some(ServiceName::Audit) => runtime::main(
             ServiceName::Audit,
-            promptops_audit::Config::from_env,
+            promptops_audit::config_from_env,
             promptops_audit::run,
         ),
         None => {

@@ -1,15 +1,13 @@
 //! `PromptService` over gRPC: commands go through the aggregate to the log,
 //! queries read the read model.
 
-use std::time::Duration;
-
-use promptops_eventlog::projection::wait_for_position;
 use promptops_eventlog::{
     AggregateRef, AppendError, Context, EventLog, EventMetadata, Expected, envelope_for,
 };
 use promptops_platform::caller::Caller;
 use promptops_platform::errors::{ErrorClass, FieldViolation, ServiceError};
 use promptops_platform::paging::{Cursor, page_size};
+use promptops_platform::read_your_write;
 use promptops_proto::common::v1::LogPosition;
 use promptops_proto::prompts::v1::prompt_service_server::PromptService;
 use promptops_proto::prompts::v1::{
@@ -24,8 +22,6 @@ use crate::domain::{CreatePrompt, PromptCommand, PromptError, PromptState, decid
 use crate::events::{AGGREGATE_TYPE, from_envelope, to_draft};
 use crate::read_model::{self, PROJECTION};
 
-/// How long a read waits for the projection to reach a given position.
-const READ_YOUR_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a command is decided again after losing a concurrency race.
 const CONFLICT_RETRIES: usize = 3;
 
@@ -119,30 +115,6 @@ impl PromptsApi {
             ErrorClass::Conflict,
             "the prompt was changed concurrently; retry",
         ))
-    }
-
-    async fn wait_for(&self, position: Option<&LogPosition>) -> Result<(), ServiceError> {
-        let Some(position) = position else { return Ok(()) };
-        let context = Context::from_stream_name(&position.stream).ok_or_else(|| {
-            ServiceError::invalid(vec![FieldViolation::new("min_position.stream", "unknown stream")])
-        })?;
-        let reached = wait_for_position(
-            &self.db,
-            PROJECTION,
-            context,
-            position.sequence,
-            READ_YOUR_WRITE_TIMEOUT,
-        )
-        .await
-        .map_err(|e| ServiceError::unavailable("the prompts database", e))?;
-        if reached {
-            Ok(())
-        } else {
-            Err(ServiceError::new(
-                ErrorClass::DeadlineExceeded,
-                "the read model has not caught up with the requested position yet",
-            ))
-        }
     }
 }
 
@@ -253,7 +225,7 @@ impl PromptService for PromptsApi {
                 ServiceError::invalid(vec![FieldViolation::new("prompt_id", "must be a UUID")]).into(),
             );
         }
-        self.wait_for(req.min_position.as_ref()).await?;
+        read_your_write::wait_for(&self.db, PROJECTION, req.min_position.as_ref()).await?;
         let prompt = read_model::get(&self.db, &caller.org_id, &req.prompt_id)
             .await
             .map_err(|e| ServiceError::unavailable("the prompts database", e))?

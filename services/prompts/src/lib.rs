@@ -13,12 +13,11 @@ pub mod events;
 pub mod grpc;
 pub mod read_model;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use promptops_eventlog::Context;
 use promptops_eventlog::projection::ProjectionRunner;
-use promptops_platform::config::{CommonConfig, ConfigError, Env, ServiceName};
+use promptops_platform::config::{ConfigError, Env, ServiceConfig, ServiceName};
 use promptops_platform::runtime::{RunError, open_resources};
 use promptops_platform::server::{GrpcService, bind, serve_grpc};
 use promptops_proto::prompts::v1::prompt_service_server::{PromptServiceServer, SERVICE_NAME};
@@ -27,19 +26,12 @@ use tokio_util::task::TaskTracker;
 
 pub const SERVICE: ServiceName = ServiceName::Prompts;
 
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub grpc_addr: SocketAddr,
-    pub common: CommonConfig,
-}
+/// The service's configuration: its gRPC address and the shared settings.
+pub type Config = ServiceConfig;
 
-impl Config {
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        Ok(Self {
-            grpc_addr: SERVICE.grpc_addr(env)?,
-            common: CommonConfig::from_env(env)?,
-        })
-    }
+/// Reads the configuration from the environment.
+pub fn config_from_env(env: &Env) -> Result<Config, ConfigError> {
+    ServiceConfig::from_env(SERVICE, env)
 }
 
 /// Runs the service until `shutdown` is cancelled.

@@ -246,6 +246,11 @@ pub struct AllInOne {
 
 impl AllInOne {
     pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts with extra environment variables.
+    pub async fn start_with(extra_env: &[(&str, &str)]) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("promptops-aio-")
             .tempdir()
@@ -272,6 +277,7 @@ impl AllInOne {
                 format!("http://127.0.0.1:{port}"),
             ));
         }
+        env.extend(extra_env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         let binary = workspace_binary("promptops").unwrap();
         let process = ServiceProcess::spawn(
             "promptops",
