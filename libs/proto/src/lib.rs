@@ -21,6 +21,13 @@ pub mod eventlog {
     }
 }
 
+pub mod identity {
+    #[allow(clippy::all, clippy::pedantic, reason = "generated code")]
+    pub mod v1 {
+        tonic::include_proto!("promptops.identity.v1");
+    }
+}
+
 pub mod prompts {
     #[allow(clippy::all, clippy::pedantic, reason = "generated code")]
     pub mod v1 {

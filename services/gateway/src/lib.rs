@@ -6,6 +6,7 @@
 //! their gRPC APIs (`PROMPTOPS_PROMPTS_URL`, `PROMPTOPS_AUDIT_URL`).
 
 pub mod http;
+pub mod identity;
 
 use std::net::SocketAddr;
 use std::time::Duration;
