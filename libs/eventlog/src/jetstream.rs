@@ -5,7 +5,12 @@
 //!   `allow_direct` for reading an aggregate's events with direct gets.
 //! - Append: `Nats-Msg-Id = event_id` (deduplicated within the stream's
 //!   duplicate window) and `Nats-Expected-Last-Subject-Sequence` (optimistic
-//!   concurrency per aggregate subject).
+//!   concurrency per aggregate subject). nats-server 2.9 has no atomic batch
+//!   publish: the events of one append are published one after another, each
+//!   expecting the previous one's sequence. A failure in the middle leaves a
+//!   prefix in the log; retrying the same envelopes (same event ids) within
+//!   the duplicate window completes it without duplicates. (The embedded log
+//!   appends a batch atomically.)
 //! - Consumers: durable pull consumers, one filter subject (the whole stream),
 //!   explicit ack. Only features nats-server 2.9 has are used.
 

@@ -309,6 +309,9 @@ async fn a_new_consumer_replays_the_whole_stream(log: EventLog) {
     }
     // Deleting a consumer forgets its position: it replays from its start.
     log.delete_consumer(Context::Prompts, "replay_0").await.unwrap();
+    log.delete_consumer(Context::Prompts, "never_existed")
+        .await
+        .unwrap();
     let mut sub = log
         .subscribe(Context::Prompts, consumer("replay_0", Start::Beginning))
         .await
