@@ -15,6 +15,7 @@
 //! Read models are built by the [`projection`] runner, which stores its
 //! checkpoint in the same transaction as the rows it writes.
 
+pub mod aggregate;
 pub mod embedded;
 mod error;
 mod event;

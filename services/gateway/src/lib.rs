@@ -11,6 +11,8 @@ pub mod identity;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use promptops_eventlog::Context;
+use promptops_eventlog::projection::ProjectionRunner;
 use promptops_platform::config::{CommonConfig, ConfigError, Env, ServiceName};
 use promptops_platform::db::Migration;
 use promptops_platform::runtime::{RunError, open_resources};
@@ -26,11 +28,7 @@ pub const SERVICE: ServiceName = ServiceName::Gateway;
 /// The default limit on request bodies: 1 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "projection checkpoints",
-    statements: &[promptops_eventlog::projection::CHECKPOINT_TABLE],
-}];
+pub const MIGRATIONS: &[Migration] = identity::store::MIGRATIONS;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -39,6 +37,7 @@ pub struct Config {
     pub prompts_url: String,
     pub audit_url: String,
     pub max_body_bytes: usize,
+    pub tokens: identity::service::TokenConfig,
     pub common: CommonConfig,
 }
 
@@ -58,9 +57,28 @@ impl Config {
             prompts_url: ServiceName::Prompts.url(env)?,
             audit_url: ServiceName::Audit.url(env)?,
             max_body_bytes,
+            tokens: token_config(env)?,
             common: CommonConfig::from_env(env)?,
         })
     }
+}
+
+/// `PROMPTOPS_AUTH_ISSUER`, `PROMPTOPS_AUTH_AUDIENCE`,
+/// `PROMPTOPS_ACCESS_TOKEN_TTL_SECS` (at most 900).
+fn token_config(env: &Env) -> Result<identity::service::TokenConfig, ConfigError> {
+    let ttl = env.parse::<u64>("PROMPTOPS_ACCESS_TOKEN_TTL_SECS", 900)?;
+    if !(30..=900).contains(&ttl) {
+        return Err(ConfigError {
+            variable: "PROMPTOPS_ACCESS_TOKEN_TTL_SECS".into(),
+            value: ttl.to_string(),
+            reason: "access tokens live 30 to 900 seconds".into(),
+        });
+    }
+    Ok(identity::service::TokenConfig {
+        issuer: env.string("PROMPTOPS_AUTH_ISSUER", "promptops"),
+        audience: env.string("PROMPTOPS_AUTH_AUDIENCE", "promptops-api"),
+        access_ttl: Duration::from_secs(ttl),
+    })
 }
 
 fn channel(url: &str, variable: &str) -> Result<Channel, RunError> {
@@ -112,8 +130,25 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let grpc_listener = bind(config.grpc_addr).await?;
     tracing::info!(http = %config.http_addr, grpc = %config.grpc_addr, "gateway listening");
 
+    let identity =
+        identity::service::Identity::open(resources.log.clone(), resources.db.clone(), config.tokens.clone())
+            .await
+            .map_err(|e| RunError::Other(e.to_string()))?;
+    let projections = TaskTracker::new();
+    projections.spawn(
+        ProjectionRunner::new(
+            resources.log.clone(),
+            resources.db.clone(),
+            std::sync::Arc::new(identity::store::IdentityProjection),
+            Context::Identity,
+        )
+        .run(shutdown.clone()),
+    );
+    projections.close();
+
     let background = TaskTracker::new();
     let state = http::AppState {
+        identity,
         prompts: PromptServiceClient::new(prompts),
         audit: AuditServiceClient::new(audit),
         background: background.clone(),
@@ -136,6 +171,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     if tokio::time::timeout(grace, background.wait()).await.is_err() {
         tracing::warn!("mutations still running at the drain deadline");
     }
+    shutdown.cancel();
+    projections.wait().await;
     http_result?;
     grpc_result?;
     Ok(())

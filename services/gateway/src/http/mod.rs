@@ -6,6 +6,7 @@
 //! until identity lands): `/healthz`, `/readyz`, `/metrics`, `/openapi.json`.
 
 mod api;
+mod auth;
 mod extract;
 pub mod model;
 
@@ -31,6 +32,8 @@ pub struct AppState {
     pub background: TaskTracker,
     /// The largest accepted request body (`PROMPTOPS_MAX_BODY_BYTES`).
     pub max_body_bytes: usize,
+    /// Accounts, sessions and signing keys.
+    pub identity: crate::identity::service::Identity,
 }
 
 #[derive(OpenApi)]
@@ -41,6 +44,7 @@ pub struct AppState {
     ),
     components(schemas(Problem, promptops_platform::errors::FieldViolation)),
     tags(
+        (name = "auth", description = "Accounts, sessions and tokens"),
         (name = "prompts", description = "The prompt registry"),
         (name = "audit", description = "The audit trail"),
     )
@@ -55,6 +59,11 @@ pub fn api() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(api::create_prompt, api::list_prompts))
         .routes(routes!(api::get_prompt))
         .routes(routes!(api::list_audit_entries))
+        .routes(routes!(auth::signup))
+        .routes(routes!(auth::login))
+        .routes(routes!(auth::refresh))
+        .routes(routes!(auth::logout))
+        .routes(routes!(auth::jwks))
         .split_for_parts()
 }
 

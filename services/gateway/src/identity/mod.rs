@@ -15,8 +15,12 @@
 //! Wiring (the HTTP API, the store, enforcement in every service) follows.
 
 pub mod api_key;
+pub mod events;
 pub mod org;
+pub mod service;
 pub mod session;
+pub mod store;
+pub mod throttle;
 pub mod user;
 
 use promptops_auth::roles::Role;

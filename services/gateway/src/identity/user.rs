@@ -1,7 +1,7 @@
 //! The user aggregate: who someone is across orgs.
 
 use promptops_platform::errors::FieldViolation;
-use promptops_proto::identity::v1::{UserPasswordChanged, UserRegistered};
+use promptops_proto::identity::v1::{UserLoginFailed, UserPasswordChanged, UserRegistered};
 
 use super::validate_email;
 
@@ -17,6 +17,7 @@ pub struct UserState {
 pub enum UserEvent {
     Registered(UserRegistered),
     PasswordChanged(UserPasswordChanged),
+    LoginFailed(UserLoginFailed),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -27,6 +28,10 @@ pub enum UserCommand {
         display_name: String,
     },
     ChangePassword,
+    RecordLoginFailure {
+        client_address: String,
+        reason: &'static str,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -74,6 +79,17 @@ pub fn decide(state: &UserState, command: UserCommand) -> Result<Vec<UserEvent>,
                 display_name: display_name.trim().to_owned(),
             })])
         }
+        UserCommand::RecordLoginFailure {
+            client_address,
+            reason,
+        } => {
+            let user = state.user.as_ref().ok_or(UserError::NotFound)?;
+            Ok(vec![UserEvent::LoginFailed(UserLoginFailed {
+                user_id: user.user_id.clone(),
+                client_address,
+                reason: reason.to_owned(),
+            })])
+        }
         UserCommand::ChangePassword => {
             let user = state.user.as_ref().ok_or(UserError::NotFound)?;
             Ok(vec![UserEvent::PasswordChanged(UserPasswordChanged {
@@ -86,7 +102,7 @@ pub fn decide(state: &UserState, command: UserCommand) -> Result<Vec<UserEvent>,
 pub fn evolve(mut state: UserState, event: &UserEvent) -> UserState {
     match event {
         UserEvent::Registered(registered) => state.user = Some(registered.clone()),
-        UserEvent::PasswordChanged(_) => {}
+        UserEvent::PasswordChanged(_) | UserEvent::LoginFailed(_) => {}
     }
     state.version += 1;
     state

@@ -1,0 +1,137 @@
+//! Running a command against an event-sourced aggregate, written once:
+//! load its events → fold with `evolve` → `decide` → append with the
+//! expected sequence → on a concurrency conflict, load and decide again.
+
+use crate::{
+    AggregateRef, AppendError, EventDraft, EventEnvelope, EventLog, EventMetadata, Expected, StoreError,
+    envelope_for,
+};
+
+/// A pure aggregate: state, events, commands and the two functions.
+pub trait Aggregate {
+    type State: Default + Clone + Send;
+    type Event: Clone + Send + Sync;
+    type Command: Clone + Send;
+    type Error: Send;
+
+    /// The aggregate type in subjects and envelopes, e.g. `org`.
+    const TYPE: &'static str;
+
+    fn decide(state: &Self::State, command: Self::Command) -> Result<Vec<Self::Event>, Self::Error>;
+    fn evolve(state: Self::State, event: &Self::Event) -> Self::State;
+    /// The stored form of an event.
+    fn encode(event: &Self::Event) -> EventDraft;
+    /// An event read back; `None` for a type this aggregate does not know.
+    fn decode(envelope: &EventEnvelope) -> Option<Self::Event>;
+}
+
+/// An aggregate as loaded.
+#[derive(Debug, Clone)]
+pub struct Loaded<S> {
+    pub state: S,
+    /// Events applied (the aggregate version).
+    pub version: u64,
+    /// Stream sequence of its last event: the concurrency token (0 = none).
+    pub last_sequence: u64,
+}
+
+/// What a command did.
+#[derive(Debug, Clone)]
+pub struct Executed<S, E> {
+    pub state: S,
+    /// The events appended (empty when the command changed nothing).
+    pub events: Vec<E>,
+    /// Stream sequence of the aggregate's last event after the command.
+    pub last_sequence: u64,
+}
+
+/// Why a command did not take effect.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecuteError<E> {
+    /// The aggregate refused the command.
+    #[error("refused")]
+    Domain(E),
+    /// Still conflicting after retries.
+    #[error("the aggregate kept changing concurrently")]
+    Conflict,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("invalid append: {0}")]
+    Invalid(String),
+}
+
+/// Loads and folds an aggregate's events (unknown event types are skipped).
+pub async fn load<A: Aggregate>(
+    log: &EventLog,
+    aggregate: &AggregateRef,
+) -> Result<Loaded<A::State>, StoreError> {
+    let history = log.read_aggregate(aggregate).await?;
+    let mut state = A::State::default();
+    let mut version = 0;
+    let mut last_sequence = 0;
+    for recorded in &history {
+        if let Some(event) = A::decode(&recorded.envelope) {
+            state = A::evolve(state, &event);
+        }
+        version += 1;
+        last_sequence = recorded.sequence;
+    }
+    Ok(Loaded {
+        state,
+        version,
+        last_sequence,
+    })
+}
+
+/// Runs `command` against the aggregate, retrying conflicts up to 3 times.
+pub async fn execute<A: Aggregate>(
+    log: &EventLog,
+    aggregate: &AggregateRef,
+    command: A::Command,
+    metadata: &EventMetadata,
+) -> Result<Executed<A::State, A::Event>, ExecuteError<A::Error>> {
+    for _ in 0..3 {
+        let loaded = load::<A>(log, aggregate).await?;
+        let events = A::decide(&loaded.state, command.clone()).map_err(ExecuteError::Domain)?;
+        if events.is_empty() {
+            return Ok(Executed {
+                state: loaded.state,
+                events,
+                last_sequence: loaded.last_sequence,
+            });
+        }
+        let envelopes: Vec<EventEnvelope> = events
+            .iter()
+            .enumerate()
+            .map(|(i, event)| {
+                envelope_for(
+                    aggregate,
+                    loaded.version + 1 + i as u64,
+                    A::encode(event),
+                    metadata,
+                )
+            })
+            .collect();
+        match log
+            .append(
+                aggregate,
+                Expected::from_last_sequence(loaded.last_sequence),
+                &envelopes,
+            )
+            .await
+        {
+            Ok(appended) => {
+                let state = events.iter().fold(loaded.state, A::evolve);
+                return Ok(Executed {
+                    state,
+                    events,
+                    last_sequence: appended.last_sequence,
+                });
+            }
+            Err(AppendError::Conflict { .. }) => continue,
+            Err(AppendError::Store(err)) => return Err(ExecuteError::Store(err)),
+            Err(AppendError::Invalid(reason)) => return Err(ExecuteError::Invalid(reason)),
+        }
+    }
+    Err(ExecuteError::Conflict)
+}

@@ -1,0 +1,537 @@
+//! Accounts: sign-up, login, refresh and logout, and the signing keys.
+//!
+//! Each operation appends identity events through the aggregates and keeps
+//! the credentials (password hash, refresh-token hashes) in the store.
+//! Answers never say whether an email exists (login) and never echo a secret.
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use promptops_auth::roles::{self, Role};
+use promptops_auth::tokens::{Claims, Jwks, KeyRing, SigningKey};
+use promptops_auth::{password, secrets};
+use promptops_eventlog::aggregate::{ExecuteError, execute};
+use promptops_eventlog::{AggregateRef, Context, EventLog, EventMetadata};
+use promptops_platform::errors::{ErrorClass, FieldViolation, ServiceError};
+use promptops_proto::common::v1::{Actor, ActorKind};
+use sqlx::AnyPool;
+use uuid::Uuid;
+
+use super::events::{EmailClaim, Org, Session, User};
+use super::org::{Actor as OrgActor, OrgCommand};
+use super::session::{RevokeReason, SessionCommand, SessionError, refresh_refused};
+use super::throttle::Throttle;
+use super::user::{UserCommand, UserError};
+use super::{USERS_ORG, canonical_email, store, validate_email};
+
+/// Token settings.
+#[derive(Debug, Clone)]
+pub struct TokenConfig {
+    pub issuer: String,
+    pub audience: String,
+    /// Access-token lifetime, at most 15 minutes.
+    pub access_ttl: Duration,
+}
+
+impl Default for TokenConfig {
+    fn default() -> Self {
+        Self {
+            issuer: "promptops".into(),
+            audience: "promptops-api".into(),
+            access_ttl: Duration::from_secs(900),
+        }
+    }
+}
+
+/// Where a request came from, for sessions, audit and throttling.
+#[derive(Debug, Clone, Default)]
+pub struct Client {
+    pub address: String,
+    pub user_agent: String,
+}
+
+/// What sign-up, login and refresh answer (OAuth-style field names).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub refresh_token: String,
+    /// Always `Bearer`.
+    pub token_type: String,
+    /// Seconds until the access token expires.
+    pub expires_in: u64,
+    pub user_id: String,
+    pub org_id: String,
+    pub role: String,
+}
+
+/// Why a login must wait (429 with `Retry-After`).
+#[derive(Debug)]
+pub struct Throttled(pub Duration);
+
+#[derive(Debug)]
+pub enum LoginError {
+    Throttled(Throttled),
+    Service(ServiceError),
+}
+
+impl From<ServiceError> for LoginError {
+    fn from(err: ServiceError) -> Self {
+        LoginError::Service(err)
+    }
+}
+
+/// The identity service's state.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    log: EventLog,
+    db: AnyPool,
+    keys: Arc<RwLock<KeyRing>>,
+    tokens: TokenConfig,
+    throttle: Arc<Throttle>,
+}
+
+const WRONG_CREDENTIALS: &str = "the email or password is wrong";
+const BAD_REFRESH: &str = "the refresh token is not valid";
+
+fn unavailable(err: impl std::fmt::Display) -> ServiceError {
+    ServiceError::unavailable("the identity store", err)
+}
+
+fn exec_error<E>(err: ExecuteError<E>, domain: impl FnOnce(E) -> ServiceError) -> ServiceError {
+    match err {
+        ExecuteError::Domain(e) => domain(e),
+        ExecuteError::Conflict => ServiceError::new(ErrorClass::Conflict, "changed concurrently; retry"),
+        ExecuteError::Store(e) => ServiceError::unavailable("the event log", e),
+        ExecuteError::Invalid(reason) => ServiceError::new(ErrorClass::Internal, reason),
+    }
+}
+
+fn aggregate(org: &str, kind: &str, id: &str) -> Result<AggregateRef, ServiceError> {
+    AggregateRef::new(Context::Identity, org, kind, id)
+        .map_err(|e| ServiceError::new(ErrorClass::Internal, e.to_string()))
+}
+
+fn metadata(actor_kind: ActorKind, actor_id: &str) -> EventMetadata {
+    EventMetadata {
+        actor: Some(Actor {
+            kind: actor_kind as i32,
+            id: actor_id.to_owned(),
+        }),
+        correlation_id: Uuid::now_v7().to_string(),
+        causation_id: String::new(),
+        traceparent: promptops_platform::telemetry::current_traceparent(),
+    }
+}
+
+fn now_secs() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// Runs CPU-heavy password hashing off the async workers.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ServiceError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ServiceError::new(ErrorClass::Internal, format!("worker failed: {e}")))
+}
+
+impl Identity {
+    /// Loads the signing keys (creating the first one on a new install).
+    pub async fn open(log: EventLog, db: AnyPool, tokens: TokenConfig) -> Result<Self, ServiceError> {
+        let mut stored = store::signing_keys(&db).await.map_err(unavailable)?;
+        if stored.is_empty() {
+            let key = SigningKey::generate(now_secs())
+                .map_err(|e| ServiceError::new(ErrorClass::Internal, e.to_string()))?;
+            store::store_signing_key(&db, key.kid(), key.pkcs8_der(), key.created_at() * 1000)
+                .await
+                .map_err(unavailable)?;
+            // Another replica may have raced us: use whatever is stored.
+            stored = store::signing_keys(&db).await.map_err(unavailable)?;
+        }
+        let mut loaded = Vec::new();
+        for (kid, der, created_ms) in stored {
+            loaded.push(
+                SigningKey::from_pkcs8(&kid, created_ms / 1000, &der).map_err(|e| {
+                    ServiceError::new(ErrorClass::Internal, format!("signing key {kid}: {e}"))
+                })?,
+            );
+        }
+        let mut keys = loaded.into_iter();
+        let mut ring = KeyRing::new(
+            keys.next()
+                .ok_or_else(|| ServiceError::new(ErrorClass::Internal, "no signing key"))?,
+        );
+        for newer in keys {
+            ring.rotate(newer);
+        }
+        Ok(Self {
+            log,
+            db,
+            keys: Arc::new(RwLock::new(ring)),
+            tokens,
+            throttle: Arc::new(Throttle::new(Duration::from_secs(15 * 60), 5, 30)),
+        })
+    }
+
+    pub fn jwks(&self) -> Jwks {
+        self.keys.read().map(|ring| ring.jwks()).unwrap_or_default()
+    }
+
+    pub fn token_config(&self) -> &TokenConfig {
+        &self.tokens
+    }
+
+    fn access_token(
+        &self,
+        user_id: &str,
+        org_id: &str,
+        role: Role,
+        session_id: &str,
+    ) -> Result<String, ServiceError> {
+        let now = now_secs();
+        let ttl = i64::try_from(self.tokens.access_ttl.as_secs()).unwrap_or(900);
+        let claims = Claims {
+            iss: self.tokens.issuer.clone(),
+            aud: self.tokens.audience.clone(),
+            sub: user_id.to_owned(),
+            org: org_id.to_owned(),
+            role: role.as_str().to_owned(),
+            scopes: roles::scopes_of(role).into_iter().map(str::to_owned).collect(),
+            jti: Uuid::now_v7().simple().to_string(),
+            sid: session_id.to_owned(),
+            iat: now,
+            nbf: now,
+            exp: now + ttl,
+        };
+        self.keys
+            .read()
+            .map_err(|_| ServiceError::new(ErrorClass::Internal, "key ring poisoned"))?
+            .sign(&claims)
+            .map_err(|e| ServiceError::new(ErrorClass::Internal, e.to_string()))
+    }
+
+    /// Starts a session in `org_id` and returns its first tokens.
+    async fn start_session(
+        &self,
+        user_id: &str,
+        org_id: &str,
+        role: Role,
+        client: &Client,
+    ) -> Result<TokenResponse, ServiceError> {
+        let session_id = Uuid::now_v7().simple().to_string();
+        execute::<Session>(
+            &self.log,
+            &aggregate(org_id, "session", &session_id)?,
+            SessionCommand::Start {
+                session_id: session_id.clone(),
+                user_id: user_id.to_owned(),
+                client_address: client.address.clone(),
+                user_agent: client.user_agent.clone(),
+            },
+            &metadata(ActorKind::User, user_id),
+        )
+        .await
+        .map_err(|e| exec_error(e, |e| ServiceError::new(ErrorClass::Internal, e.to_string())))?;
+        self.tokens_for(user_id, org_id, role, &session_id, 0).await
+    }
+
+    async fn tokens_for(
+        &self,
+        user_id: &str,
+        org_id: &str,
+        role: Role,
+        session_id: &str,
+        generation: u64,
+    ) -> Result<TokenResponse, ServiceError> {
+        let (refresh_token, refresh_hash) = secrets::new_refresh_token();
+        store::store_refresh_token(&self.db, &refresh_hash, session_id, org_id, generation)
+            .await
+            .map_err(unavailable)?;
+        Ok(TokenResponse {
+            access_token: self.access_token(user_id, org_id, role, session_id)?,
+            refresh_token,
+            token_type: "Bearer".into(),
+            expires_in: self.tokens.access_ttl.as_secs(),
+            user_id: user_id.to_owned(),
+            org_id: org_id.to_owned(),
+            role: role.as_str().to_owned(),
+        })
+    }
+
+    /// Creates a user, an org with the user as owner, and a session.
+    pub async fn signup(
+        &self,
+        email: &str,
+        password_text: &str,
+        display_name: &str,
+        org_name: &str,
+        client: &Client,
+    ) -> Result<TokenResponse, ServiceError> {
+        let email = canonical_email(email);
+        let mut violations = Vec::new();
+        if let Err(reason) = validate_email(&email) {
+            violations.push(FieldViolation::new("email", reason));
+        }
+        if let Err(reasons) = password::check_policy(password_text, &email) {
+            violations.extend(reasons.into_iter().map(|r| FieldViolation::new("password", r)));
+        }
+        let org_name = if org_name.trim().is_empty() {
+            "My org"
+        } else {
+            org_name
+        };
+        if org_name.chars().count() > super::org::MAX_ORG_NAME_CHARS {
+            violations.push(FieldViolation::new("org_name", "must be at most 100 characters"));
+        }
+        if !violations.is_empty() {
+            return Err(ServiceError::invalid(violations));
+        }
+
+        let mut user_id = Uuid::now_v7().simple().to_string();
+        let hash = {
+            let password_text = password_text.to_owned();
+            blocking(move || password::hash(&password_text)).await?
+        }
+        .map_err(|e| ServiceError::new(ErrorClass::Internal, e.to_string()))?;
+        store::store_password(&self.db, &user_id, &hash)
+            .await
+            .map_err(unavailable)?;
+
+        // The email's claim keeps addresses unique. A claim whose sign-up
+        // never finished (the store failed midway) is resumed by the same
+        // person: the same address and password.
+        let claim = aggregate(USERS_ORG, "email", &secrets::hash(&email)[..32])?;
+        let meta = metadata(ActorKind::User, &user_id);
+        match execute::<EmailClaim>(&self.log, &claim, user_id.clone(), &meta).await {
+            Ok(_) => {}
+            Err(ExecuteError::Domain(_)) => {
+                let loaded = promptops_eventlog::aggregate::load::<EmailClaim>(&self.log, &claim)
+                    .await
+                    .map_err(|e| ServiceError::unavailable("the event log", e))?;
+                let owner = loaded.state.user_id.unwrap_or_default();
+                let resumable = store::memberships(&self.db, &owner)
+                    .await
+                    .map_err(unavailable)?
+                    .is_empty()
+                    && self.password_matches(&owner, password_text).await?;
+                if !resumable {
+                    return Err(ServiceError::new(
+                        ErrorClass::AlreadyExists,
+                        "an account with this email address exists: log in instead",
+                    ));
+                }
+                user_id = owner;
+            }
+            Err(e) => {
+                return Err(exec_error(e, |_| {
+                    ServiceError::new(ErrorClass::Internal, "email claim")
+                }));
+            }
+        }
+
+        let user = aggregate(USERS_ORG, "user", &user_id)?;
+        let registered = execute::<User>(
+            &self.log,
+            &user,
+            UserCommand::Register {
+                user_id: user_id.clone(),
+                email: email.clone(),
+                display_name: display_name.to_owned(),
+            },
+            &meta,
+        )
+        .await;
+        match registered {
+            Ok(_) | Err(ExecuteError::Domain(UserError::AlreadyExists)) => {}
+            Err(e) => {
+                return Err(exec_error(e, |e| match e {
+                    UserError::Invalid(v) => ServiceError::invalid(v),
+                    other => ServiceError::new(ErrorClass::Internal, other.to_string()),
+                }));
+            }
+        }
+
+        let org_id = Uuid::now_v7().simple().to_string();
+        let created = execute::<Org>(
+            &self.log,
+            &aggregate(&org_id, "org", &org_id)?,
+            OrgCommand::Create {
+                org_id: org_id.clone(),
+                name: org_name.to_owned(),
+                owner: OrgActor {
+                    user_id: user_id.clone(),
+                },
+            },
+            &meta,
+        )
+        .await
+        .map_err(|e| {
+            exec_error(e, |e| match e {
+                super::org::OrgError::Invalid(v) => ServiceError::invalid(v),
+                other => ServiceError::new(ErrorClass::Internal, other.to_string()),
+            })
+        })?;
+        tracing::info!(%user_id, %org_id, "account created");
+        let issued = self.start_session(&user_id, &org_id, Role::Owner, client).await?;
+        // Read-your-write: a login right after sign-up finds the account.
+        promptops_eventlog::projection::wait_for_position(
+            &self.db,
+            store::PROJECTION,
+            Context::Identity,
+            created.last_sequence,
+            promptops_platform::read_your_write::TIMEOUT,
+        )
+        .await
+        .map_err(unavailable)?;
+        Ok(issued)
+    }
+
+    async fn password_matches(&self, user_id: &str, password_text: &str) -> Result<bool, ServiceError> {
+        let stored: Option<String> =
+            sqlx::query_scalar("SELECT hash FROM credential_passwords WHERE user_id = $1")
+                .bind(user_id)
+                .fetch_optional(&self.db)
+                .await
+                .map_err(unavailable)?;
+        let Some(stored) = stored else { return Ok(false) };
+        let password_text = password_text.to_owned();
+        blocking(move || password::verify(&password_text, &stored)).await
+    }
+
+    /// Email + password → a session in the chosen (or the first) org.
+    pub async fn login(
+        &self,
+        email: &str,
+        password_text: &str,
+        org_id: Option<&str>,
+        client: &Client,
+    ) -> Result<TokenResponse, LoginError> {
+        let email = canonical_email(email);
+        if let Some(wait) = self.throttle.check(&email, &client.address, Instant::now()) {
+            return Err(LoginError::Throttled(Throttled(wait)));
+        }
+        let found = store::user_by_email(&self.db, &email)
+            .await
+            .map_err(unavailable)?;
+        let (user_id, stored) = match found {
+            Some(user) => (Some(user.user_id), user.hash),
+            None => (None, password::decoy_hash().to_owned()),
+        };
+        let ok = {
+            let password_text = password_text.to_owned();
+            blocking(move || password::verify(&password_text, &stored)).await?
+        };
+        let Some(user_id) = user_id.filter(|_| ok) else {
+            self.throttle
+                .record_failure(&email, &client.address, Instant::now());
+            if let Ok(Some(user)) = store::user_by_email(&self.db, &email).await {
+                let failure = execute::<User>(
+                    &self.log,
+                    &aggregate(USERS_ORG, "user", &user.user_id)?,
+                    UserCommand::RecordLoginFailure {
+                        client_address: client.address.clone(),
+                        reason: "wrong_password",
+                    },
+                    &metadata(ActorKind::Service, "gateway"),
+                )
+                .await;
+                if failure.is_err() {
+                    tracing::warn!("could not record a failed login");
+                }
+            }
+            return Err(ServiceError::new(ErrorClass::Unauthenticated, WRONG_CREDENTIALS).into());
+        };
+        self.throttle.record_success(&email);
+        let memberships = store::memberships(&self.db, &user_id)
+            .await
+            .map_err(unavailable)?;
+        let chosen = match org_id {
+            Some(wanted) => memberships
+                .into_iter()
+                .find(|(org, _)| org == wanted)
+                .ok_or_else(|| {
+                    ServiceError::new(ErrorClass::PermissionDenied, "you are not a member of that org")
+                })?,
+            None => memberships.into_iter().next().ok_or_else(|| {
+                ServiceError::new(ErrorClass::PermissionDenied, "you are not a member of any org")
+            })?,
+        };
+        let role = Role::parse(&chosen.1).unwrap_or(Role::Viewer);
+        Ok(self.start_session(&user_id, &chosen.0, role, client).await?)
+    }
+
+    /// A refresh token → new tokens; the presented one is spent.
+    pub async fn refresh(&self, refresh_token: &str) -> Result<TokenResponse, ServiceError> {
+        let invalid = || ServiceError::new(ErrorClass::Unauthenticated, BAD_REFRESH);
+        let record = store::refresh_token(&self.db, &secrets::hash(refresh_token))
+            .await
+            .map_err(unavailable)?
+            .ok_or_else(invalid)?;
+        let generation = u64::try_from(record.generation).unwrap_or(u64::MAX);
+        let executed = execute::<Session>(
+            &self.log,
+            &aggregate(&record.org_id, "session", &record.session_id)?,
+            SessionCommand::Refresh { generation },
+            &metadata(ActorKind::Service, "gateway"),
+        )
+        .await
+        .map_err(|e| {
+            exec_error(e, |e: SessionError| {
+                ServiceError::new(ErrorClass::Unauthenticated, e.to_string())
+            })
+        })?;
+        if refresh_refused(&executed.events) {
+            tracing::warn!(session_id = %record.session_id, "refresh token reused: session revoked");
+            return Err(ServiceError::new(
+                ErrorClass::Unauthenticated,
+                "this refresh token was already used: the session is revoked, log in again",
+            ));
+        }
+        let user_id = executed
+            .state
+            .started
+            .as_ref()
+            .map(|s| s.user_id.clone())
+            .ok_or_else(invalid)?;
+        let role = store::memberships(&self.db, &user_id)
+            .await
+            .map_err(unavailable)?
+            .into_iter()
+            .find(|(org, _)| *org == record.org_id)
+            .and_then(|(_, role)| Role::parse(&role))
+            .ok_or_else(invalid)?;
+        self.tokens_for(
+            &user_id,
+            &record.org_id,
+            role,
+            &record.session_id,
+            executed.state.generation,
+        )
+        .await
+    }
+
+    /// Ends the session of a refresh token. Unknown tokens end nothing and
+    /// are not reported (logout is idempotent).
+    pub async fn logout(&self, refresh_token: &str) -> Result<(), ServiceError> {
+        let Some(record) = store::refresh_token(&self.db, &secrets::hash(refresh_token))
+            .await
+            .map_err(unavailable)?
+        else {
+            return Ok(());
+        };
+        match execute::<Session>(
+            &self.log,
+            &aggregate(&record.org_id, "session", &record.session_id)?,
+            SessionCommand::Revoke {
+                reason: RevokeReason::Logout,
+            },
+            &metadata(ActorKind::Service, "gateway"),
+        )
+        .await
+        {
+            Ok(_) | Err(ExecuteError::Domain(_)) => Ok(()),
+            Err(e) => Err(exec_error(e, |_| {
+                ServiceError::new(ErrorClass::Internal, "logout")
+            })),
+        }
+    }
+}
