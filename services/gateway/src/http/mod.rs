@@ -2,12 +2,19 @@
 //!
 //! Routes are registered through `utoipa_axum`, which records each handler's
 //! OpenAPI operation as it mounts it, so `/openapi.json` is generated from the
-//! same code that routes and cannot drift. Unauthenticated routes (all of them
-//! until identity lands): `/healthz`, `/readyz`, `/metrics`, `/openapi.json`.
+//! same code that routes and cannot drift.
+//!
+//! Routes without authentication: `/healthz`, `/readyz`, `/metrics`,
+//! `/openapi.json`, `/.well-known/jwks.json`, `/api/v1/auth/{signup,login,
+//! refresh,logout}`, and — until enforcement reaches the services — the
+//! prompt and audit routes, which act for org `default`. Every other handler
+//! takes `Authenticated`.
 
 mod api;
 mod auth;
+mod authn;
 mod extract;
+mod keys;
 pub mod model;
 
 use axum::Json;
@@ -64,6 +71,11 @@ pub fn api() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(auth::refresh))
         .routes(routes!(auth::logout))
         .routes(routes!(auth::jwks))
+        .routes(routes!(keys::create_api_key, keys::list_api_keys))
+        .routes(routes!(keys::rotate_api_key))
+        .routes(routes!(keys::revoke_api_key))
+        .routes(routes!(keys::list_sessions))
+        .routes(routes!(keys::revoke_session))
         .split_for_parts()
 }
 

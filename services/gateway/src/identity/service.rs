@@ -7,8 +7,8 @@
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use promptops_auth::roles::{self, Role};
-use promptops_auth::tokens::{Claims, Jwks, KeyRing, SigningKey};
+use promptops_auth::roles::{self, Permission, Role};
+use promptops_auth::tokens::{CachingVerifier, Claims, Jwks, KeyRing, SigningKey, Verifier};
 use promptops_auth::{password, secrets};
 use promptops_eventlog::aggregate::{ExecuteError, execute};
 use promptops_eventlog::{AggregateRef, Context, EventLog, EventMetadata};
@@ -17,7 +17,8 @@ use promptops_proto::common::v1::{Actor, ActorKind};
 use sqlx::AnyPool;
 use uuid::Uuid;
 
-use super::events::{EmailClaim, Org, Session, User};
+use super::api_key::{ApiKeyCommand, ApiKeyError};
+use super::events::{ApiKey, EmailClaim, Org, Session, User};
 use super::org::{Actor as OrgActor, OrgCommand};
 use super::session::{RevokeReason, SessionCommand, SessionError, refresh_refused};
 use super::throttle::Throttle;
@@ -88,6 +89,89 @@ pub struct Identity {
     keys: Arc<RwLock<KeyRing>>,
     tokens: TokenConfig,
     throttle: Arc<Throttle>,
+    verifier: CachingVerifier,
+}
+
+/// A verified caller of the HTTP API.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Principal {
+    pub org_id: String,
+    pub actor_kind: ActorKind,
+    /// The user id or the API key id.
+    pub actor_id: String,
+    pub role: Role,
+    pub scopes: Vec<String>,
+    /// The session of a user's access token.
+    pub session_id: Option<String>,
+}
+
+impl Principal {
+    /// Whether the caller's role and scopes both include `permission`.
+    pub fn can(&self, permission: Permission) -> bool {
+        roles::allows(self.role, permission) && self.scopes.iter().any(|s| s == permission.scope())
+    }
+
+    pub fn require(&self, permission: Permission) -> Result<(), ServiceError> {
+        if self.can(permission) {
+            Ok(())
+        } else {
+            Err(ServiceError::new(
+                ErrorClass::PermissionDenied,
+                format!("this needs the {} permission", permission.scope()),
+            ))
+        }
+    }
+
+    fn metadata(&self) -> EventMetadata {
+        metadata(self.actor_kind, &self.actor_id)
+    }
+}
+
+/// An API key as shown to its org (never the secret after creation).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ApiKeyView {
+    pub key_id: String,
+    pub name: String,
+    pub role: String,
+    pub scopes: Vec<String>,
+    /// Unix seconds; absent = never.
+    pub expires_at: Option<i64>,
+    pub revoked: bool,
+    /// Milliseconds since the Unix epoch.
+    pub created_at_ms: i64,
+    pub last_used_at_ms: Option<i64>,
+    /// Only in the answer that created or rotated the key: shown once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
+impl From<&store::ApiKeyRecord> for ApiKeyView {
+    fn from(r: &store::ApiKeyRecord) -> Self {
+        Self {
+            key_id: r.key_id.clone(),
+            name: r.name.clone(),
+            role: r.role.clone(),
+            scopes: serde_json::from_str(&r.scopes).unwrap_or_default(),
+            expires_at: (r.expires_at > 0).then_some(r.expires_at),
+            revoked: r.revoked != 0,
+            created_at_ms: r.created_at_ms,
+            last_used_at_ms: (r.last_used_at_ms > 0).then_some(r.last_used_at_ms),
+            secret: None,
+        }
+    }
+}
+
+/// A live session as listed.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct SessionView {
+    pub session_id: String,
+    pub user_id: String,
+    pub started_at_ms: i64,
+    pub last_refreshed_at_ms: i64,
+    pub client_address: String,
+    pub user_agent: String,
+    /// Whether this is the session of the token making the request.
+    pub current: bool,
 }
 
 const WRONG_CREDENTIALS: &str = "the email or password is wrong";
@@ -163,12 +247,17 @@ impl Identity {
         for newer in keys {
             ring.rotate(newer);
         }
+        let verifier = CachingVerifier::new(
+            Verifier::new(&ring.jwks(), &tokens.issuer, &tokens.audience),
+            100_000,
+        );
         Ok(Self {
             log,
             db,
             keys: Arc::new(RwLock::new(ring)),
             tokens,
             throttle: Arc::new(Throttle::new(Duration::from_secs(15 * 60), 5, 30)),
+            verifier,
         })
     }
 
@@ -533,5 +622,266 @@ impl Identity {
                 ServiceError::new(ErrorClass::Internal, "logout")
             })),
         }
+    }
+}
+
+fn api_key_error(err: ApiKeyError) -> ServiceError {
+    match err {
+        ApiKeyError::Invalid(v) => ServiceError::invalid(v),
+        ApiKeyError::AlreadyExists => ServiceError::new(ErrorClass::AlreadyExists, "the API key exists"),
+        ApiKeyError::NotFound => ServiceError::new(ErrorClass::NotFound, "no such API key"),
+        ApiKeyError::Forbidden(reason) => ServiceError::new(ErrorClass::PermissionDenied, reason),
+    }
+}
+
+impl Identity {
+    /// The caller behind a bearer credential: an access token or an API key.
+    /// Every refusal is the same 401, whatever was wrong.
+    pub async fn authenticate(&self, credential: &str) -> Result<Principal, ServiceError> {
+        let refused = || ServiceError::new(ErrorClass::Unauthenticated, "the credential is not valid");
+        if secrets::is_api_key(credential) {
+            let key_id = secrets::api_key_id(credential).ok_or_else(refused)?;
+            let key = store::api_key(&self.db, key_id)
+                .await
+                .map_err(unavailable)?
+                .ok_or_else(refused)?;
+            let now = now_secs();
+            let current = secrets::matches(credential, &key.secret_hash);
+            let previous = !key.previous_hash.is_empty()
+                && secrets::matches(credential, &key.previous_hash)
+                && now < key.previous_valid_until;
+            let expired = key.expires_at > 0 && now >= key.expires_at;
+            if key.revoked != 0 || expired || !(current || previous) {
+                return Err(refused());
+            }
+            let role = Role::parse(&key.role).ok_or_else(refused)?;
+            let mut scopes: Vec<String> = serde_json::from_str(&key.scopes).unwrap_or_default();
+            if scopes.is_empty() {
+                scopes = roles::scopes_of(role).into_iter().map(str::to_owned).collect();
+            }
+            if let Err(err) = store::touch_api_key(&self.db, &key.key_id, now * 1000).await {
+                tracing::debug!(error = %err, "last-used time not recorded");
+            }
+            return Ok(Principal {
+                org_id: key.org_id,
+                actor_kind: ActorKind::ApiKey,
+                actor_id: key.key_id,
+                role,
+                scopes,
+                session_id: None,
+            });
+        }
+        let claims = self.verifier.verify(credential).map_err(|err| {
+            tracing::debug!(%err, "access token refused");
+            refused()
+        })?;
+        if store::session_revoked(&self.db, &claims.sid)
+            .await
+            .map_err(unavailable)?
+        {
+            return Err(refused());
+        }
+        Ok(Principal {
+            org_id: claims.org.clone(),
+            actor_kind: ActorKind::User,
+            actor_id: claims.sub.clone(),
+            role: Role::parse(&claims.role).ok_or_else(refused)?,
+            scopes: claims.scopes.clone(),
+            session_id: Some(claims.sid.clone()),
+        })
+    }
+
+    pub async fn create_api_key(
+        &self,
+        principal: &Principal,
+        name: &str,
+        role: Role,
+        scopes: Vec<String>,
+        expires_at: Option<i64>,
+    ) -> Result<ApiKeyView, ServiceError> {
+        principal.require(Permission::ManageApiKeys)?;
+        let (key_id, secret, hash) = secrets::new_api_key();
+        let now = now_secs();
+        let executed = execute::<ApiKey>(
+            &self.log,
+            &aggregate(&principal.org_id, "api_key", &key_id)?,
+            ApiKeyCommand::Create {
+                key_id: key_id.clone(),
+                name: name.to_owned(),
+                role,
+                scopes: scopes.clone(),
+                expires_at,
+                actor_role: principal.role,
+                now,
+            },
+            &principal.metadata(),
+        )
+        .await
+        .map_err(|e| exec_error(e, api_key_error))?;
+        let created = executed
+            .state
+            .created
+            .ok_or_else(|| ServiceError::new(ErrorClass::Internal, "created key missing"))?;
+        let record = store::ApiKeyRecord {
+            key_id: key_id.clone(),
+            org_id: principal.org_id.clone(),
+            name: created.name,
+            role: role.as_str().to_owned(),
+            scopes: serde_json::to_string(&scopes).unwrap_or_else(|_| "[]".into()),
+            expires_at: created.expires_at,
+            secret_hash: hash,
+            previous_hash: String::new(),
+            previous_valid_until: 0,
+            revoked: 0,
+            created_at_ms: now * 1000,
+            last_used_at_ms: 0,
+        };
+        store::insert_api_key(&self.db, &record)
+            .await
+            .map_err(unavailable)?;
+        let mut view = ApiKeyView::from(&record);
+        view.secret = Some(secret);
+        Ok(view)
+    }
+
+    pub async fn list_api_keys(&self, principal: &Principal) -> Result<Vec<ApiKeyView>, ServiceError> {
+        principal.require(Permission::ManageApiKeys)?;
+        let keys = store::api_keys_of(&self.db, &principal.org_id)
+            .await
+            .map_err(unavailable)?;
+        Ok(keys.iter().map(ApiKeyView::from).collect())
+    }
+
+    /// A key of the principal's org, or 404 (keys of other orgs do not exist).
+    async fn own_key(
+        &self,
+        principal: &Principal,
+        key_id: &str,
+    ) -> Result<store::ApiKeyRecord, ServiceError> {
+        store::api_key(&self.db, key_id)
+            .await
+            .map_err(unavailable)?
+            .filter(|k| k.org_id == principal.org_id)
+            .ok_or_else(|| ServiceError::new(ErrorClass::NotFound, "no such API key"))
+    }
+
+    /// A new secret; the old one keeps working for the grace period.
+    pub async fn rotate_api_key(
+        &self,
+        principal: &Principal,
+        key_id: &str,
+    ) -> Result<ApiKeyView, ServiceError> {
+        principal.require(Permission::ManageApiKeys)?;
+        let key = self.own_key(principal, key_id).await?;
+        let executed = execute::<ApiKey>(
+            &self.log,
+            &aggregate(&principal.org_id, "api_key", key_id)?,
+            ApiKeyCommand::Rotate {
+                actor_role: principal.role,
+                now: now_secs(),
+            },
+            &principal.metadata(),
+        )
+        .await
+        .map_err(|e| exec_error(e, api_key_error))?;
+        let secret = format!(
+            "{}{}_{}",
+            secrets::API_KEY_PREFIX,
+            key.key_id,
+            secrets::new_refresh_token()
+                .0
+                .trim_start_matches(secrets::REFRESH_PREFIX)
+        );
+        store::rotate_api_key(
+            &self.db,
+            key_id,
+            &secrets::hash(&secret),
+            executed.state.previous_valid_until,
+        )
+        .await
+        .map_err(unavailable)?;
+        let mut view = ApiKeyView::from(&self.own_key(principal, key_id).await?);
+        view.secret = Some(secret);
+        Ok(view)
+    }
+
+    pub async fn revoke_api_key(&self, principal: &Principal, key_id: &str) -> Result<(), ServiceError> {
+        principal.require(Permission::ManageApiKeys)?;
+        self.own_key(principal, key_id).await?;
+        execute::<ApiKey>(
+            &self.log,
+            &aggregate(&principal.org_id, "api_key", key_id)?,
+            ApiKeyCommand::Revoke {
+                actor_role: principal.role,
+            },
+            &principal.metadata(),
+        )
+        .await
+        .map_err(|e| exec_error(e, api_key_error))?;
+        store::revoke_api_key(&self.db, key_id).await.map_err(unavailable)
+    }
+
+    /// The caller's own live sessions.
+    pub async fn list_sessions(&self, principal: &Principal) -> Result<Vec<SessionView>, ServiceError> {
+        if principal.actor_kind != ActorKind::User {
+            return Err(ServiceError::new(
+                ErrorClass::PermissionDenied,
+                "API keys have no sessions",
+            ));
+        }
+        let rows = store::live_sessions(&self.db, &principal.org_id, &principal.actor_id)
+            .await
+            .map_err(unavailable)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| SessionView {
+                current: principal.session_id.as_deref() == Some(r.session_id.as_str()),
+                session_id: r.session_id,
+                user_id: r.user_id,
+                started_at_ms: r.started_at_ms,
+                last_refreshed_at_ms: r.last_refreshed_at_ms,
+                client_address: r.client_address,
+                user_agent: r.user_agent,
+            })
+            .collect())
+    }
+
+    /// Revokes one of the caller's sessions, or (with `sessions:manage`) any
+    /// session in the org. Its access tokens stop working at once.
+    pub async fn revoke_session(&self, principal: &Principal, session_id: &str) -> Result<(), ServiceError> {
+        let not_found = || ServiceError::new(ErrorClass::NotFound, "no such session");
+        let (org_id, user_id) = store::session_owner(&self.db, session_id)
+            .await
+            .map_err(unavailable)?
+            .filter(|(org, _)| *org == principal.org_id)
+            .ok_or_else(not_found)?;
+        let own = principal.actor_kind == ActorKind::User && principal.actor_id == user_id;
+        if !own {
+            principal.require(Permission::ManageSessions)?;
+        }
+        let reason = if own {
+            RevokeReason::Revoked
+        } else {
+            RevokeReason::Forced
+        };
+        let executed = execute::<Session>(
+            &self.log,
+            &aggregate(&org_id, "session", session_id)?,
+            SessionCommand::Revoke { reason },
+            &principal.metadata(),
+        )
+        .await
+        .map_err(|e| exec_error(e, |_| not_found()))?;
+        // The revocation is effective as soon as the read model has it.
+        promptops_eventlog::projection::wait_for_position(
+            &self.db,
+            store::PROJECTION,
+            Context::Identity,
+            executed.last_sequence,
+            promptops_platform::read_your_write::TIMEOUT,
+        )
+        .await
+        .map_err(unavailable)?;
+        Ok(())
     }
 }

@@ -77,6 +77,27 @@ pub const MIGRATIONS: &[Migration] = &[
             )",
         ],
     },
+    Migration {
+        version: 3,
+        name: "api keys",
+        statements: &[
+            "CREATE TABLE credential_api_keys (
+                key_id TEXT PRIMARY KEY,
+                org_id TEXT NOT NULL,
+                name TEXT NOT NULL,
+                role TEXT NOT NULL,
+                scopes TEXT NOT NULL,
+                expires_at BIGINT NOT NULL,
+                secret_hash TEXT NOT NULL,
+                previous_hash TEXT NOT NULL,
+                previous_valid_until BIGINT NOT NULL,
+                revoked BIGINT NOT NULL,
+                created_at_ms BIGINT NOT NULL,
+                last_used_at_ms BIGINT NOT NULL
+            )",
+            "CREATE INDEX credential_api_keys_by_org ON credential_api_keys (org_id, created_at_ms)",
+        ],
+    },
 ];
 
 pub const PROJECTION: &str = "identity_read_model";
@@ -326,4 +347,148 @@ pub async fn store_signing_key(
     .execute(db)
     .await
     .map(|_| ())
+}
+
+/// An API key as stored (the hashes, never the secrets).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ApiKeyRecord {
+    pub key_id: String,
+    pub org_id: String,
+    pub name: String,
+    pub role: String,
+    /// JSON array.
+    pub scopes: String,
+    /// Unix seconds; 0 = never.
+    pub expires_at: i64,
+    pub secret_hash: String,
+    pub previous_hash: String,
+    pub previous_valid_until: i64,
+    pub revoked: i64,
+    pub created_at_ms: i64,
+    pub last_used_at_ms: i64,
+}
+
+const API_KEY_COLUMNS: &str = "key_id, org_id, name, role, scopes, expires_at, secret_hash, previous_hash, previous_valid_until, revoked, created_at_ms, last_used_at_ms";
+
+pub async fn insert_api_key(db: &AnyPool, key: &ApiKeyRecord) -> Result<(), sqlx::Error> {
+    sqlx::query(&format!(
+        "INSERT INTO credential_api_keys ({API_KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+    ))
+    .bind(&key.key_id)
+    .bind(&key.org_id)
+    .bind(&key.name)
+    .bind(&key.role)
+    .bind(&key.scopes)
+    .bind(key.expires_at)
+    .bind(&key.secret_hash)
+    .bind(&key.previous_hash)
+    .bind(key.previous_valid_until)
+    .bind(key.revoked)
+    .bind(key.created_at_ms)
+    .bind(key.last_used_at_ms)
+    .execute(db)
+    .await
+    .map(|_| ())
+}
+
+pub async fn api_key(db: &AnyPool, key_id: &str) -> Result<Option<ApiKeyRecord>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {API_KEY_COLUMNS} FROM credential_api_keys WHERE key_id = $1"
+    ))
+    .bind(key_id)
+    .fetch_optional(db)
+    .await
+}
+
+pub async fn api_keys_of(db: &AnyPool, org_id: &str) -> Result<Vec<ApiKeyRecord>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {API_KEY_COLUMNS} FROM credential_api_keys WHERE org_id = $1 ORDER BY created_at_ms DESC, key_id DESC"
+    ))
+    .bind(org_id)
+    .fetch_all(db)
+    .await
+}
+
+pub async fn rotate_api_key(
+    db: &AnyPool,
+    key_id: &str,
+    new_hash: &str,
+    previous_valid_until: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE credential_api_keys SET previous_hash = secret_hash, secret_hash = $2, previous_valid_until = $3
+         WHERE key_id = $1",
+    )
+    .bind(key_id)
+    .bind(new_hash)
+    .bind(previous_valid_until)
+    .execute(db)
+    .await
+    .map(|_| ())
+}
+
+pub async fn revoke_api_key(db: &AnyPool, key_id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE credential_api_keys SET revoked = 1 WHERE key_id = $1")
+        .bind(key_id)
+        .execute(db)
+        .await
+        .map(|_| ())
+}
+
+pub async fn touch_api_key(db: &AnyPool, key_id: &str, now_ms: i64) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE credential_api_keys SET last_used_at_ms = $2 WHERE key_id = $1 AND last_used_at_ms < $3",
+    )
+    .bind(key_id)
+    .bind(now_ms)
+    .bind(now_ms - 60_000)
+    .execute(db)
+    .await
+    .map(|_| ())
+}
+
+/// Whether a session was revoked (unknown sessions count as revoked).
+pub async fn session_revoked(db: &AnyPool, session_id: &str) -> Result<bool, sqlx::Error> {
+    let reason: Option<String> =
+        sqlx::query_scalar("SELECT revoked_reason FROM identity_sessions WHERE session_id = $1")
+            .bind(session_id)
+            .fetch_optional(db)
+            .await?;
+    Ok(reason.is_none_or(|r| !r.is_empty()))
+}
+
+/// A session as listed to its owner or an admin.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SessionRow {
+    pub session_id: String,
+    pub user_id: String,
+    pub started_at_ms: i64,
+    pub last_refreshed_at_ms: i64,
+    pub client_address: String,
+    pub user_agent: String,
+}
+
+/// Live sessions of a user in an org, newest first.
+pub async fn live_sessions(
+    db: &AnyPool,
+    org_id: &str,
+    user_id: &str,
+) -> Result<Vec<SessionRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT session_id, user_id, started_at_ms, last_refreshed_at_ms, client_address, user_agent
+         FROM identity_sessions WHERE org_id = $1 AND user_id = $2 AND revoked_reason = ''
+         ORDER BY started_at_ms DESC, session_id DESC",
+    )
+    .bind(org_id)
+    .bind(user_id)
+    .fetch_all(db)
+    .await
+}
+
+/// The org and user of a session, if it exists.
+pub async fn session_owner(db: &AnyPool, session_id: &str) -> Result<Option<(String, String)>, sqlx::Error> {
+    sqlx::query_as("SELECT org_id, user_id FROM identity_sessions WHERE session_id = $1")
+        .bind(session_id)
+        .fetch_optional(db)
+        .await
 }
