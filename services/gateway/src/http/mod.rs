@@ -15,6 +15,7 @@ mod auth;
 mod authn;
 mod extract;
 mod keys;
+mod members;
 pub mod model;
 
 use axum::Json;
@@ -52,6 +53,7 @@ pub struct AppState {
     components(schemas(Problem, promptops_platform::errors::FieldViolation)),
     tags(
         (name = "auth", description = "Accounts, sessions and tokens"),
+        (name = "members", description = "Members, roles and invitations"),
         (name = "prompts", description = "The prompt registry"),
         (name = "audit", description = "The audit trail"),
     )
@@ -76,6 +78,11 @@ pub fn api() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(keys::revoke_api_key))
         .routes(routes!(keys::list_sessions))
         .routes(routes!(keys::revoke_session))
+        .routes(routes!(members::list_members))
+        .routes(routes!(members::change_role, members::remove_member))
+        .routes(routes!(members::force_logout))
+        .routes(routes!(members::invite))
+        .routes(routes!(members::accept))
         .split_for_parts()
 }
 

@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use super::api_key::{ApiKeyCommand, ApiKeyError};
 use super::events::{ApiKey, EmailClaim, Org, Session, User};
-use super::org::{Actor as OrgActor, OrgCommand};
+use super::org::{Actor as OrgActor, OrgCommand, OrgError};
 use super::session::{RevokeReason, SessionCommand, SessionError, refresh_refused};
 use super::throttle::Throttle;
 use super::user::{UserCommand, UserError};
@@ -462,15 +462,7 @@ impl Identity {
         tracing::info!(%user_id, %org_id, "account created");
         let issued = self.start_session(&user_id, &org_id, Role::Owner, client).await?;
         // Read-your-write: a login right after sign-up finds the account.
-        promptops_eventlog::projection::wait_for_position(
-            &self.db,
-            store::PROJECTION,
-            Context::Identity,
-            created.last_sequence,
-            promptops_platform::read_your_write::TIMEOUT,
-        )
-        .await
-        .map_err(unavailable)?;
+        self.settle(created.last_sequence).await?;
         Ok(issued)
     }
 
@@ -873,15 +865,223 @@ impl Identity {
         .await
         .map_err(|e| exec_error(e, |_| not_found()))?;
         // The revocation is effective as soon as the read model has it.
+        self.settle(executed.last_sequence).await?;
+        Ok(())
+    }
+}
+
+/// A member as listed.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct MemberView {
+    pub user_id: String,
+    pub email: String,
+    pub display_name: String,
+    pub role: String,
+    pub joined_at_ms: i64,
+}
+
+/// A pending invitation.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct InvitationView {
+    pub invitation_id: String,
+    pub org_id: String,
+    pub email: String,
+    pub role: String,
+}
+
+fn org_error(err: OrgError) -> ServiceError {
+    match err {
+        OrgError::Invalid(v) => ServiceError::invalid(v),
+        OrgError::AlreadyExists => ServiceError::new(ErrorClass::AlreadyExists, "the org exists"),
+        OrgError::NotFound => ServiceError::new(ErrorClass::NotFound, "not found"),
+        OrgError::Forbidden(reason) => ServiceError::new(ErrorClass::PermissionDenied, reason),
+        OrgError::Conflict(reason) => ServiceError::new(ErrorClass::FailedPrecondition, reason),
+    }
+}
+
+impl Identity {
+    /// Waits until the identity read model has applied `position`, so the
+    /// next request sees the change (read-your-write).
+    async fn settle(&self, position: u64) -> Result<(), ServiceError> {
         promptops_eventlog::projection::wait_for_position(
             &self.db,
             store::PROJECTION,
             Context::Identity,
-            executed.last_sequence,
+            position,
             promptops_platform::read_your_write::TIMEOUT,
         )
         .await
-        .map_err(unavailable)?;
+        .map_err(unavailable)
+        .map(|_| ())
+    }
+
+    /// Member management acts as a member: API keys are refused.
+    fn member_actor(principal: &Principal) -> Result<OrgActor, ServiceError> {
+        if principal.actor_kind == ActorKind::User {
+            Ok(OrgActor {
+                user_id: principal.actor_id.clone(),
+            })
+        } else {
+            Err(ServiceError::new(
+                ErrorClass::PermissionDenied,
+                "managing members needs a user, not an API key",
+            ))
+        }
+    }
+
+    async fn org_command(&self, principal: &Principal, command: OrgCommand) -> Result<u64, ServiceError> {
+        let executed = execute::<Org>(
+            &self.log,
+            &aggregate(&principal.org_id, "org", &principal.org_id)?,
+            command,
+            &principal.metadata(),
+        )
+        .await
+        .map_err(|e| exec_error(e, org_error))?;
+        self.settle(executed.last_sequence).await?;
+        Ok(executed.last_sequence)
+    }
+
+    pub async fn list_members(&self, principal: &Principal) -> Result<Vec<MemberView>, ServiceError> {
+        principal.require(Permission::Read)?;
+        let rows = store::members(&self.db, &principal.org_id)
+            .await
+            .map_err(unavailable)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| MemberView {
+                user_id: r.user_id,
+                email: r.email,
+                display_name: r.display_name,
+                role: r.role,
+                joined_at_ms: r.joined_at_ms,
+            })
+            .collect())
+    }
+
+    pub async fn invite(
+        &self,
+        principal: &Principal,
+        email: &str,
+        role: Role,
+    ) -> Result<InvitationView, ServiceError> {
+        principal.require(Permission::ManageMembers)?;
+        let invitation_id = Uuid::now_v7().simple().to_string();
+        self.org_command(
+            principal,
+            OrgCommand::Invite {
+                actor: Self::member_actor(principal)?,
+                invitation_id: invitation_id.clone(),
+                email: email.to_owned(),
+                role,
+            },
+        )
+        .await?;
+        Ok(InvitationView {
+            invitation_id,
+            org_id: principal.org_id.clone(),
+            email: canonical_email(email),
+            role: role.as_str().to_owned(),
+        })
+    }
+
+    /// The signed-in user joins the org that invited their address.
+    pub async fn accept(
+        &self,
+        principal: &Principal,
+        org_id: &str,
+        invitation_id: &str,
+    ) -> Result<(), ServiceError> {
+        let user = Self::member_actor(principal)?;
+        let email = store::user_email(&self.db, &user.user_id)
+            .await
+            .map_err(unavailable)?
+            .ok_or_else(|| ServiceError::new(ErrorClass::NotFound, "not found"))?;
+        let executed = execute::<Org>(
+            &self.log,
+            &aggregate(org_id, "org", org_id)
+                .map_err(|_| ServiceError::new(ErrorClass::NotFound, "not found"))?,
+            OrgCommand::Accept {
+                user_id: user.user_id,
+                email,
+                invitation_id: invitation_id.to_owned(),
+            },
+            &principal.metadata(),
+        )
+        .await
+        .map_err(|e| exec_error(e, org_error))?;
+        self.settle(executed.last_sequence).await?;
+        Ok(())
+    }
+
+    /// Changes a member's role; their sessions end, so the new role applies
+    /// from their next login.
+    pub async fn change_role(
+        &self,
+        principal: &Principal,
+        user_id: &str,
+        role: Role,
+    ) -> Result<(), ServiceError> {
+        principal.require(Permission::ManageMembers)?;
+        self.org_command(
+            principal,
+            OrgCommand::ChangeRole {
+                actor: Self::member_actor(principal)?,
+                user_id: user_id.to_owned(),
+                role,
+            },
+        )
+        .await?;
+        self.end_sessions(principal, user_id).await
+    }
+
+    /// Removes a member (or lets a member leave); their sessions end at once.
+    pub async fn remove_member(&self, principal: &Principal, user_id: &str) -> Result<(), ServiceError> {
+        self.org_command(
+            principal,
+            OrgCommand::Remove {
+                actor: Self::member_actor(principal)?,
+                user_id: user_id.to_owned(),
+            },
+        )
+        .await?;
+        self.end_sessions(principal, user_id).await
+    }
+
+    /// Forces a member out: every session of theirs in the org is revoked
+    /// and their access tokens stop working at once.
+    pub async fn force_logout(&self, principal: &Principal, user_id: &str) -> Result<(), ServiceError> {
+        principal.require(Permission::ManageSessions)?;
+        let is_member = store::memberships(&self.db, user_id)
+            .await
+            .map_err(unavailable)?
+            .iter()
+            .any(|(org, _)| *org == principal.org_id);
+        if !is_member {
+            return Err(ServiceError::new(ErrorClass::NotFound, "not found"));
+        }
+        self.end_sessions(principal, user_id).await
+    }
+
+    async fn end_sessions(&self, principal: &Principal, user_id: &str) -> Result<(), ServiceError> {
+        let sessions = store::live_session_ids(&self.db, &principal.org_id, user_id)
+            .await
+            .map_err(unavailable)?;
+        let mut last = 0;
+        for session_id in sessions {
+            let executed = execute::<Session>(
+                &self.log,
+                &aggregate(&principal.org_id, "session", &session_id)?,
+                SessionCommand::Revoke {
+                    reason: RevokeReason::Forced,
+                },
+                &principal.metadata(),
+            )
+            .await
+            .map_err(|e| exec_error(e, |_| ServiceError::new(ErrorClass::Internal, "revoke session")))?;
+            last = last.max(executed.last_sequence);
+        }
+        self.settle(last).await?;
         Ok(())
     }
 }

@@ -492,3 +492,42 @@ pub async fn session_owner(db: &AnyPool, session_id: &str) -> Result<Option<(Str
         .fetch_optional(db)
         .await
 }
+
+/// A member as listed.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct MemberRow {
+    pub user_id: String,
+    pub email: String,
+    pub display_name: String,
+    pub role: String,
+    pub joined_at_ms: i64,
+}
+
+pub async fn members(db: &AnyPool, org_id: &str) -> Result<Vec<MemberRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT m.user_id, u.email, u.display_name, m.role, m.joined_at_ms
+         FROM identity_members m JOIN identity_users u ON u.user_id = m.user_id
+         WHERE m.org_id = $1 ORDER BY m.joined_at_ms, m.user_id",
+    )
+    .bind(org_id)
+    .fetch_all(db)
+    .await
+}
+
+pub async fn user_email(db: &AnyPool, user_id: &str) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT email FROM identity_users WHERE user_id = $1")
+        .bind(user_id)
+        .fetch_optional(db)
+        .await
+}
+
+/// Live sessions of a user in an org (ids only).
+pub async fn live_session_ids(db: &AnyPool, org_id: &str, user_id: &str) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT session_id FROM identity_sessions WHERE org_id = $1 AND user_id = $2 AND revoked_reason = ''",
+    )
+    .bind(org_id)
+    .bind(user_id)
+    .fetch_all(db)
+    .await
+}
