@@ -219,7 +219,7 @@ impl EmbeddedLog {
             log: self.clone(),
             context,
             acks: Arc::new(AckState {
-                durable: options.durable.clone(),
+                durable: Some(options.durable.clone()),
                 floor: Mutex::new(Floor {
                     floor,
                     acked: BTreeSet::new(),
@@ -228,6 +228,23 @@ impl EmbeddedLog {
             cursor: floor,
             buffer: VecDeque::new(),
         })
+    }
+
+    /// A subscription from the first event that keeps no consumer row.
+    pub(crate) fn tail(&self, context: Context) -> EmbeddedSubscription {
+        EmbeddedSubscription {
+            log: self.clone(),
+            context,
+            acks: Arc::new(AckState {
+                durable: None,
+                floor: Mutex::new(Floor {
+                    floor: 0,
+                    acked: BTreeSet::new(),
+                }),
+            }),
+            cursor: 0,
+            buffer: VecDeque::new(),
+        }
     }
 
     pub(crate) async fn delete_consumer(&self, context: Context, durable: &str) -> Result<(), StoreError> {
@@ -328,7 +345,8 @@ impl EmbeddedSubscription {
 
 #[derive(Debug)]
 struct AckState {
-    durable: String,
+    /// `None` for a tail: acknowledgements are not stored.
+    durable: Option<String>,
     floor: Mutex<Floor>,
 }
 
@@ -395,10 +413,11 @@ impl EmbeddedAcker {
     }
 
     async fn persist(&self, floor: u64) -> Result<(), StoreError> {
+        let Some(durable) = &self.acks.durable else { return Ok(()) };
         sqlx::query("UPDATE consumers SET ack_floor = MAX(ack_floor, $1) WHERE stream = $2 AND name = $3")
             .bind(to_i64(floor))
             .bind(self.stream)
-            .bind(&self.acks.durable)
+            .bind(durable)
             .execute(&self.pool)
             .await?;
         Ok(())

@@ -227,7 +227,31 @@ impl JetStreamLog {
             .messages()
             .await
             .map_err(|e| StoreError::unavailable(format!("consumer {}: {e}", options.durable)))?;
-        Ok(JetStreamSubscription { context, messages })
+        Ok(JetStreamSubscription {
+            context,
+            messages: Messages::Durable(messages),
+        })
+    }
+
+    /// An ordered, ephemeral consumer from the first event: nothing is
+    /// remembered on the server, nothing needs acknowledging.
+    pub(crate) async fn tail(&self, context: Context) -> Result<JetStreamSubscription, StoreError> {
+        let stream = self.stream(context).await?;
+        let consumer = stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                deliver_policy: consumer::DeliverPolicy::All,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| StoreError::unavailable(format!("ordered consumer: {e}")))?;
+        let messages = consumer
+            .messages()
+            .await
+            .map_err(|e| StoreError::unavailable(format!("ordered consumer: {e}")))?;
+        Ok(JetStreamSubscription {
+            context,
+            messages: Messages::Ordered(Box::new(messages)),
+        })
     }
 
     pub(crate) async fn delete_consumer(&self, context: Context, durable: &str) -> Result<(), StoreError> {
@@ -255,7 +279,27 @@ impl JetStreamLog {
 /// A pull consumer's message stream.
 pub struct JetStreamSubscription {
     context: Context,
-    messages: consumer::pull::Stream,
+    messages: Messages,
+}
+
+enum Messages {
+    Durable(consumer::pull::Stream),
+    Ordered(Box<consumer::pull::Ordered>),
+}
+
+type Next = Option<Result<jetstream::Message, String>>;
+
+impl Messages {
+    async fn next(&mut self) -> Next {
+        match self {
+            Messages::Durable(stream) => stream.next().await.map(|r| r.map_err(|e| e.to_string())),
+            Messages::Ordered(stream) => stream.next().await.map(|r| r.map_err(|e| e.to_string())),
+        }
+    }
+
+    fn is_ordered(&self) -> bool {
+        matches!(self, Messages::Ordered(_))
+    }
 }
 
 impl std::fmt::Debug for JetStreamSubscription {
@@ -278,10 +322,7 @@ impl JetStreamSubscription {
         Some(self.delivery(message))
     }
 
-    fn delivery(
-        &mut self,
-        message: Option<Result<jetstream::Message, consumer::pull::MessagesError>>,
-    ) -> Result<Delivery, StoreError> {
+    fn delivery(&mut self, message: Next) -> Result<Delivery, StoreError> {
         let message = match message {
             Some(Ok(message)) => message,
             Some(Err(err)) => return Err(StoreError::unavailable(format!("consumer: {err}"))),
@@ -291,6 +332,7 @@ impl JetStreamSubscription {
             let info = message.info().map_err(StoreError::unavailable)?;
             (info.stream_sequence, info.pending)
         };
+        let ordered = self.messages.is_ordered();
         let (message, acker) = message.split();
         let event = decode(
             self.context,
@@ -301,7 +343,11 @@ impl JetStreamSubscription {
         Ok(Delivery {
             event,
             pending,
-            acker: Acker::JetStream(Box::new(acker)),
+            acker: if ordered {
+                Acker::None
+            } else {
+                Acker::JetStream(Box::new(acker))
+            },
         })
     }
 }

@@ -107,6 +107,16 @@ impl EventLog {
         }
     }
 
+    /// Reads a whole stream from its first event and then follows it, with
+    /// no consumer state kept anywhere (acknowledging does nothing). For
+    /// in-memory views rebuilt at every start, e.g. a revocation list.
+    pub async fn tail(&self, context: Context) -> Result<Subscription, StoreError> {
+        match self {
+            EventLog::JetStream(log) => Ok(Subscription::JetStream(Box::new(log.tail(context).await?))),
+            EventLog::Embedded(log) => Ok(Subscription::Embedded(log.tail(context))),
+        }
+    }
+
     /// Removes a durable consumer (its position is forgotten). Missing is fine.
     pub async fn delete_consumer(&self, context: Context, durable: &str) -> Result<(), StoreError> {
         match self {
@@ -176,6 +186,8 @@ pub struct Delivery {
 pub(crate) enum Acker {
     JetStream(Box<async_nats::jetstream::message::Acker>),
     Embedded(EmbeddedAcker),
+    /// Deliveries of a tail: nothing to acknowledge.
+    None,
 }
 
 impl std::fmt::Debug for Acker {
@@ -183,6 +195,7 @@ impl std::fmt::Debug for Acker {
         match self {
             Acker::JetStream(_) => f.write_str("Acker::JetStream"),
             Acker::Embedded(acker) => acker.fmt(f),
+            Acker::None => f.write_str("Acker::None"),
         }
     }
 }
@@ -193,6 +206,7 @@ impl Delivery {
         match self.acker {
             Acker::JetStream(acker) => acker.ack().await.map_err(StoreError::unavailable),
             Acker::Embedded(acker) => acker.ack().await,
+            Acker::None => Ok(()),
         }
     }
 
@@ -204,6 +218,7 @@ impl Delivery {
             match delivery.acker {
                 Acker::JetStream(acker) => acker.ack().await.map_err(StoreError::unavailable)?,
                 Acker::Embedded(acker) => embedded.push(acker),
+                Acker::None => {}
             }
         }
         EmbeddedAcker::ack_all(embedded).await

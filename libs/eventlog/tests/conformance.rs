@@ -334,6 +334,26 @@ async fn envelope_survives_the_round_trip(log: EventLog) {
     assert_eq!(read[0].envelope, original);
 }
 
+async fn a_tail_reads_everything_and_follows(log: EventLog) {
+    append_five(&log).await;
+    let mut tail = log.tail(Context::Prompts).await.unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        let d = next_within(&mut tail, Duration::from_secs(5)).await.expect("event");
+        seen.push(d.event.sequence);
+        d.ack().await.unwrap();
+    }
+    assert_eq!(seen, [1, 2, 3, 4, 5]);
+    let a = prompt("z");
+    log.append(&a, Expected::NoEvents, &[event(&a, 1, "late")]).await.unwrap();
+    let d = next_within(&mut tail, Duration::from_secs(5)).await.expect("the live event");
+    assert_eq!(d.event.sequence, 6);
+    drop(tail);
+    // Nothing was remembered: a new tail starts at the beginning again.
+    let mut again = log.tail(Context::Prompts).await.unwrap();
+    assert_eq!(next_within(&mut again, Duration::from_secs(5)).await.unwrap().event.sequence, 1);
+}
+
 macro_rules! conformance {
     ($($test:ident),* $(,)?) => {
         mod embedded_backend {
@@ -367,6 +387,7 @@ conformance!(
     unacked_events_are_redelivered_after_the_consumer_dies,
     a_new_consumer_replays_the_whole_stream,
     envelope_survives_the_round_trip,
+    a_tail_reads_everything_and_follows,
 );
 
 // Backend-specific proofs that the log is immutable.
