@@ -413,7 +413,9 @@ impl EmbeddedAcker {
     }
 
     async fn persist(&self, floor: u64) -> Result<(), StoreError> {
-        let Some(durable) = &self.acks.durable else { return Ok(()) };
+        let Some(durable) = &self.acks.durable else {
+            return Ok(());
+        };
         sqlx::query("UPDATE consumers SET ack_floor = MAX(ack_floor, $1) WHERE stream = $2 AND name = $3")
             .bind(to_i64(floor))
             .bind(self.stream)

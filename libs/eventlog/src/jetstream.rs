@@ -229,7 +229,7 @@ impl JetStreamLog {
             .map_err(|e| StoreError::unavailable(format!("consumer {}: {e}", options.durable)))?;
         Ok(JetStreamSubscription {
             context,
-            messages: Messages::Durable(messages),
+            messages: Messages::Durable(Box::new(messages)),
         })
     }
 
@@ -283,7 +283,7 @@ pub struct JetStreamSubscription {
 }
 
 enum Messages {
-    Durable(consumer::pull::Stream),
+    Durable(Box<consumer::pull::Stream>),
     Ordered(Box<consumer::pull::Ordered>),
 }
 

@@ -339,19 +339,32 @@ async fn a_tail_reads_everything_and_follows(log: EventLog) {
     let mut tail = log.tail(Context::Prompts).await.unwrap();
     let mut seen = Vec::new();
     for _ in 0..5 {
-        let d = next_within(&mut tail, Duration::from_secs(5)).await.expect("event");
+        let d = next_within(&mut tail, Duration::from_secs(5))
+            .await
+            .expect("event");
         seen.push(d.event.sequence);
         d.ack().await.unwrap();
     }
     assert_eq!(seen, [1, 2, 3, 4, 5]);
     let a = prompt("z");
-    log.append(&a, Expected::NoEvents, &[event(&a, 1, "late")]).await.unwrap();
-    let d = next_within(&mut tail, Duration::from_secs(5)).await.expect("the live event");
+    log.append(&a, Expected::NoEvents, &[event(&a, 1, "late")])
+        .await
+        .unwrap();
+    let d = next_within(&mut tail, Duration::from_secs(5))
+        .await
+        .expect("the live event");
     assert_eq!(d.event.sequence, 6);
     drop(tail);
     // Nothing was remembered: a new tail starts at the beginning again.
     let mut again = log.tail(Context::Prompts).await.unwrap();
-    assert_eq!(next_within(&mut again, Duration::from_secs(5)).await.unwrap().event.sequence, 1);
+    assert_eq!(
+        next_within(&mut again, Duration::from_secs(5))
+            .await
+            .unwrap()
+            .event
+            .sequence,
+        1
+    );
 }
 
 macro_rules! conformance {

@@ -1,101 +1,70 @@
-//! Who is calling.
+//! Who is calling: the verified caller of a gRPC request.
 //!
-//! Services read the caller from gRPC metadata: `x-promptops-org` and
-//! `x-promptops-actor` (`user:<id>`, `api_key:<id>` or `service:<name>`).
-//! Every read and write is scoped by `Caller::org_id`; no request body names
-//! the org.
-//!
-//! Until identity lands (issue "Identity, tenants and access control"), the
-//! gateway is the only component that sets these headers and it acts for the
-//! single org `default`; services trust the metadata they receive. Identity
-//! replaces this with a verified credential (JWT or API key) checked by each
-//! service itself, behind this same type.
+//! Every service gets its [`Caller`] from the [`crate::authn::Authenticator`],
+//! which verifies the `authorization: Bearer …` metadata itself: access
+//! tokens against the gateway's JWKS, API keys through the gateway's
+//! introspection API. The org always comes from the verified credential;
+//! no request body or header names it.
 
+use promptops_auth::roles::{self, Permission, Role};
 use promptops_proto::common::v1::{Actor, ActorKind};
-use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::metadata::MetadataValue;
 
 use crate::errors::{ErrorClass, ServiceError};
-
-pub const ORG_HEADER: &str = "x-promptops-org";
-pub const ACTOR_HEADER: &str = "x-promptops-actor";
-
-/// The org the gateway acts for until identity lands.
-pub const DEFAULT_ORG: &str = "default";
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Caller {
     pub org_id: String,
     pub actor: Actor,
+    pub role: Role,
+    /// The credential's scopes (a subset of the role's).
+    pub scopes: Vec<String>,
 }
 
 impl Caller {
-    pub fn new(org_id: impl Into<String>, kind: ActorKind, id: impl Into<String>) -> Self {
+    pub fn new(
+        org_id: impl Into<String>,
+        kind: ActorKind,
+        id: impl Into<String>,
+        role: Role,
+        scopes: Vec<String>,
+    ) -> Self {
         Self {
             org_id: org_id.into(),
             actor: Actor {
                 kind: kind as i32,
                 id: id.into(),
             },
+            role,
+            scopes,
         }
     }
 
-    /// The caller named by incoming metadata; UNAUTHENTICATED when absent.
-    pub fn from_metadata(metadata: &MetadataMap) -> Result<Self, ServiceError> {
-        let header = |name: &str| {
-            metadata
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::trim)
-                .filter(|v| !v.is_empty())
-        };
-        let org_id = header(ORG_HEADER).ok_or_else(|| {
-            ServiceError::new(
-                ErrorClass::Unauthenticated,
-                format!("missing {ORG_HEADER} metadata"),
-            )
-        })?;
-        if !is_valid_id(org_id) {
-            return Err(ServiceError::new(
-                ErrorClass::Unauthenticated,
-                format!("{ORG_HEADER} is not a valid org id"),
-            ));
-        }
-        let actor = header(ACTOR_HEADER).unwrap_or("service:unknown");
-        let (kind, id) = actor.split_once(':').unwrap_or(("service", actor));
-        let kind = match kind {
-            "user" => ActorKind::User,
-            "api_key" => ActorKind::ApiKey,
-            "service" => ActorKind::Service,
-            _ => {
-                return Err(ServiceError::new(
-                    ErrorClass::Unauthenticated,
-                    format!("{ACTOR_HEADER} must be user:<id>, api_key:<id> or service:<name>"),
-                ));
-            }
-        };
-        Ok(Self::new(org_id, kind, id))
+    /// Whether both the role and the scopes include `permission`.
+    pub fn can(&self, permission: Permission) -> bool {
+        roles::allows(self.role, permission) && self.scopes.iter().any(|s| s == permission.scope())
     }
 
-    /// Writes the caller into outgoing metadata.
-    pub fn write_to(&self, metadata: &mut MetadataMap) {
-        let kind = match ActorKind::try_from(self.actor.kind).unwrap_or(ActorKind::Unspecified) {
-            ActorKind::User => "user",
-            ActorKind::ApiKey => "api_key",
-            ActorKind::Service | ActorKind::Unspecified => "service",
-        };
-        if let Ok(org) = MetadataValue::try_from(self.org_id.as_str()) {
-            metadata.insert(ORG_HEADER, org);
-        }
-        if let Ok(actor) = MetadataValue::try_from(format!("{kind}:{}", self.actor.id)) {
-            metadata.insert(ACTOR_HEADER, actor);
+    /// PERMISSION_DENIED unless the caller [`can`](Self::can).
+    pub fn require(&self, permission: Permission) -> Result<(), ServiceError> {
+        if self.can(permission) {
+            Ok(())
+        } else {
+            Err(ServiceError::new(
+                ErrorClass::PermissionDenied,
+                format!("this needs the {} permission", permission.scope()),
+            ))
         }
     }
 }
 
-/// Builds an outgoing gRPC request carrying the caller and the current trace.
-pub fn outgoing<T>(caller: &Caller, message: T) -> tonic::Request<T> {
+/// Builds an outgoing gRPC request carrying the caller's credential and the
+/// current trace, for a service acting on behalf of its caller.
+pub fn outgoing<T>(credential: &str, message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
-    caller.write_to(request.metadata_mut());
+    if let Ok(value) = MetadataValue::try_from(format!("Bearer {credential}")) {
+        request.metadata_mut().insert("authorization", value);
+    }
     let mut headers = http::HeaderMap::new();
     crate::telemetry::inject_current(&mut headers);
     if let Some(value) = headers
@@ -108,34 +77,31 @@ pub fn outgoing<T>(caller: &Caller, message: T) -> tonic::Request<T> {
     request
 }
 
-fn is_valid_id(value: &str) -> bool {
-    value.len() <= 128
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn caller_round_trips_through_metadata() {
-        let caller = Caller::new("org_1", ActorKind::User, "u_42");
-        let mut metadata = MetadataMap::new();
-        caller.write_to(&mut metadata);
-        assert_eq!(Caller::from_metadata(&metadata).unwrap(), caller);
-    }
-
-    #[test]
-    fn missing_or_malformed_org_is_unauthenticated() {
-        let err = Caller::from_metadata(&MetadataMap::new()).unwrap_err();
-        assert_eq!(err.class, ErrorClass::Unauthenticated);
-        let mut metadata = MetadataMap::new();
-        metadata.insert(ORG_HEADER, MetadataValue::from_static("a.b"));
-        assert_eq!(
-            Caller::from_metadata(&metadata).unwrap_err().class,
-            ErrorClass::Unauthenticated
+    fn permissions_need_the_role_and_the_scope() {
+        let editor = Caller::new(
+            "o",
+            ActorKind::User,
+            "u",
+            Role::Editor,
+            vec!["read".into(), "write".into()],
         );
+        assert!(editor.can(Permission::Write));
+        assert!(!editor.can(Permission::ReadAudit));
+        let narrowed = Caller::new("o", ActorKind::ApiKey, "k", Role::Admin, vec!["read".into()]);
+        assert!(
+            !narrowed.can(Permission::Write),
+            "a key narrowed to read cannot write"
+        );
+        assert_eq!(
+            narrowed.require(Permission::Write).unwrap_err().class,
+            ErrorClass::PermissionDenied
+        );
+        let request = outgoing("tok", ());
+        assert_eq!(request.metadata().get("authorization").unwrap(), "Bearer tok");
     }
 }

@@ -187,6 +187,8 @@ pub struct ServiceConfig {
     pub service: ServiceName,
     /// `PROMPTOPS_<SERVICE>_GRPC_ADDR`.
     pub grpc_addr: SocketAddr,
+    /// Where the keys and the introspection API are.
+    pub auth: crate::authn::AuthConfig,
     pub common: CommonConfig,
 }
 
@@ -195,6 +197,7 @@ impl ServiceConfig {
         Ok(Self {
             service,
             grpc_addr: service.grpc_addr(env)?,
+            auth: crate::authn::AuthConfig::from_env(env)?,
             common: CommonConfig::from_env(env)?,
         })
     }

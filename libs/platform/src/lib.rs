@@ -15,6 +15,7 @@
 //! - [`caller`]: who is calling, taken from request metadata;
 //! - [`eventlog`]: opening the event log the configuration names.
 
+pub mod authn;
 pub mod caller;
 pub mod config;
 pub mod db;

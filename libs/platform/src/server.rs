@@ -61,6 +61,14 @@ impl Readiness {
         self
     }
 
+    /// Adds the authenticator's check: keys loaded, revocations caught up.
+    pub fn with_authenticator(self, auth: crate::authn::Authenticator) -> Self {
+        self.with_check("auth", move || {
+            let auth = auth.clone();
+            async move { auth.check_ready() }
+        })
+    }
+
     /// Runs every check (each bounded by 2 s); lists the failing ones.
     pub async fn failures(&self) -> Vec<(&'static str, String)> {
         let mut failures = Vec::new();

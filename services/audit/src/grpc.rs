@@ -1,6 +1,7 @@
 //! `AuditService` over gRPC: reads of the audit trail, scoped to the caller's org.
 
-use promptops_platform::caller::Caller;
+use promptops_auth::roles::Permission;
+use promptops_platform::authn::Authenticator;
 use promptops_platform::errors::{FieldViolation, ServiceError};
 use promptops_platform::paging::{Cursor, page_size};
 use promptops_platform::read_your_write;
@@ -16,11 +17,12 @@ const MAX_ACTION_PREFIX: usize = 200;
 #[derive(Debug, Clone)]
 pub struct AuditApi {
     db: AnyPool,
+    auth: Authenticator,
 }
 
 impl AuditApi {
-    pub fn new(db: AnyPool) -> Self {
-        Self { db }
+    pub fn new(db: AnyPool, auth: Authenticator) -> Self {
+        Self { db, auth }
     }
 }
 
@@ -30,7 +32,8 @@ impl AuditService for AuditApi {
         &self,
         request: Request<ListAuditEntriesRequest>,
     ) -> Result<Response<ListAuditEntriesResponse>, Status> {
-        let caller = Caller::from_metadata(request.metadata())?;
+        let caller = self.auth.authenticate(request.metadata()).await?;
+        caller.require(Permission::ReadAudit)?;
         let req = request.into_inner();
         if req.action_prefix.len() > MAX_ACTION_PREFIX {
             return Err(ServiceError::invalid(vec![FieldViolation::new(

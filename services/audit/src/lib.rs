@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use promptops_eventlog::Context;
 use promptops_eventlog::projection::ProjectionRunner;
+use promptops_platform::authn::Authenticator;
 use promptops_platform::config::{ConfigError, Env, ServiceConfig, ServiceName};
 use promptops_platform::runtime::{RunError, open_resources};
 use promptops_platform::server::{GrpcService, bind, serve_grpc};
@@ -34,7 +35,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let listener = bind(config.grpc_addr).await?;
     tracing::info!(addr = %config.grpc_addr, "audit service listening");
 
+    let auth = Authenticator::new(config.auth.clone()).map_err(|e| RunError::Other(e.to_string()))?;
     let projections = TaskTracker::new();
+    auth.start(resources.log.clone(), &projections, shutdown.clone());
     let trail = Arc::new(trail::AuditTrail);
     for context in Context::ALL {
         projections.spawn(
@@ -53,9 +56,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         name: SERVICE,
         routes: tonic::service::Routes::new(AuditServiceServer::new(grpc::AuditApi::new(
             resources.db.clone(),
+            auth.clone(),
         ))),
         grpc_names: vec![SERVICE_NAME],
-        readiness: resources.readiness(),
+        readiness: resources.readiness().with_authenticator(auth),
     };
     let served = serve_grpc(listener, service, shutdown.clone(), config.common.shutdown_grace).await;
     shutdown.cancel();

@@ -18,6 +18,9 @@ use promptops_platform::db::Migration;
 use promptops_platform::runtime::{RunError, open_resources};
 use promptops_platform::server::{GrpcService, Readiness, bind, serve, serve_grpc};
 use promptops_proto::audit::v1::audit_service_client::AuditServiceClient;
+use promptops_proto::identity::v1::identity_service_server::{
+    IdentityServiceServer, SERVICE_NAME as IDENTITY_SERVICE_NAME,
+};
 use promptops_proto::prompts::v1::prompt_service_client::PromptServiceClient;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -38,6 +41,8 @@ pub struct Config {
     pub audit_url: String,
     pub max_body_bytes: usize,
     pub tokens: identity::service::TokenConfig,
+    /// `PROMPTOPS_INIT_*`: the org, owner and API key to create at first start.
+    pub init: identity::service::InitConfig,
     pub common: CommonConfig,
 }
 
@@ -58,7 +63,34 @@ impl Config {
             audit_url: ServiceName::Audit.url(env)?,
             max_body_bytes,
             tokens: token_config(env)?,
+            init: identity::service::InitConfig {
+                org: init_org(env)?,
+                email: env.get("PROMPTOPS_INIT_USER_EMAIL").map(str::to_owned),
+                password: env.get("PROMPTOPS_INIT_USER_PASSWORD").map(str::to_owned),
+                api_key: env.get("PROMPTOPS_INIT_API_KEY").map(str::to_owned),
+            },
             common: CommonConfig::from_env(env)?,
+        })
+    }
+}
+
+/// `PROMPTOPS_INIT_ORG`: an org id (it names subjects, so `[A-Za-z0-9_-]`).
+fn init_org(env: &Env) -> Result<Option<String>, ConfigError> {
+    let Some(org) = env.get("PROMPTOPS_INIT_ORG") else {
+        return Ok(None);
+    };
+    let valid = org.len() <= 64
+        && !org.starts_with('_')
+        && org
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if valid {
+        Ok(Some(org.to_owned()))
+    } else {
+        Err(ConfigError {
+            variable: "PROMPTOPS_INIT_ORG".into(),
+            value: org.to_owned(),
+            reason: "an org id: 1-64 characters from [A-Za-z0-9_-], not starting with _".into(),
         })
     }
 }
@@ -145,6 +177,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         .run(shutdown.clone()),
     );
     projections.close();
+    if let Err(err) = identity.initialise(&config.init).await {
+        shutdown.cancel();
+        projections.wait().await;
+        return Err(RunError::Other(format!(
+            "headless initialisation (PROMPTOPS_INIT_*): {err}"
+        )));
+    }
+    if config.init.is_empty() {
+        tracing::info!(
+            "to start, sign up: curl -X POST http://{}/api/v1/auth/signup -H 'content-type: application/json' -d '{{\"email\": \"you@example.com\", \"password\": \"a long passphrase\"}}'",
+            config.http_addr
+        );
+    }
 
     let background = TaskTracker::new();
     let state = http::AppState {
@@ -154,11 +199,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         background: background.clone(),
         max_body_bytes: config.max_body_bytes,
     };
-    let router = http::router(state, readiness.clone());
+    let router = http::router(state.clone(), readiness.clone());
     let grpc = GrpcService {
         name: SERVICE,
-        routes: tonic::service::Routes::default(),
-        grpc_names: Vec::new(),
+        routes: tonic::service::Routes::new(IdentityServiceServer::new(identity::grpc::IdentityApi::new(
+            state.identity.clone(),
+        ))),
+        grpc_names: vec![IDENTITY_SERVICE_NAME],
         readiness,
     };
     let grace = config.common.shutdown_grace;

@@ -1,9 +1,11 @@
 //! `PromptService` over gRPC: commands go through the aggregate to the log,
 //! queries read the read model.
 
+use promptops_auth::roles::Permission;
 use promptops_eventlog::{
     AggregateRef, AppendError, Context, EventLog, EventMetadata, Expected, envelope_for,
 };
+use promptops_platform::authn::Authenticator;
 use promptops_platform::caller::Caller;
 use promptops_platform::errors::{ErrorClass, FieldViolation, ServiceError};
 use promptops_platform::paging::{Cursor, page_size};
@@ -29,11 +31,19 @@ const CONFLICT_RETRIES: usize = 3;
 pub struct PromptsApi {
     log: EventLog,
     db: AnyPool,
+    auth: Authenticator,
 }
 
 impl PromptsApi {
-    pub fn new(log: EventLog, db: AnyPool) -> Self {
-        Self { log, db }
+    pub fn new(log: EventLog, db: AnyPool, auth: Authenticator) -> Self {
+        Self { log, db, auth }
+    }
+
+    /// The verified caller, who must have `permission`.
+    async fn caller<T>(&self, request: &Request<T>, permission: Permission) -> Result<Caller, Status> {
+        let caller = self.auth.authenticate(request.metadata()).await?;
+        caller.require(permission)?;
+        Ok(caller)
     }
 
     async fn load(&self, aggregate: &AggregateRef) -> Result<Loaded, ServiceError> {
@@ -137,17 +147,13 @@ fn domain_error(err: PromptError) -> ServiceError {
     }
 }
 
-fn caller_of<T>(request: &Request<T>) -> Result<Caller, Status> {
-    Caller::from_metadata(request.metadata()).map_err(Status::from)
-}
-
 #[tonic::async_trait]
 impl PromptService for PromptsApi {
     async fn create_prompt(
         &self,
         request: Request<CreatePromptRequest>,
     ) -> Result<Response<CreatePromptResponse>, Status> {
-        let caller = caller_of(&request)?;
+        let caller = self.caller(&request, Permission::Write).await?;
         let req = request.into_inner();
         // A client-chosen request id makes the create idempotent: it becomes
         // the prompt id, so a retry finds the prompt it created before.
@@ -218,7 +224,7 @@ impl PromptService for PromptsApi {
     }
 
     async fn get_prompt(&self, request: Request<GetPromptRequest>) -> Result<Response<Prompt>, Status> {
-        let caller = caller_of(&request)?;
+        let caller = self.caller(&request, Permission::Read).await?;
         let req = request.into_inner();
         if Uuid::parse_str(&req.prompt_id).is_err() {
             return Err(
@@ -242,7 +248,7 @@ impl PromptService for PromptsApi {
         &self,
         request: Request<ListPromptsRequest>,
     ) -> Result<Response<ListPromptsResponse>, Status> {
-        let caller = caller_of(&request)?;
+        let caller = self.caller(&request, Permission::Read).await?;
         let page = request.into_inner().page.unwrap_or_default();
         let after = Cursor::decode(&page.page_token, "page_token")?;
         let (prompts, next) = read_model::list(

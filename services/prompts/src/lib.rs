@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use promptops_eventlog::Context;
 use promptops_eventlog::projection::ProjectionRunner;
+use promptops_platform::authn::Authenticator;
 use promptops_platform::config::{ConfigError, Env, ServiceConfig, ServiceName};
 use promptops_platform::runtime::{RunError, open_resources};
 use promptops_platform::server::{GrpcService, bind, serve_grpc};
@@ -40,7 +41,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let listener = bind(config.grpc_addr).await?;
     tracing::info!(addr = %config.grpc_addr, "prompts service listening");
 
+    let auth = Authenticator::new(config.auth.clone()).map_err(|e| RunError::Other(e.to_string()))?;
     let projections = TaskTracker::new();
+    auth.start(resources.log.clone(), &projections, shutdown.clone());
     projections.spawn(
         ProjectionRunner::new(
             resources.log.clone(),
@@ -52,12 +55,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     );
     projections.close();
 
-    let api = grpc::PromptsApi::new(resources.log.clone(), resources.db.clone());
+    let readiness = resources.readiness().with_authenticator(auth.clone());
+    let api = grpc::PromptsApi::new(resources.log.clone(), resources.db.clone(), auth);
     let service = GrpcService {
         name: SERVICE,
         routes: tonic::service::Routes::new(PromptServiceServer::new(api)),
         grpc_names: vec![SERVICE_NAME],
-        readiness: resources.readiness(),
+        readiness,
     };
     let served = serve_grpc(listener, service, shutdown.clone(), config.common.shutdown_grace).await;
     // Requests are drained; stop the projection and wait for it.

@@ -310,16 +310,29 @@ impl AllInOne {
     }
 }
 
-/// Adds the caller metadata services read (until identity lands).
-pub fn as_org<T>(org: &str, message: T) -> tonic::Request<T> {
+/// A gRPC request carrying a bearer credential.
+pub fn with_token<T>(token: &str, message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request
         .metadata_mut()
-        .insert("x-promptops-org", org.parse().unwrap());
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
     request
-        .metadata_mut()
-        .insert("x-promptops-actor", "user:e2e".parse().unwrap());
-    request
+}
+
+/// Signs up a new account over HTTP; returns (access token, org id).
+pub async fn signup(http_base: &str, email: &str) -> (String, String) {
+    let response = reqwest::Client::new()
+        .post(format!("{http_base}/api/v1/auth/signup"))
+        .json(&serde_json::json!({"email": email, "password": "correct horse battery staple"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let body: serde_json::Value = response.json().await.unwrap();
+    (
+        body["access_token"].as_str().unwrap().to_owned(),
+        body["org_id"].as_str().unwrap().to_owned(),
+    )
 }
 
 /// A gRPC channel to `url`.

@@ -12,7 +12,7 @@
 
 use futures::StreamExt as _;
 use promptops_auth::tokens::{Jwks, Verifier};
-use promptops_e2e::{Cluster, as_org, channel};
+use promptops_e2e::{Cluster, channel, with_token};
 use promptops_proto::audit::v1::ListAuditEntriesRequest;
 use promptops_proto::audit::v1::audit_service_client::AuditServiceClient;
 use reqwest::StatusCode;
@@ -191,11 +191,19 @@ async fn accounts_sessions_and_refresh_rotation() {
     assert_eq!(status, 401);
 
     // Identity events are audited in the org's trail.
+    let (status, fresh) = post(
+        &http,
+        url("/api/v1/auth/login"),
+        json!({"email": "ada@example.com", "password": PASSWORD}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let fresh_token = fresh["access_token"].as_str().unwrap().to_owned();
     let mut audit = AuditServiceClient::new(channel(&cluster.grpc_url("audit")).await);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let actions = loop {
         let entries = audit
-            .list_audit_entries(as_org(&org_id, ListAuditEntriesRequest::default()))
+            .list_audit_entries(with_token(&fresh_token, ListAuditEntriesRequest::default()))
             .await
             .unwrap()
             .into_inner()

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use promptops_e2e::{AllInOne, SERVICES, channel};
+use promptops_e2e::{AllInOne, SERVICES, channel, signup};
 use serde_json::{Value, json};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -45,8 +45,10 @@ async fn all_six_services_run_in_one_process_on_the_embedded_default() {
         assert_eq!(status, ServingStatus::Serving as i32, "{service}");
     }
     let http = reqwest::Client::new();
+    let (token, _) = signup(&all.http(), "ada@embedded.test").await;
     let created: Value = http
         .post(format!("{}/api/v1/prompts", all.http()))
+        .bearer_auth(&token)
         .json(&json!({"name": "hello", "template": "Hi {{who}}", "request_id": "01a20125-5f0d-73fc-abe4-776e54f36191"}))
         .send()
         .await
@@ -60,6 +62,7 @@ async fn all_six_services_run_in_one_process_on_the_embedded_default() {
             "{}/api/v1/audit/entries?min_position={position}&action_prefix=prompt.",
             all.http()
         ))
+        .bearer_auth(&token)
         .send()
         .await
         .unwrap()
@@ -72,6 +75,7 @@ async fn all_six_services_run_in_one_process_on_the_embedded_default() {
     let before = appends(&all).await;
     let retry = http
         .post(format!("{}/api/v1/prompts", all.http()))
+        .bearer_auth(&token)
         .json(&json!({"name": "hello", "template": "Hi {{who}}", "request_id": "01a20125-5f0d-73fc-abe4-776e54f36191"}))
         .send()
         .await
@@ -82,6 +86,7 @@ async fn all_six_services_run_in_one_process_on_the_embedded_default() {
     // Bad input appends nothing either.
     let bad = http
         .post(format!("{}/api/v1/prompts", all.http()))
+        .bearer_auth(&token)
         .header("content-type", "application/json")
         .body("[1, 2")
         .send()
@@ -111,4 +116,53 @@ async fn an_invalid_setting_exits_64_naming_the_variable() {
     assert_eq!(output.status.code(), Some(64));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("PROMPTOPS_HTTP_ADDR"), "{stderr}");
+}
+
+#[tokio::test]
+async fn headless_initialisation_creates_the_org_owner_and_key_once() {
+    const KEY: &str = "pok_0192c0de0000700080000000000000aa_initial-secret-for-ci";
+    let mut all = AllInOne::start_with(&[
+        ("PROMPTOPS_INIT_ORG", "acme"),
+        ("PROMPTOPS_INIT_USER_EMAIL", "admin@acme.test"),
+        ("PROMPTOPS_INIT_USER_PASSWORD", "correct horse battery staple"),
+        ("PROMPTOPS_INIT_API_KEY", KEY),
+    ])
+    .await;
+    let http = reqwest::Client::new();
+    let use_key = |all: &AllInOne| {
+        let http = http.clone();
+        let url = format!("{}/api/v1/api-keys", all.http());
+        async move {
+            let response = http.get(url).bearer_auth(KEY).send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            response.json::<Value>().await.unwrap()
+        }
+    };
+    let keys = use_key(&all).await;
+    assert_eq!(keys["api_keys"].as_array().unwrap().len(), 1);
+    assert_eq!(keys["api_keys"][0]["role"], "owner");
+    let created = http
+        .post(format!("{}/api/v1/prompts", all.http()))
+        .bearer_auth(KEY)
+        .json(&json!({"name": "from ci", "template": "t"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let login = http
+        .post(format!("{}/api/v1/auth/login", all.http()))
+        .json(&json!({"email": "admin@acme.test", "password": "correct horse battery staple"}))
+        .send()
+        .await
+        .unwrap();
+    let login: Value = login.json().await.unwrap();
+    assert_eq!(login["org_id"], "acme");
+    assert_eq!(login["role"], "owner");
+
+    // A restart with the same settings creates nothing new.
+    assert_eq!(all.process.terminate(Duration::from_secs(10)), Some(0));
+    all.process.start();
+    assert!(promptops_e2e::wait_http_ok(&format!("{}/readyz", all.http()), Duration::from_secs(30)).await);
+    let keys = use_key(&all).await;
+    assert_eq!(keys["api_keys"].as_array().unwrap().len(), 1);
 }

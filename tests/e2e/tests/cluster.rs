@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use promptops_e2e::{Cluster, SERVICES, as_org, channel};
+use promptops_e2e::{Cluster, SERVICES, channel, signup, with_token};
 use promptops_proto::audit::v1::ListAuditEntriesRequest;
 use promptops_proto::audit::v1::audit_service_client::AuditServiceClient;
 use promptops_proto::common::v1::PageRequest;
@@ -104,8 +104,10 @@ async fn the_slice_runs_through_every_process() {
     assert_eq!(named.into_inner().status, ServingStatus::Serving as i32);
 
     // HTTP → gateway → gRPC → prompts → JetStream → projection → query.
+    let (token, _) = signup(&cluster.http(), "ada@slice.test").await;
     let created = http
         .post(format!("{}/api/v1/prompts", cluster.http()))
+        .bearer_auth(&token)
         .json(&json!({"name": "greeting", "template": "Hello {{name}}", "folder": "support", "tags": ["email"]}))
         .send()
         .await
@@ -120,6 +122,7 @@ async fn the_slice_runs_through_every_process() {
 
     let read: Value = http
         .get(format!("{}{location}?min_position={position}", cluster.http()))
+        .bearer_auth(&token)
         .send()
         .await
         .unwrap()
@@ -132,6 +135,7 @@ async fn the_slice_runs_through_every_process() {
 
     let list: Value = http
         .get(format!("{}/api/v1/prompts", cluster.http()))
+        .bearer_auth(&token)
         .send()
         .await
         .unwrap()
@@ -143,9 +147,10 @@ async fn the_slice_runs_through_every_process() {
     // The audit service projected the event from JetStream.
     let audit: Value = http
         .get(format!(
-            "{}/api/v1/audit/entries?min_position={position}",
+            "{}/api/v1/audit/entries?min_position={position}&action_prefix=prompt.",
             cluster.http()
         ))
+        .bearer_auth(&token)
         .send()
         .await
         .unwrap()
@@ -190,10 +195,13 @@ async fn tenants_never_see_each_other() {
     let cluster = Cluster::start().await;
     let mut prompts = PromptServiceClient::new(channel(&cluster.grpc_url("prompts")).await);
     let mut audit = AuditServiceClient::new(channel(&cluster.grpc_url("audit")).await);
+    let (acme, _) = signup(&cluster.http(), "owner@acme.test").await;
+    let (globex, _) = signup(&cluster.http(), "owner@globex.test").await;
+    let tokens = std::collections::HashMap::from([("acme", acme.clone()), ("globex", globex.clone())]);
 
     let created = prompts
-        .create_prompt(as_org(
-            "acme",
+        .create_prompt(with_token(
+            &acme,
             CreatePromptRequest {
                 name: "secret-sauce".into(),
                 template: "only for acme".into(),
@@ -207,8 +215,8 @@ async fn tenants_never_see_each_other() {
     let position = created.position.unwrap();
 
     let own = prompts
-        .get_prompt(as_org(
-            "acme",
+        .get_prompt(with_token(
+            &acme,
             GetPromptRequest {
                 prompt_id: id.clone(),
                 min_position: Some(position.clone()),
@@ -219,8 +227,8 @@ async fn tenants_never_see_each_other() {
     assert_eq!(own.into_inner().name, "secret-sauce");
 
     let other = prompts
-        .get_prompt(as_org(
-            "globex",
+        .get_prompt(with_token(
+            &globex,
             GetPromptRequest {
                 prompt_id: id.clone(),
                 min_position: Some(position.clone()),
@@ -232,10 +240,11 @@ async fn tenants_never_see_each_other() {
 
     let list = |org: &'static str| {
         let mut prompts = prompts.clone();
+        let token = tokens[org].clone();
         async move {
             prompts
-                .list_prompts(as_org(
-                    org,
+                .list_prompts(with_token(
+                    &token,
                     ListPromptsRequest {
                         page: Some(PageRequest::default()),
                     },
@@ -253,12 +262,14 @@ async fn tenants_never_see_each_other() {
     let entries = |org: &'static str| {
         let mut audit = audit.clone();
         let position = position.clone();
+        let token = tokens[org].clone();
         async move {
             audit
-                .list_audit_entries(as_org(
-                    org,
+                .list_audit_entries(with_token(
+                    &token,
                     ListAuditEntriesRequest {
                         min_position: Some(position),
+                        action_prefix: "prompt.".into(),
                         ..Default::default()
                     },
                 ))
@@ -272,13 +283,26 @@ async fn tenants_never_see_each_other() {
     assert_eq!(entries("acme").await, 1);
     assert_eq!(entries("globex").await, 0);
 
-    // The HTTP gateway acts for its own org and sees neither.
-    let via_gateway = reqwest::get(format!("{}/api/v1/prompts/{id}", cluster.http()))
-        .await
-        .unwrap();
+    // Over HTTP too: the other org's prompt does not exist for globex.
+    let http = reqwest::Client::new();
+    let url = format!("{}/api/v1/prompts/{id}", cluster.http());
+    let via_gateway = http.get(&url).bearer_auth(&globex).send().await.unwrap();
     assert_eq!(via_gateway.status(), 404);
+    let via_gateway = http.get(&url).bearer_auth(&acme).send().await.unwrap();
+    assert_eq!(via_gateway.status(), 200);
+    let forged = prompts
+        .get_prompt(with_token(
+            "not-a-token",
+            GetPromptRequest {
+                prompt_id: id.clone(),
+                min_position: None,
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(forged.code(), tonic::Code::Unauthenticated);
 
-    // No org, no access.
+    // No credential, no access.
     let anonymous = audit
         .list_audit_entries(tonic::Request::new(ListAuditEntriesRequest::default()))
         .await
@@ -291,6 +315,8 @@ async fn bad_input_gets_problem_json_and_appends_nothing() {
     let cluster = Cluster::start().await;
     let http = reqwest::Client::new();
     let url = format!("{}/api/v1/prompts", cluster.http());
+    let (token, _) = signup(&cluster.http(), "ada@bad-input.test").await;
+    let auth = format!("Bearer {token}");
     let before = prompts_stream_last_sequence(&cluster).await;
 
     let oversized = json!({"name": "big", "template": "x".repeat(2 * 1024 * 1024)}).to_string();
@@ -359,7 +385,7 @@ async fn bad_input_gets_problem_json_and_appends_nothing() {
         ("wrong method", http.delete(&url), 405),
     ];
     for (what, request, status) in cases {
-        let response = request.send().await.unwrap();
+        let response = request.header("authorization", &auth).send().await.unwrap();
         assert_eq!(response.status().as_u16(), status, "{what}");
         assert_eq!(
             response.headers()["content-type"],
@@ -377,8 +403,17 @@ async fn bad_input_gets_problem_json_and_appends_nothing() {
         );
         assert!(!problem["detail"].as_str().unwrap().is_empty(), "{what}");
     }
+    let no_token = http
+        .post(&url)
+        .json(&json!({"name": "n", "template": "t"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_token.status(), 401);
+    assert_eq!(no_token.headers()["www-authenticate"], "Bearer");
     let invalid: Value = http
         .post(&url)
+        .bearer_auth(&token)
         .json(&json!({"name": "", "template": "", "tags": ["a b"]}))
         .send()
         .await
@@ -406,19 +441,22 @@ async fn audit_catches_up_exactly_once_after_sigkill() {
     const PROMPTS: usize = 300;
     let mut cluster = Cluster::start().await;
     let prompts = PromptServiceClient::new(channel(&cluster.grpc_url("prompts")).await);
+    let (token, _) = signup(&cluster.http(), "ada@crash.test").await;
 
     let writer = {
         let prompts = prompts.clone();
+        let token = token.clone();
         async move {
             let mut done = 0;
             for batch in 0..PROMPTS / 10 {
                 let mut calls = Vec::new();
                 for i in 0..10 {
                     let mut client = prompts.clone();
+                    let token = token.clone();
                     calls.push(async move {
                         client
-                            .create_prompt(as_org(
-                                "acme",
+                            .create_prompt(with_token(
+                                &token,
                                 CreatePromptRequest {
                                     name: format!("p{batch}-{i}"),
                                     template: "t".into(),

@@ -19,7 +19,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use promptops_e2e::AllInOne;
+use promptops_e2e::{AllInOne, signup};
 use serde_json::json;
 
 /// A span as the collector keeps it: (trace id, name).
@@ -59,8 +59,10 @@ async fn one_trace_spans_gateway_service_and_projection_over_otlp() {
     let endpoint = format!("http://127.0.0.1:{port}");
     let test = async {
         let all = AllInOne::start_with(&[("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str())]).await;
+        let (token, _) = signup(&all.http(), "ada@traced.test").await;
         let created = reqwest::Client::new()
             .post(format!("{}/api/v1/prompts", all.http()))
+            .bearer_auth(&token)
             .json(&json!({"name": "traced", "template": "t"}))
             .send()
             .await

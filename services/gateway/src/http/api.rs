@@ -4,24 +4,19 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use http::{StatusCode, header};
-use promptops_platform::caller::{Caller, DEFAULT_ORG, outgoing};
+use promptops_platform::caller::outgoing;
 use promptops_platform::errors::{ErrorClass, Problem, ServiceError};
 use promptops_proto::audit::v1::ListAuditEntriesRequest;
-use promptops_proto::common::v1::{ActorKind, PageRequest};
+use promptops_proto::common::v1::PageRequest;
 use promptops_proto::prompts::v1::{CreatePromptRequest, GetPromptRequest, ListPromptsRequest};
 
 use super::AppState;
+use super::authn::Bearer;
 use super::extract::{ApiJson, ApiQuery};
 use super::model::{
     AuditEntryListJson, AuditParams, CreatePromptBody, CreatedPromptJson, ListParams, PromptJson,
     PromptListJson, ReadParams, bad_request, format_position, parse_position, upstream,
 };
-
-/// The caller every request acts as until identity lands: a user of the
-/// single `default` org.
-fn caller() -> Caller {
-    Caller::new(DEFAULT_ORG, ActorKind::User, "anonymous")
-}
 
 fn page(page_size: Option<u32>, page_token: Option<String>) -> Result<PageRequest, ServiceError> {
     if page_size == Some(0) {
@@ -42,6 +37,8 @@ fn page(page_size: Option<u32>, page_token: Option<String>) -> Result<PageReques
     responses(
         (status = 201, description = "Created", body = CreatedPromptJson),
         (status = 400, description = "Invalid input", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid credential", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Needs the write permission", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Already exists", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
@@ -50,6 +47,7 @@ fn page(page_size: Option<u32>, page_token: Option<String>) -> Result<PageReques
 )]
 pub async fn create_prompt(
     State(state): State<AppState>,
+    Bearer(credential): Bearer,
     ApiJson(body): ApiJson<CreatePromptBody>,
 ) -> Result<Response, ServiceError> {
     let request = CreatePromptRequest {
@@ -61,7 +59,7 @@ pub async fn create_prompt(
         request_id: body.request_id.unwrap_or_default(),
     };
     let mut client = state.prompts.clone();
-    let grpc_request = outgoing(&caller(), request);
+    let grpc_request = outgoing(&credential, request);
     // A mutation runs to completion even if the client goes away, so no
     // request is left half done; the task tracker is drained at shutdown.
     let call = state
@@ -96,6 +94,7 @@ pub async fn create_prompt(
 )]
 pub async fn list_prompts(
     State(state): State<AppState>,
+    Bearer(credential): Bearer,
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> Result<Json<PromptListJson>, ServiceError> {
     let page = page(params.page_size, params.page_token)?;
@@ -108,7 +107,7 @@ pub async fn list_prompts(
     let response = state
         .prompts
         .clone()
-        .list_prompts(outgoing(&caller(), ListPromptsRequest { page: Some(page) }))
+        .list_prompts(outgoing(&credential, ListPromptsRequest { page: Some(page) }))
         .await
         .map_err(|status| upstream(&status))?
         .into_inner();
@@ -132,6 +131,7 @@ pub async fn list_prompts(
 )]
 pub async fn get_prompt(
     State(state): State<AppState>,
+    Bearer(credential): Bearer,
     Path(prompt_id): Path<String>,
     ApiQuery(params): ApiQuery<ReadParams>,
 ) -> Result<Json<PromptJson>, ServiceError> {
@@ -142,7 +142,7 @@ pub async fn get_prompt(
     let prompt = state
         .prompts
         .clone()
-        .get_prompt(outgoing(&caller(), request))
+        .get_prompt(outgoing(&credential, request))
         .await
         .map_err(|status| upstream(&status))?
         .into_inner();
@@ -162,6 +162,7 @@ pub async fn get_prompt(
 )]
 pub async fn list_audit_entries(
     State(state): State<AppState>,
+    Bearer(credential): Bearer,
     ApiQuery(params): ApiQuery<AuditParams>,
 ) -> Result<Json<AuditEntryListJson>, ServiceError> {
     let request = ListAuditEntriesRequest {
@@ -172,7 +173,7 @@ pub async fn list_audit_entries(
     let response = state
         .audit
         .clone()
-        .list_audit_entries(outgoing(&caller(), request))
+        .list_audit_entries(outgoing(&credential, request))
         .await
         .map_err(|status| upstream(&status))?
         .into_inner();

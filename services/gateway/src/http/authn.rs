@@ -32,26 +32,43 @@ impl IntoResponse for Unauthenticated {
     }
 }
 
+/// The raw bearer credential, forwarded to the services that verify it.
+#[derive(Debug, Clone)]
+pub struct Bearer(pub String);
+
+fn bearer(parts: &Parts) -> Result<String, Unauthenticated> {
+    parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            Unauthenticated(ServiceError::new(
+                ErrorClass::Unauthenticated,
+                "send Authorization: Bearer <access token or API key>",
+            ))
+        })
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Bearer {
+    type Rejection = Unauthenticated;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        bearer(parts).map(Bearer)
+    }
+}
+
 impl FromRequestParts<AppState> for Authenticated {
     type Rejection = Unauthenticated;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let credential = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-            .ok_or_else(|| {
-                Unauthenticated(ServiceError::new(
-                    ErrorClass::Unauthenticated,
-                    "send Authorization: Bearer <access token or API key>",
-                ))
-            })?;
+        let credential = bearer(parts)?;
         state
             .identity
-            .authenticate(credential)
+            .authenticate(&credential)
             .await
             .map(Authenticated)
             .map_err(Unauthenticated)

@@ -16,6 +16,7 @@
 
 pub mod api_key;
 pub mod events;
+pub mod grpc;
 pub mod org;
 pub mod service;
 pub mod session;

@@ -307,7 +307,7 @@ impl Identity {
         client: &Client,
     ) -> Result<TokenResponse, ServiceError> {
         let session_id = Uuid::now_v7().simple().to_string();
-        execute::<Session>(
+        let started = execute::<Session>(
             &self.log,
             &aggregate(org_id, "session", &session_id)?,
             SessionCommand::Start {
@@ -320,6 +320,9 @@ impl Identity {
         )
         .await
         .map_err(|e| exec_error(e, |e| ServiceError::new(ErrorClass::Internal, e.to_string())))?;
+        // The session must be in the read model before its token is used:
+        // an unknown session counts as revoked.
+        self.settle(started.last_sequence).await?;
         self.tokens_for(user_id, org_id, role, &session_id, 0).await
     }
 
@@ -353,6 +356,20 @@ impl Identity {
         password_text: &str,
         display_name: &str,
         org_name: &str,
+        client: &Client,
+    ) -> Result<TokenResponse, ServiceError> {
+        self.signup_into(email, password_text, display_name, org_name, None, client)
+            .await
+    }
+
+    /// [`signup`](Self::signup), with a chosen org id (headless initialisation).
+    pub async fn signup_into(
+        &self,
+        email: &str,
+        password_text: &str,
+        display_name: &str,
+        org_name: &str,
+        org_id: Option<&str>,
         client: &Client,
     ) -> Result<TokenResponse, ServiceError> {
         let email = canonical_email(email);
@@ -439,7 +456,7 @@ impl Identity {
             }
         }
 
-        let org_id = Uuid::now_v7().simple().to_string();
+        let org_id = org_id.map_or_else(|| Uuid::now_v7().simple().to_string(), str::to_owned);
         let created = execute::<Org>(
             &self.log,
             &aggregate(&org_id, "org", &org_id)?,
@@ -460,10 +477,10 @@ impl Identity {
             })
         })?;
         tracing::info!(%user_id, %org_id, "account created");
-        let issued = self.start_session(&user_id, &org_id, Role::Owner, client).await?;
-        // Read-your-write: a login right after sign-up finds the account.
-        self.settle(created.last_sequence).await?;
-        Ok(issued)
+        // Starting the session settles the read model past the org's
+        // creation: a login right after sign-up finds the account.
+        let _ = created;
+        self.start_session(&user_id, &org_id, Role::Owner, client).await
     }
 
     async fn password_matches(&self, user_id: &str, password_text: &str) -> Result<bool, ServiceError> {
@@ -691,8 +708,22 @@ impl Identity {
         scopes: Vec<String>,
         expires_at: Option<i64>,
     ) -> Result<ApiKeyView, ServiceError> {
+        self.create_api_key_with(principal, name, role, scopes, expires_at, secrets::new_api_key())
+            .await
+    }
+
+    /// Creates a key with a given (key id, secret, hash) — headless
+    /// initialisation supplies its own secret.
+    async fn create_api_key_with(
+        &self,
+        principal: &Principal,
+        name: &str,
+        role: Role,
+        scopes: Vec<String>,
+        expires_at: Option<i64>,
+        (key_id, secret, hash): (String, String, String),
+    ) -> Result<ApiKeyView, ServiceError> {
         principal.require(Permission::ManageApiKeys)?;
-        let (key_id, secret, hash) = secrets::new_api_key();
         let now = now_secs();
         let executed = execute::<ApiKey>(
             &self.log,
@@ -1082,6 +1113,99 @@ impl Identity {
             last = last.max(executed.last_sequence);
         }
         self.settle(last).await?;
+        Ok(())
+    }
+}
+
+/// Headless initialisation (`PROMPTOPS_INIT_*`): what to create at first start.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InitConfig {
+    pub org: Option<String>,
+    pub email: Option<String>,
+    pub password: Option<String>,
+    pub api_key: Option<String>,
+}
+
+impl InitConfig {
+    pub fn is_empty(&self) -> bool {
+        self.email.is_none() && self.api_key.is_none()
+    }
+}
+
+impl Identity {
+    /// Creates the configured org, owner and owner API key unless they exist
+    /// (idempotent: every start may run it).
+    pub async fn initialise(&self, init: &InitConfig) -> Result<(), ServiceError> {
+        let (Some(email), Some(password_text)) = (&init.email, &init.password) else {
+            if init.api_key.is_some() || init.org.is_some() {
+                return Err(ServiceError::new(
+                    ErrorClass::InvalidArgument,
+                    "PROMPTOPS_INIT_ORG and PROMPTOPS_INIT_API_KEY need PROMPTOPS_INIT_USER_EMAIL and PROMPTOPS_INIT_USER_PASSWORD",
+                ));
+            }
+            return Ok(());
+        };
+        let email = canonical_email(email);
+        let org_id = init.org.clone().unwrap_or_else(|| "default".to_owned());
+        let user_id = match store::user_by_email(&self.db, &email)
+            .await
+            .map_err(unavailable)?
+        {
+            Some(user) => user.user_id,
+            None => {
+                let created = self
+                    .signup_into(
+                        &email,
+                        password_text,
+                        "",
+                        &org_id,
+                        Some(&org_id),
+                        &Client::default(),
+                    )
+                    .await?;
+                tracing::info!(org = %org_id, %email, "initial org and owner created");
+                created.user_id
+            }
+        };
+        let Some(secret) = &init.api_key else {
+            return Ok(());
+        };
+        let key_id = secrets::api_key_id(secret)
+            .ok_or_else(|| {
+                ServiceError::new(
+                    ErrorClass::InvalidArgument,
+                    "PROMPTOPS_INIT_API_KEY must look like pok_<32 hex digits>_<at least 16 characters>",
+                )
+            })?
+            .to_owned();
+        if store::api_key(&self.db, &key_id)
+            .await
+            .map_err(unavailable)?
+            .is_some()
+        {
+            return Ok(());
+        }
+        let owner = Principal {
+            org_id: org_id.clone(),
+            actor_kind: ActorKind::User,
+            actor_id: user_id,
+            role: Role::Owner,
+            scopes: roles::scopes_of(Role::Owner)
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
+            session_id: None,
+        };
+        self.create_api_key_with(
+            &owner,
+            "initial owner key",
+            Role::Owner,
+            Vec::new(),
+            None,
+            (key_id, secret.clone(), secrets::hash(secret)),
+        )
+        .await?;
+        tracing::info!(org = %org_id, "initial owner API key created");
         Ok(())
     }
 }

@@ -1,0 +1,381 @@
+//! Authentication in every service, written once.
+//!
+//! [`Authenticator::authenticate`] turns the `authorization: Bearer …`
+//! metadata of a gRPC request into a verified [`Caller`]:
+//!
+//! - an access token is verified here, with the gateway's public keys
+//!   (`PROMPTOPS_JWKS_URL`, fetched at start, every 5 minutes, and again when
+//!   a token names a key not seen yet), through a cache of verified tokens;
+//! - an API key is introspected through the gateway's `IdentityService`
+//!   (`PROMPTOPS_GATEWAY_URL`), the answer cached for a minute;
+//! - revocations arrive as identity events: a tail of `EVT_IDENTITY` revokes
+//!   sessions (`SessionRevoked`) and drops cached API keys (`ApiKeyRevoked`,
+//!   `ApiKeyRotated`). Requests wait (503) until the tail has caught up
+//!   once after start, so a restart never forgets a revocation.
+//!
+//! Every refusal is the same UNAUTHENTICATED answer.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use promptops_auth::roles::Role;
+use promptops_auth::secrets;
+use promptops_auth::tokens::{CachingVerifier, Jwks, Revocations, TokenError, Verifier};
+use promptops_eventlog::{Context, EventLog};
+use promptops_proto::common::v1::ActorKind;
+use promptops_proto::identity::v1::identity_service_client::IdentityServiceClient;
+use promptops_proto::identity::v1::{
+    ApiKeyRevoked, ApiKeyRotated, IntrospectCredentialRequest, SessionRevoked,
+};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::metadata::MetadataMap;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::caller::Caller;
+use crate::config::{ConfigError, Env, ServiceName};
+use crate::errors::{ErrorClass, ServiceError};
+
+/// Where the keys and the introspection API are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthConfig {
+    pub jwks_url: String,
+    pub issuer: String,
+    pub audience: String,
+    pub gateway_url: String,
+}
+
+impl AuthConfig {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let http = env.socket_addr("PROMPTOPS_HTTP_ADDR", "127.0.0.1:8080")?;
+        let host = if http.ip().is_unspecified() {
+            "127.0.0.1".to_owned()
+        } else {
+            http.ip().to_string()
+        };
+        let default_jwks = format!("http://{host}:{}/.well-known/jwks.json", http.port());
+        Ok(Self {
+            jwks_url: env.http_url("PROMPTOPS_JWKS_URL", &default_jwks)?,
+            issuer: env.string("PROMPTOPS_AUTH_ISSUER", "promptops"),
+            audience: env.string("PROMPTOPS_AUTH_AUDIENCE", "promptops-api"),
+            gateway_url: ServiceName::Gateway.url(env)?,
+        })
+    }
+}
+
+const JWKS_REFRESH: Duration = Duration::from_secs(300);
+const JWKS_MIN_INTERVAL: Duration = Duration::from_secs(10);
+const API_KEY_TTL: Duration = Duration::from_secs(60);
+
+#[derive(Clone)]
+pub struct Authenticator {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: AuthConfig,
+    http: reqwest::Client,
+    verifier: RwLock<Option<CachingVerifier>>,
+    fetched_at: Mutex<Option<Instant>>,
+    revocations: RwLock<Revocations>,
+    revocations_ready: AtomicBool,
+    revocations_position: AtomicU64,
+    api_keys: moka::sync::Cache<[u8; 32], Caller>,
+    identity: IdentityServiceClient<Channel>,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn refused() -> ServiceError {
+    ServiceError::new(ErrorClass::Unauthenticated, "the credential is not valid")
+}
+
+impl Authenticator {
+    pub fn new(config: AuthConfig) -> Result<Self, ServiceError> {
+        let channel = Endpoint::from_shared(config.gateway_url.clone())
+            .map_err(|e| ServiceError::new(ErrorClass::Internal, format!("PROMPTOPS_GATEWAY_URL: {e}")))?
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(10))
+            .connect_lazy();
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                http: reqwest::Client::builder()
+                    .timeout(Duration::from_secs(5))
+                    .build()
+                    .map_err(|e| ServiceError::new(ErrorClass::Internal, e.to_string()))?,
+                verifier: RwLock::new(None),
+                fetched_at: Mutex::new(None),
+                revocations: RwLock::new(Revocations::default()),
+                revocations_ready: AtomicBool::new(false),
+                revocations_position: AtomicU64::new(0),
+                api_keys: moka::sync::Cache::builder()
+                    .max_capacity(100_000)
+                    .time_to_live(API_KEY_TTL)
+                    .support_invalidation_closures()
+                    .build(),
+                identity: IdentityServiceClient::new(channel),
+            }),
+        })
+    }
+
+    /// Starts the JWKS refresher and the revocation tail on `tasks`.
+    pub fn start(&self, log: EventLog, tasks: &TaskTracker, shutdown: CancellationToken) {
+        let this = self.clone();
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            loop {
+                if let Err(err) = this.refresh_keys(true).await {
+                    tracing::warn!(error = %err, "cannot fetch the JWKS yet");
+                }
+                let wait = if this.has_keys() {
+                    JWKS_REFRESH
+                } else {
+                    Duration::from_secs(1)
+                };
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(wait) => {}
+                }
+            }
+        });
+        let this = self.clone();
+        tasks.spawn(async move { this.follow_revocations(log, shutdown).await });
+    }
+
+    fn has_keys(&self) -> bool {
+        self.inner.verifier.read().map(|v| v.is_some()).unwrap_or(false)
+    }
+
+    /// `/readyz`: keys loaded and revocations caught up.
+    pub fn check_ready(&self) -> Result<(), String> {
+        if !self.has_keys() {
+            return Err(format!("no signing keys from {} yet", self.inner.config.jwks_url));
+        }
+        if !self.inner.revocations_ready.load(Ordering::Acquire) {
+            return Err("the revocation list is still catching up".into());
+        }
+        Ok(())
+    }
+
+    async fn refresh_keys(&self, force: bool) -> Result<(), String> {
+        {
+            let have_keys = self.has_keys();
+            let mut fetched = self.inner.fetched_at.lock().map_err(|_| "poisoned".to_owned())?;
+            // Without keys every request needs them: no rate limit then.
+            if !force && have_keys && fetched.is_some_and(|at| at.elapsed() < JWKS_MIN_INTERVAL) {
+                return Ok(());
+            }
+            *fetched = Some(Instant::now());
+        }
+        let jwks: Jwks = self
+            .inner
+            .http
+            .get(&self.inner.config.jwks_url)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(|e| e.to_string())?
+            .json()
+            .await
+            .map_err(|e| e.to_string())?;
+        let verifier = CachingVerifier::new(
+            Verifier::new(&jwks, &self.inner.config.issuer, &self.inner.config.audience),
+            100_000,
+        );
+        if let Ok(mut slot) = self.inner.verifier.write() {
+            *slot = Some(verifier);
+        }
+        Ok(())
+    }
+
+    fn verify_token(&self, token: &str) -> Result<Arc<promptops_auth::tokens::Claims>, TokenError> {
+        let verifier = self
+            .inner
+            .verifier
+            .read()
+            .ok()
+            .and_then(|v| v.clone())
+            .ok_or(TokenError::UnknownKey)?;
+        verifier.verify(token)
+    }
+
+    /// The verified caller of a request.
+    pub async fn authenticate(&self, metadata: &MetadataMap) -> Result<Caller, ServiceError> {
+        let credential = metadata
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| {
+                ServiceError::new(
+                    ErrorClass::Unauthenticated,
+                    "send authorization: Bearer <access token or API key>",
+                )
+            })?;
+        if !self.inner.revocations_ready.load(Ordering::Acquire) {
+            return Err(ServiceError::new(
+                ErrorClass::Unavailable,
+                "starting: the revocation list is catching up",
+            ));
+        }
+        if secrets::is_api_key(credential) {
+            return self.introspect(credential).await;
+        }
+        let claims = match self.verify_token(credential) {
+            Err(TokenError::UnknownKey) => {
+                // A key rotated in, or none fetched yet: look again (rate-limited).
+                let _ = self.refresh_keys(false).await;
+                self.verify_token(credential)
+            }
+            other => other,
+        }
+        .map_err(|err| {
+            tracing::debug!(%err, "access token refused");
+            refused()
+        })?;
+        let revoked = self
+            .inner
+            .revocations
+            .read()
+            .map(|r| r.check(&claims).is_err())
+            .unwrap_or(true);
+        if revoked {
+            return Err(refused());
+        }
+        Ok(Caller::new(
+            claims.org.clone(),
+            ActorKind::User,
+            claims.sub.clone(),
+            Role::parse(&claims.role).ok_or_else(refused)?,
+            claims.scopes.clone(),
+        ))
+    }
+
+    async fn introspect(&self, credential: &str) -> Result<Caller, ServiceError> {
+        use sha2_digest::digest;
+        let key = digest(credential);
+        if let Some(caller) = self.inner.api_keys.get(&key) {
+            return Ok(caller);
+        }
+        let response = self
+            .inner
+            .identity
+            .clone()
+            .introspect_credential(IntrospectCredentialRequest {
+                credential: credential.to_owned(),
+            })
+            .await
+            .map_err(|status| match status.code() {
+                tonic::Code::Unauthenticated => refused(),
+                _ => ServiceError::unavailable("the identity service", status.message()),
+            })?
+            .into_inner();
+        let role = promptops_proto::identity::v1::Role::try_from(response.role)
+            .ok()
+            .and_then(|r| {
+                Role::parse(
+                    r.as_str_name()
+                        .trim_start_matches("ROLE_")
+                        .to_lowercase()
+                        .as_str(),
+                )
+            })
+            .ok_or_else(refused)?;
+        let kind = if response.actor_kind == "api_key" {
+            ActorKind::ApiKey
+        } else {
+            ActorKind::User
+        };
+        let caller = Caller::new(response.org_id, kind, response.actor_id, role, response.scopes);
+        self.inner.api_keys.insert(key, caller.clone());
+        Ok(caller)
+    }
+
+    async fn follow_revocations(&self, log: EventLog, shutdown: CancellationToken) {
+        loop {
+            if let Err(err) = self.tail_once(&log, &shutdown).await {
+                tracing::warn!(error = %err, "revocation tail interrupted; starting again");
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+    }
+
+    async fn tail_once(&self, log: &EventLog, shutdown: &CancellationToken) -> Result<(), String> {
+        let caught_up_at = log
+            .last_sequence(Context::Identity)
+            .await
+            .map_err(|e| e.to_string())?;
+        if caught_up_at == 0 {
+            self.inner.revocations_ready.store(true, Ordering::Release);
+        }
+        let mut tail = log.tail(Context::Identity).await.map_err(|e| e.to_string())?;
+        loop {
+            let delivery = tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                delivery = tail.next() => delivery.map_err(|e| e.to_string())?,
+            };
+            self.apply_identity_event(&delivery.event.envelope);
+            let sequence = delivery.event.sequence;
+            self.inner.revocations_position.store(sequence, Ordering::Release);
+            if sequence >= caught_up_at {
+                self.inner.revocations_ready.store(true, Ordering::Release);
+            }
+        }
+    }
+
+    fn apply_identity_event(&self, envelope: &promptops_eventlog::EventEnvelope) {
+        use prost::Message as _;
+        let payload = envelope.payload.as_slice();
+        match envelope.event_type.as_str() {
+            "promptops.identity.v1.SessionRevoked" => {
+                if let Ok(revoked) = SessionRevoked::decode(payload)
+                    && let Ok(mut revocations) = self.inner.revocations.write()
+                {
+                    revocations.revoke_session(&revoked.session_id);
+                }
+            }
+            "promptops.identity.v1.ApiKeyRevoked" => {
+                if let Ok(revoked) = ApiKeyRevoked::decode(payload) {
+                    self.forget_key(revoked.key_id);
+                }
+            }
+            "promptops.identity.v1.ApiKeyRotated" => {
+                if let Ok(rotated) = ApiKeyRotated::decode(payload) {
+                    self.forget_key(rotated.key_id);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn forget_key(&self, key_id: String) {
+        let _ = self
+            .inner
+            .api_keys
+            .invalidate_entries_if(move |_, caller| caller.actor.id == key_id);
+    }
+}
+
+mod sha2_digest {
+    /// The cache key of a credential: its SHA-256.
+    pub fn digest(credential: &str) -> [u8; 32] {
+        let hex = promptops_auth::secrets::hash(credential);
+        let mut out = [0_u8; 32];
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap_or(0);
+        }
+        out
+    }
+}
