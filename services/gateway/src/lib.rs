@@ -43,6 +43,8 @@ pub struct Config {
     pub tokens: identity::service::TokenConfig,
     /// `PROMPTOPS_INIT_*`: the org, owner and API key to create at first start.
     pub init: identity::service::InitConfig,
+    /// `PROMPTOPS_RATE_LIMIT_*`.
+    pub rate_limits: http::limits::RateLimits,
     pub common: CommonConfig,
 }
 
@@ -63,6 +65,12 @@ impl Config {
             audit_url: ServiceName::Audit.url(env)?,
             max_body_bytes,
             tokens: token_config(env)?,
+            rate_limits: http::limits::RateLimits {
+                per_key_per_second: positive(env, "PROMPTOPS_RATE_LIMIT_PER_KEY", 50)?,
+                per_key_burst: positive(env, "PROMPTOPS_RATE_LIMIT_PER_KEY_BURST", 100)?,
+                per_org_per_second: positive(env, "PROMPTOPS_RATE_LIMIT_PER_ORG", 200)?,
+                per_org_burst: positive(env, "PROMPTOPS_RATE_LIMIT_PER_ORG_BURST", 400)?,
+            },
             init: identity::service::InitConfig {
                 org: init_org(env)?,
                 email: env.get("PROMPTOPS_INIT_USER_EMAIL").map(str::to_owned),
@@ -72,6 +80,18 @@ impl Config {
             common: CommonConfig::from_env(env)?,
         })
     }
+}
+
+fn positive(env: &Env, variable: &str, default: u32) -> Result<u32, ConfigError> {
+    let value = env.parse::<u32>(variable, default)?;
+    if value == 0 {
+        return Err(ConfigError {
+            variable: variable.into(),
+            value: "0".into(),
+            reason: "must be at least 1".into(),
+        });
+    }
+    Ok(value)
 }
 
 /// `PROMPTOPS_INIT_ORG`: an org id (it names subjects, so `[A-Za-z0-9_-]`).
@@ -194,6 +214,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let background = TaskTracker::new();
     let state = http::AppState {
         identity,
+        limiter: std::sync::Arc::new(http::limits::Limiter::new(config.rate_limits)),
         prompts: PromptServiceClient::new(prompts),
         audit: AuditServiceClient::new(audit),
         background: background.clone(),

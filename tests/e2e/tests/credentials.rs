@@ -260,3 +260,150 @@ async fn api_keys_sessions_and_rejected_credentials() {
         .await;
     assert_eq!(status, 401, "nor does its refresh token");
 }
+
+#[tokio::test]
+async fn rate_limits_answer_429_with_retry_after() {
+    use promptops_e2e::AllInOne;
+    let all = AllInOne::start_with(&[
+        ("PROMPTOPS_RATE_LIMIT_PER_KEY", "1"),
+        ("PROMPTOPS_RATE_LIMIT_PER_KEY_BURST", "3"),
+    ])
+    .await;
+    let api = Api {
+        http: reqwest::Client::new(),
+        base: all.http(),
+    };
+    let owner = api.signup("owner@busy.test").await;
+    let token = owner["access_token"].as_str().unwrap().to_owned();
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        let response = api
+            .http
+            .get(format!("{}/api/v1/prompts", api.base))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 429 {
+            let retry_after: u64 = response.headers()["retry-after"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!((1..=2).contains(&retry_after), "{retry_after}");
+            assert_eq!(response.headers()["content-type"], "application/problem+json");
+        }
+        statuses.push(response.status().as_u16());
+    }
+    assert_eq!(&statuses[..3], [200, 200, 200], "the burst passes");
+    assert!(statuses[3..].contains(&429), "{statuses:?}");
+    // Another account has its own key bucket.
+    let other = api.signup("owner@calm.test").await;
+    let (status, _) = api
+        .call(
+            reqwest::Method::GET,
+            "/api/v1/prompts",
+            other["access_token"].as_str(),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+}
+
+/// Tokens minted with the gateway's real signing key (read from its
+/// database) but wrong in one way each are refused by the prompts service
+/// itself; the same key with right claims is accepted, so the refusals are
+/// about the claims, not the key.
+#[tokio::test]
+async fn services_refuse_every_kind_of_bad_access_token() {
+    use promptops_auth::tokens::{Claims, KeyRing, SigningKey};
+    use promptops_e2e::{channel, with_token};
+    use promptops_proto::prompts::v1::ListPromptsRequest;
+    use promptops_proto::prompts::v1::prompt_service_client::PromptServiceClient;
+
+    let cluster = Cluster::start().await;
+    let api = Api {
+        http: reqwest::Client::new(),
+        base: cluster.http(),
+    };
+    let owner = api.signup("owner@forge.test").await;
+    let genuine = owner["access_token"].as_str().unwrap().to_owned();
+    let db = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&cluster.database_url)
+        .await
+        .unwrap();
+    let (kid, der): (String, Vec<u8>) = sqlx::query_as(
+        "SELECT kid, private_der FROM gateway.signing_keys ORDER BY created_at_ms DESC LIMIT 1",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    let ring = KeyRing::new(SigningKey::from_pkcs8(&kid, 0, &der).unwrap());
+    let parts: Vec<&str> = genuine.split('.').collect();
+    let real: Claims = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let with = |edit: &dyn Fn(&mut Claims)| {
+        let mut claims = real.clone();
+        claims.iat = now;
+        claims.nbf = now;
+        claims.exp = now + 600;
+        edit(&mut claims);
+        ring.sign(&claims).unwrap()
+    };
+
+    let prompts = PromptServiceClient::new(channel(&cluster.grpc_url("prompts")).await);
+    let ask = |token: String| {
+        let mut prompts = prompts.clone();
+        async move {
+            prompts
+                .list_prompts(with_token(&token, ListPromptsRequest::default()))
+                .await
+                .map(|_| ())
+        }
+    };
+    assert!(ask(genuine.clone()).await.is_ok());
+    assert!(ask(with(&|_| {})).await.is_ok(), "the test's key is the real one");
+
+    let mut public_hs = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    public_hs.kid = Some(kid.clone());
+    let public = URL_SAFE_NO_PAD.decode(&ring.jwks().keys[0].x).unwrap();
+    let hs256 = jsonwebtoken::encode(
+        &public_hs,
+        &real,
+        &jsonwebtoken::EncodingKey::from_secret(&public),
+    )
+    .unwrap();
+    let other_key = KeyRing::new(SigningKey::generate(now).unwrap()).sign(&{
+        let mut c = real.clone();
+        c.iat = now;
+        c.nbf = now;
+        c.exp = now + 600;
+        c
+    });
+    let cases = [
+        (
+            "expired",
+            with(&|c| {
+                c.iat = now - 2000;
+                c.nbf = now - 2000;
+                c.exp = now - 1200;
+            }),
+        ),
+        (
+            "not yet valid",
+            with(&|c| {
+                c.nbf = now + 600;
+                c.exp = now + 900;
+            }),
+        ),
+        ("wrong issuer", with(&|c| c.iss = "https://evil.test".into())),
+        ("wrong audience", with(&|c| c.aud = "another-api".into())),
+        ("HS256 with the public key", hs256),
+        ("unknown key", other_key.unwrap()),
+    ];
+    for (what, token) in cases {
+        let status = ask(token).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unauthenticated, "{what}");
+    }
+}

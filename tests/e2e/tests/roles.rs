@@ -1,6 +1,7 @@
-//! The role matrix, end to end: every role × every mutating identity
-//! endpoint is allowed or denied exactly as `roles::allows` (and so the
-//! README's matrix) says. Members join through real invitations.
+//! The role matrix, end to end: every role × every mutating endpoint (the
+//! prompt registry's and identity's) is allowed or denied exactly as
+//! `roles::allows` (and so the README's matrix) says. Members join through
+//! real invitations.
 
 #![allow(
     clippy::unwrap_used,
@@ -163,6 +164,13 @@ async fn every_role_on_every_mutating_identity_endpoint() {
         let target_session = sessions["sessions"][0]["session_id"].as_str().unwrap().to_owned();
 
         let cases: Vec<(&str, Method, String, Option<Value>, Permission)> = vec![
+            (
+                "create prompt",
+                Method::POST,
+                "/api/v1/prompts".into(),
+                Some(json!({"name": format!("p{i}"), "template": "t"})),
+                Permission::Write,
+            ),
             (
                 "create key",
                 Method::POST,

@@ -11,7 +11,7 @@ use promptops_proto::common::v1::PageRequest;
 use promptops_proto::prompts::v1::{CreatePromptRequest, GetPromptRequest, ListPromptsRequest};
 
 use super::AppState;
-use super::authn::Bearer;
+use super::authn::Authenticated;
 use super::extract::{ApiJson, ApiQuery};
 use super::model::{
     AuditEntryListJson, AuditParams, CreatePromptBody, CreatedPromptJson, ListParams, PromptJson,
@@ -39,6 +39,7 @@ fn page(page_size: Option<u32>, page_token: Option<String>) -> Result<PageReques
         (status = 400, description = "Invalid input", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid credential", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Needs the write permission", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limit of your key or org; see Retry-After", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Already exists", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
@@ -47,7 +48,7 @@ fn page(page_size: Option<u32>, page_token: Option<String>) -> Result<PageReques
 )]
 pub async fn create_prompt(
     State(state): State<AppState>,
-    Bearer(credential): Bearer,
+    Authenticated(_caller, credential): Authenticated,
     ApiJson(body): ApiJson<CreatePromptBody>,
 ) -> Result<Response, ServiceError> {
     let request = CreatePromptRequest {
@@ -94,7 +95,7 @@ pub async fn create_prompt(
 )]
 pub async fn list_prompts(
     State(state): State<AppState>,
-    Bearer(credential): Bearer,
+    Authenticated(_caller, credential): Authenticated,
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> Result<Json<PromptListJson>, ServiceError> {
     let page = page(params.page_size, params.page_token)?;
@@ -131,7 +132,7 @@ pub async fn list_prompts(
 )]
 pub async fn get_prompt(
     State(state): State<AppState>,
-    Bearer(credential): Bearer,
+    Authenticated(_caller, credential): Authenticated,
     Path(prompt_id): Path<String>,
     ApiQuery(params): ApiQuery<ReadParams>,
 ) -> Result<Json<PromptJson>, ServiceError> {
@@ -162,7 +163,7 @@ pub async fn get_prompt(
 )]
 pub async fn list_audit_entries(
     State(state): State<AppState>,
-    Bearer(credential): Bearer,
+    Authenticated(_caller, credential): Authenticated,
     ApiQuery(params): ApiQuery<AuditParams>,
 ) -> Result<Json<AuditEntryListJson>, ServiceError> {
     let request = ListAuditEntriesRequest {

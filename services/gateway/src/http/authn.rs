@@ -12,11 +12,12 @@ use promptops_platform::errors::{ErrorClass, ServiceError};
 use super::AppState;
 use crate::identity::service::Principal;
 
-/// The verified caller.
+/// The verified caller, and the credential it presented (forwarded to the
+/// services, which verify it again themselves).
 #[derive(Debug, Clone)]
-pub struct Authenticated(pub Principal);
+pub struct Authenticated(pub Principal, pub String);
 
-/// A 401 with `WWW-Authenticate: Bearer`.
+/// A 401 with `WWW-Authenticate: Bearer`, or a 429 with `Retry-After`.
 #[derive(Debug)]
 pub struct Unauthenticated(ServiceError);
 
@@ -32,9 +33,37 @@ impl IntoResponse for Unauthenticated {
     }
 }
 
-/// The raw bearer credential, forwarded to the services that verify it.
-#[derive(Debug, Clone)]
-pub struct Bearer(pub String);
+/// Over a rate limit.
+#[derive(Debug)]
+pub struct RateLimited(std::time::Duration);
+
+impl IntoResponse for RateLimited {
+    fn into_response(self) -> Response {
+        let seconds = self.0.as_secs_f64().ceil().max(1.0) as u64;
+        let problem = ServiceError::new(
+            ErrorClass::ResourceExhausted,
+            format!("rate limit exceeded: try again in {seconds} s"),
+        )
+        .to_problem();
+        ([(header::RETRY_AFTER, seconds.to_string())], problem).into_response()
+    }
+}
+
+/// Why a request was not let through.
+#[derive(Debug)]
+pub enum Rejected {
+    Unauthenticated(Unauthenticated),
+    RateLimited(RateLimited),
+}
+
+impl IntoResponse for Rejected {
+    fn into_response(self) -> Response {
+        match self {
+            Rejected::Unauthenticated(r) => r.into_response(),
+            Rejected::RateLimited(r) => r.into_response(),
+        }
+    }
+}
 
 fn bearer(parts: &Parts) -> Result<String, Unauthenticated> {
     parts
@@ -53,24 +82,20 @@ fn bearer(parts: &Parts) -> Result<String, Unauthenticated> {
         })
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for Bearer {
-    type Rejection = Unauthenticated;
-
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        bearer(parts).map(Bearer)
-    }
-}
-
 impl FromRequestParts<AppState> for Authenticated {
-    type Rejection = Unauthenticated;
+    type Rejection = Rejected;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let credential = bearer(parts)?;
-        state
+        let credential = bearer(parts).map_err(Rejected::Unauthenticated)?;
+        let principal = state
             .identity
             .authenticate(&credential)
             .await
-            .map(Authenticated)
-            .map_err(Unauthenticated)
+            .map_err(|e| Rejected::Unauthenticated(Unauthenticated(e)))?;
+        state
+            .limiter
+            .check(&principal.actor_id, &principal.org_id)
+            .map_err(|wait| Rejected::RateLimited(RateLimited(wait)))?;
+        Ok(Authenticated(principal, credential))
     }
 }

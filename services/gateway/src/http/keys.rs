@@ -53,7 +53,7 @@ fn no_store(status: StatusCode, body: impl Serialize) -> Response {
     ))]
 pub async fn create_api_key(
     State(state): State<AppState>,
-    Authenticated(principal): Authenticated,
+    Authenticated(principal, _credential): Authenticated,
     ApiJson(body): ApiJson<CreateApiKeyBody>,
 ) -> Result<Response, ServiceError> {
     let role = Role::parse(&body.role).ok_or_else(|| {
@@ -74,7 +74,7 @@ pub async fn create_api_key(
     responses((status = 200, description = "The org's keys", body = ApiKeyList)))]
 pub async fn list_api_keys(
     State(state): State<AppState>,
-    Authenticated(principal): Authenticated,
+    Authenticated(principal, _credential): Authenticated,
 ) -> Result<Json<ApiKeyList>, ServiceError> {
     Ok(Json(ApiKeyList {
         api_keys: state.identity.list_api_keys(&principal).await?,
@@ -90,7 +90,7 @@ pub async fn list_api_keys(
     ))]
 pub async fn rotate_api_key(
     State(state): State<AppState>,
-    Authenticated(principal): Authenticated,
+    Authenticated(principal, _credential): Authenticated,
     Path(key_id): Path<String>,
 ) -> Result<Response, ServiceError> {
     let view = state.identity.rotate_api_key(&principal, &key_id).await?;
@@ -106,7 +106,7 @@ pub async fn rotate_api_key(
     ))]
 pub async fn revoke_api_key(
     State(state): State<AppState>,
-    Authenticated(principal): Authenticated,
+    Authenticated(principal, _credential): Authenticated,
     Path(key_id): Path<String>,
 ) -> Result<StatusCode, ServiceError> {
     state.identity.revoke_api_key(&principal, &key_id).await?;
@@ -118,7 +118,7 @@ pub async fn revoke_api_key(
     responses((status = 200, description = "Your sessions", body = SessionList)))]
 pub async fn list_sessions(
     State(state): State<AppState>,
-    Authenticated(principal): Authenticated,
+    Authenticated(principal, _credential): Authenticated,
 ) -> Result<Json<SessionList>, ServiceError> {
     Ok(Json(SessionList {
         sessions: state.identity.list_sessions(&principal).await?,
@@ -134,7 +134,7 @@ pub async fn list_sessions(
     ))]
 pub async fn revoke_session(
     State(state): State<AppState>,
-    Authenticated(principal): Authenticated,
+    Authenticated(principal, _credential): Authenticated,
     Path(session_id): Path<String>,
 ) -> Result<StatusCode, ServiceError> {
     state.identity.revoke_session(&principal, &session_id).await?;

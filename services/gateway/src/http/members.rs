@@ -45,7 +45,7 @@ fn role(value: &str) -> Result<Role, ServiceError> {
     responses((status = 200, description = "Members", body = MemberList)))]
 pub async fn list_members(
     State(state): State<AppState>,
-    Authenticated(principal): Authenticated,
+    Authenticated(principal, _credential): Authenticated,
 ) -> Result<Json<MemberList>, ServiceError> {
     Ok(Json(MemberList {
         members: state.identity.list_members(&principal).await?,
@@ -61,7 +61,7 @@ pub async fn list_members(
     ))]
 pub async fn invite(
     State(state): State<AppState>,
-    Authenticated(principal): Authenticated,
+    Authenticated(principal, _credential): Authenticated,
     ApiJson(body): ApiJson<InviteBody>,
 ) -> Result<(StatusCode, Json<InvitationView>), ServiceError> {
     let invited = state
@@ -80,7 +80,7 @@ pub async fn invite(
     ))]
 pub async fn accept(
     State(state): State<AppState>,
-    Authenticated(principal): Authenticated,
+    Authenticated(principal, _credential): Authenticated,
     Path((org_id, invitation_id)): Path<(String, String)>,
 ) -> Result<StatusCode, ServiceError> {
     state.identity.accept(&principal, &org_id, &invitation_id).await?;
@@ -97,7 +97,7 @@ pub async fn accept(
     ))]
 pub async fn change_role(
     State(state): State<AppState>,
-    Authenticated(principal): Authenticated,
+    Authenticated(principal, _credential): Authenticated,
     Path(user_id): Path<String>,
     ApiJson(body): ApiJson<RoleBody>,
 ) -> Result<StatusCode, ServiceError> {
@@ -118,7 +118,7 @@ pub async fn change_role(
     ))]
 pub async fn remove_member(
     State(state): State<AppState>,
-    Authenticated(principal): Authenticated,
+    Authenticated(principal, _credential): Authenticated,
     Path(user_id): Path<String>,
 ) -> Result<StatusCode, ServiceError> {
     state.identity.remove_member(&principal, &user_id).await?;
@@ -134,7 +134,7 @@ pub async fn remove_member(
     ))]
 pub async fn force_logout(
     State(state): State<AppState>,
-    Authenticated(principal): Authenticated,
+    Authenticated(principal, _credential): Authenticated,
     Path(user_id): Path<String>,
 ) -> Result<StatusCode, ServiceError> {
     state.identity.force_logout(&principal, &user_id).await?;

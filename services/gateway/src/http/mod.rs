@@ -15,6 +15,7 @@ mod auth;
 mod authn;
 mod extract;
 mod keys;
+pub mod limits;
 mod members;
 pub mod model;
 
@@ -42,6 +43,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Accounts, sessions and signing keys.
     pub identity: crate::identity::service::Identity,
+    /// Rate limits per key and per org.
+    pub limiter: std::sync::Arc<limits::Limiter>,
 }
 
 #[derive(OpenApi)]
