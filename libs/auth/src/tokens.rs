@@ -162,11 +162,14 @@ pub struct Jwks {
     pub keys: Vec<Jwk>,
 }
 
-/// The keys an issuer signs with: one active, some still trusted.
+/// The keys an issuer signs with: one active, the previous ones still
+/// trusted, and upcoming ones already published (so that verifiers know a
+/// key before the first token it signs).
 #[derive(Debug)]
 pub struct KeyRing {
     active: SigningKey,
     previous: Vec<SigningKey>,
+    upcoming: Vec<SigningKey>,
 }
 
 impl KeyRing {
@@ -174,7 +177,13 @@ impl KeyRing {
         Self {
             active,
             previous: Vec::new(),
+            upcoming: Vec::new(),
         }
+    }
+
+    /// Publishes `next` in the JWKS without signing with it yet.
+    pub fn publish(&mut self, next: SigningKey) {
+        self.upcoming.push(next);
     }
 
     pub fn active(&self) -> &SigningKey {
@@ -187,16 +196,22 @@ impl KeyRing {
         self.previous.insert(0, old);
     }
 
+    /// Adds an older key to the trusted previous ones (loading a stored ring).
+    pub fn rotate_back(&mut self, older: SigningKey) {
+        self.previous.push(older);
+    }
+
     /// Stops trusting previous keys replaced before `cutoff` (Unix seconds):
     /// call with `now - overlap`, the overlap at least the token lifetime.
     pub fn retire_before(&mut self, cutoff: i64, replaced_at: impl Fn(&SigningKey) -> i64) {
         self.previous.retain(|key| replaced_at(key) >= cutoff);
     }
 
-    /// Every trusted key, active first.
+    /// Every trusted key: active, upcoming, previous.
     pub fn jwks(&self) -> Jwks {
         Jwks {
             keys: std::iter::once(&self.active)
+                .chain(&self.upcoming)
                 .chain(&self.previous)
                 .map(SigningKey::jwk)
                 .collect(),

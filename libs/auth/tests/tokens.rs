@@ -262,3 +262,20 @@ fn the_caching_verifier_answers_like_the_verifier() {
     let expired = ring.sign(&claims(now() - 1000, now() - 400)).unwrap();
     assert_eq!(cached.verify(&expired), Err(TokenError::Expired));
 }
+
+#[test]
+fn upcoming_keys_are_published_before_they_sign() {
+    let mut ring = ring();
+    let next = SigningKey::generate(now()).unwrap();
+    let next_kid = next.kid().to_owned();
+    ring.publish(next);
+    assert_eq!(ring.jwks().keys.len(), 2);
+    let token = ring.sign(&fresh()).unwrap();
+    let header = jsonwebtoken::decode_header(&token).unwrap();
+    assert_ne!(
+        header.kid.as_deref(),
+        Some(next_kid.as_str()),
+        "the upcoming key does not sign yet"
+    );
+    assert!(ring.jwks().keys.iter().any(|k| k.kid == next_kid));
+}

@@ -41,6 +41,9 @@ use crate::errors::{ErrorClass, ServiceError};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthConfig {
     pub jwks_url: String,
+    /// How often the JWKS is fetched again (`PROMPTOPS_JWKS_REFRESH_SECS`);
+    /// must stay below the gateway's signing-key publication lead.
+    pub jwks_refresh: Duration,
     pub issuer: String,
     pub audience: String,
     pub gateway_url: String,
@@ -57,6 +60,9 @@ impl AuthConfig {
         let default_jwks = format!("http://{host}:{}/.well-known/jwks.json", http.port());
         Ok(Self {
             jwks_url: env.http_url("PROMPTOPS_JWKS_URL", &default_jwks)?,
+            jwks_refresh: env
+                .seconds("PROMPTOPS_JWKS_REFRESH_SECS", 300)?
+                .max(Duration::from_secs(1)),
             issuer: env.string("PROMPTOPS_AUTH_ISSUER", "promptops"),
             audience: env.string("PROMPTOPS_AUTH_AUDIENCE", "promptops-api"),
             gateway_url: ServiceName::Gateway.url(env)?,
@@ -64,7 +70,6 @@ impl AuthConfig {
     }
 }
 
-const JWKS_REFRESH: Duration = Duration::from_secs(300);
 const JWKS_MIN_INTERVAL: Duration = Duration::from_secs(10);
 const API_KEY_TTL: Duration = Duration::from_secs(60);
 
@@ -136,7 +141,7 @@ impl Authenticator {
                     tracing::warn!(error = %err, "cannot fetch the JWKS yet");
                 }
                 let wait = if this.has_keys() {
-                    JWKS_REFRESH
+                    this.inner.config.jwks_refresh
                 } else {
                     Duration::from_secs(1)
                 };

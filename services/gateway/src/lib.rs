@@ -130,6 +130,11 @@ fn token_config(env: &Env) -> Result<identity::service::TokenConfig, ConfigError
         issuer: env.string("PROMPTOPS_AUTH_ISSUER", "promptops"),
         audience: env.string("PROMPTOPS_AUTH_AUDIENCE", "promptops-api"),
         access_ttl: Duration::from_secs(ttl),
+        keys: identity::service::KeyPolicy {
+            rotation: env.seconds("PROMPTOPS_SIGNING_KEY_ROTATION_SECS", 30 * 24 * 3600)?,
+            lead: env.seconds("PROMPTOPS_SIGNING_KEY_LEAD_SECS", 600)?,
+            overlap: env.seconds("PROMPTOPS_SIGNING_KEY_OVERLAP_SECS", 24 * 3600)?,
+        },
     })
 }
 
@@ -196,6 +201,22 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         )
         .run(shutdown.clone()),
     );
+    {
+        // Signing-key rotation: check, create when due, reload (replicas converge).
+        let identity = identity.clone();
+        let stop = shutdown.clone();
+        projections.spawn(async move {
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(identity.key_check_interval()) => {}
+                }
+                if let Err(err) = identity.rotate_keys_if_due().await {
+                    tracing::warn!(error = %err, "signing-key check failed");
+                }
+            }
+        });
+    }
     projections.close();
     if let Err(err) = identity.initialise(&config.init).await {
         shutdown.cancel();

@@ -407,3 +407,71 @@ async fn services_refuse_every_kind_of_bad_access_token() {
         assert_eq!(status.code(), tonic::Code::Unauthenticated, "{what}");
     }
 }
+
+/// Signing keys rotate with no downtime: the new key is published before it
+/// signs, and tokens of the old key keep working during the overlap.
+#[tokio::test]
+async fn signing_keys_rotate_without_downtime() {
+    use promptops_e2e::AllInOne;
+    let all = AllInOne::start_with(&[
+        ("PROMPTOPS_SIGNING_KEY_ROTATION_SECS", "3"),
+        ("PROMPTOPS_SIGNING_KEY_LEAD_SECS", "2"),
+        ("PROMPTOPS_SIGNING_KEY_OVERLAP_SECS", "3600"),
+        ("PROMPTOPS_JWKS_REFRESH_SECS", "1"),
+    ])
+    .await;
+    let api = Api {
+        http: reqwest::Client::new(),
+        base: all.http(),
+    };
+    let first = api.signup("owner@rotate.test").await;
+    let first_token = first["access_token"].as_str().unwrap().to_owned();
+    let kid_of = |token: &str| jsonwebtoken::decode_header(token).unwrap().kid.unwrap();
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let second_token = loop {
+        // Every request in between must succeed with the first token.
+        let (status, _) = api
+            .call(reqwest::Method::GET, "/api/v1/prompts", Some(&first_token), None)
+            .await;
+        assert_eq!(status, 200, "the old key's token kept working");
+        let (status, login) = api
+            .call(
+                reqwest::Method::POST,
+                "/api/v1/auth/login",
+                None,
+                Some(json!({"email": "owner@rotate.test", "password": "correct horse battery staple"})),
+            )
+            .await;
+        assert_eq!(status, 200);
+        let token = login["access_token"].as_str().unwrap().to_owned();
+        let (status, _) = api
+            .call(reqwest::Method::GET, "/api/v1/prompts", Some(&token), None)
+            .await;
+        assert_eq!(status, 200, "a token of the newest key works at once");
+        if kid_of(&token) != kid_of(&first_token) {
+            break token;
+        }
+        assert!(std::time::Instant::now() < deadline, "the key never rotated");
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    };
+    let (_, jwks) = api
+        .call(reqwest::Method::GET, "/.well-known/jwks.json", None, None)
+        .await;
+    let kids: Vec<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    assert!(
+        kids.contains(&kid_of(&first_token).as_str()) && kids.contains(&kid_of(&second_token).as_str()),
+        "{kids:?}"
+    );
+    for token in [&first_token, &second_token] {
+        let (status, _) = api
+            .call(reqwest::Method::GET, "/api/v1/prompts", Some(token), None)
+            .await;
+        assert_eq!(status, 200);
+    }
+}

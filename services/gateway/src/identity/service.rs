@@ -32,6 +32,7 @@ pub struct TokenConfig {
     pub audience: String,
     /// Access-token lifetime, at most 15 minutes.
     pub access_ttl: Duration,
+    pub keys: KeyPolicy,
 }
 
 impl Default for TokenConfig {
@@ -40,8 +41,54 @@ impl Default for TokenConfig {
             issuer: "promptops".into(),
             audience: "promptops-api".into(),
             access_ttl: Duration::from_secs(900),
+            keys: KeyPolicy::default(),
         }
     }
+}
+
+/// Signing-key rotation: a new key every `rotation`, published `lead`
+/// before it signs (services fetch the JWKS at least every 5 minutes, and on
+/// an unknown `kid`), the old one trusted `overlap` after it stops signing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyPolicy {
+    pub rotation: Duration,
+    pub lead: Duration,
+    pub overlap: Duration,
+}
+
+impl Default for KeyPolicy {
+    fn default() -> Self {
+        Self {
+            rotation: Duration::from_secs(30 * 24 * 3600),
+            lead: Duration::from_secs(600),
+            overlap: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// The key ring for stored keys (oldest first) at `now` (Unix seconds).
+pub fn ring_from(stored: Vec<SigningKey>, now: i64, policy: KeyPolicy) -> Option<KeyRing> {
+    let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 4);
+    let (lead, overlap) = (secs(policy.lead), secs(policy.overlap));
+    // The newest key old enough to sign; on a new install, the only key.
+    let active_index = stored
+        .iter()
+        .rposition(|k| k.created_at() + lead <= now)
+        .unwrap_or(0);
+    let successor_created: Vec<Option<i64>> = (0..stored.len())
+        .map(|i| stored.get(i + 1).map(SigningKey::created_at))
+        .collect();
+    let mut keys: Vec<Option<SigningKey>> = stored.into_iter().map(Some).collect();
+    let mut ring = KeyRing::new(keys.get_mut(active_index)?.take()?);
+    for (i, key) in keys.into_iter().enumerate() {
+        let Some(key) = key else { continue };
+        if i > active_index {
+            ring.publish(key);
+        } else if successor_created[i].is_some_and(|next| next + lead + overlap > now) {
+            ring.rotate_back(key);
+        }
+    }
+    Some(ring)
 }
 
 /// Where a request came from, for sessions, audit and throttling.
@@ -89,7 +136,7 @@ pub struct Identity {
     keys: Arc<RwLock<KeyRing>>,
     tokens: TokenConfig,
     throttle: Arc<Throttle>,
-    verifier: CachingVerifier,
+    verifier: Arc<RwLock<CachingVerifier>>,
 }
 
 /// A verified caller of the HTTP API.
@@ -221,32 +268,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 impl Identity {
     /// Loads the signing keys (creating the first one on a new install).
     pub async fn open(log: EventLog, db: AnyPool, tokens: TokenConfig) -> Result<Self, ServiceError> {
-        let mut stored = store::signing_keys(&db).await.map_err(unavailable)?;
-        if stored.is_empty() {
-            let key = SigningKey::generate(now_secs())
-                .map_err(|e| ServiceError::new(ErrorClass::Internal, e.to_string()))?;
-            store::store_signing_key(&db, key.kid(), key.pkcs8_der(), key.created_at() * 1000)
-                .await
-                .map_err(unavailable)?;
-            // Another replica may have raced us: use whatever is stored.
-            stored = store::signing_keys(&db).await.map_err(unavailable)?;
-        }
-        let mut loaded = Vec::new();
-        for (kid, der, created_ms) in stored {
-            loaded.push(
-                SigningKey::from_pkcs8(&kid, created_ms / 1000, &der).map_err(|e| {
-                    ServiceError::new(ErrorClass::Internal, format!("signing key {kid}: {e}"))
-                })?,
-            );
-        }
-        let mut keys = loaded.into_iter();
-        let mut ring = KeyRing::new(
-            keys.next()
-                .ok_or_else(|| ServiceError::new(ErrorClass::Internal, "no signing key"))?,
-        );
-        for newer in keys {
-            ring.rotate(newer);
-        }
+        let ring = Self::load_ring(&db, &tokens, true).await?;
         let verifier = CachingVerifier::new(
             Verifier::new(&ring.jwks(), &tokens.issuer, &tokens.audience),
             100_000,
@@ -257,8 +279,71 @@ impl Identity {
             keys: Arc::new(RwLock::new(ring)),
             tokens,
             throttle: Arc::new(Throttle::new(Duration::from_secs(15 * 60), 5, 30)),
-            verifier,
+            verifier: Arc::new(RwLock::new(verifier)),
         })
+    }
+
+    async fn load_ring(db: &AnyPool, tokens: &TokenConfig, create: bool) -> Result<KeyRing, ServiceError> {
+        let mut stored = store::signing_keys(db).await.map_err(unavailable)?;
+        if stored.is_empty() && create {
+            let key = SigningKey::generate(now_secs())
+                .map_err(|e| ServiceError::new(ErrorClass::Internal, e.to_string()))?;
+            store::store_signing_key(db, key.kid(), key.pkcs8_der(), key.created_at() * 1000)
+                .await
+                .map_err(unavailable)?;
+            // Another replica may have raced us: use whatever is stored.
+            stored = store::signing_keys(db).await.map_err(unavailable)?;
+        }
+        let mut loaded = Vec::new();
+        for (kid, der, created_ms) in stored {
+            loaded.push(
+                SigningKey::from_pkcs8(&kid, created_ms / 1000, &der).map_err(|e| {
+                    ServiceError::new(ErrorClass::Internal, format!("signing key {kid}: {e}"))
+                })?,
+            );
+        }
+        ring_from(loaded, now_secs(), tokens.keys)
+            .ok_or_else(|| ServiceError::new(ErrorClass::Internal, "no signing key"))
+    }
+
+    /// Creates the next key when the newest is older than the rotation
+    /// period, then reloads the ring from the store (so replicas converge).
+    pub async fn rotate_keys_if_due(&self) -> Result<(), ServiceError> {
+        let newest = store::signing_keys(&self.db)
+            .await
+            .map_err(unavailable)?
+            .last()
+            .map(|(_, _, created_ms)| created_ms / 1000)
+            .unwrap_or(0);
+        let rotation = i64::try_from(self.tokens.keys.rotation.as_secs()).unwrap_or(i64::MAX / 4);
+        if newest + rotation <= now_secs() {
+            let key = SigningKey::generate(now_secs())
+                .map_err(|e| ServiceError::new(ErrorClass::Internal, e.to_string()))?;
+            store::store_signing_key(&self.db, key.kid(), key.pkcs8_der(), key.created_at() * 1000)
+                .await
+                .map_err(unavailable)?;
+            tracing::info!(
+                kid = key.kid(),
+                "signing key created; it signs after the publication lead"
+            );
+        }
+        let ring = Self::load_ring(&self.db, &self.tokens, false).await?;
+        let verifier = CachingVerifier::new(
+            Verifier::new(&ring.jwks(), &self.tokens.issuer, &self.tokens.audience),
+            100_000,
+        );
+        if let Ok(mut keys) = self.keys.write() {
+            *keys = ring;
+        }
+        if let Ok(mut slot) = self.verifier.write() {
+            *slot = verifier;
+        }
+        Ok(())
+    }
+
+    /// How often [`rotate_keys_if_due`](Self::rotate_keys_if_due) should run.
+    pub fn key_check_interval(&self) -> Duration {
+        (self.tokens.keys.lead / 2).clamp(Duration::from_secs(1), Duration::from_secs(60))
     }
 
     pub fn jwks(&self) -> Jwks {
@@ -680,7 +765,12 @@ impl Identity {
                 session_id: None,
             });
         }
-        let claims = self.verifier.verify(credential).map_err(|err| {
+        let verifier = self
+            .verifier
+            .read()
+            .map_err(|_| ServiceError::new(ErrorClass::Internal, "verifier poisoned"))?
+            .clone();
+        let claims = verifier.verify(credential).map_err(|err| {
             tracing::debug!(%err, "access token refused");
             refused()
         })?;
@@ -1207,5 +1297,43 @@ impl Identity {
         .await?;
         tracing::info!(org = %org_id, "initial owner API key created");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(created_at: i64) -> SigningKey {
+        let generated = SigningKey::generate(created_at).unwrap();
+        SigningKey::from_pkcs8(&format!("k{created_at}"), created_at, generated.pkcs8_der()).unwrap()
+    }
+
+    fn kids(ring: &KeyRing) -> Vec<String> {
+        ring.jwks().keys.into_iter().map(|k| k.kid).collect()
+    }
+
+    #[test]
+    fn keys_are_published_before_they_sign_and_trusted_for_the_overlap_after() {
+        let policy = KeyPolicy {
+            rotation: Duration::from_secs(100),
+            lead: Duration::from_secs(10),
+            overlap: Duration::from_secs(50),
+        };
+        let ring = |now| ring_from(vec![key(0), key(100)], now, policy).unwrap();
+        // k100 is published but k0 still signs.
+        assert_eq!(ring(105).active().kid(), "k0");
+        assert_eq!(kids(&ring(105)), ["k0", "k100"]);
+        // k100 signs; k0 is still trusted.
+        assert_eq!(ring(115).active().kid(), "k100");
+        assert_eq!(kids(&ring(115)), ["k100", "k0"]);
+        // After the overlap k0 is gone.
+        assert_eq!(kids(&ring(200)), ["k100"]);
+        // A fresh install signs with its only key at once.
+        assert_eq!(
+            ring_from(vec![key(1000)], 1000, policy).unwrap().active().kid(),
+            "k1000"
+        );
+        assert!(ring_from(Vec::new(), 0, policy).is_none());
     }
 }
