@@ -202,6 +202,18 @@ async fn api_keys_sessions_and_rejected_credentials() {
         assert_eq!(status, 404, "{path}");
     }
 
+    // The prompts service checks keys itself (and caches the answer).
+    use promptops_proto::prompts::v1::ListPromptsRequest;
+    use promptops_proto::prompts::v1::prompt_service_client::PromptServiceClient;
+    let mut prompts = PromptServiceClient::new(promptops_e2e::channel(&cluster.grpc_url("prompts")).await);
+    prompts
+        .list_prompts(promptops_e2e::with_token(
+            &new_secret,
+            ListPromptsRequest::default(),
+        ))
+        .await
+        .unwrap();
+
     // Revocation works at once, for the new and the old secret.
     let (status, _) = api
         .call(
@@ -217,6 +229,24 @@ async fn api_keys_sessions_and_rejected_credentials() {
             .call(Method::GET, "/api/v1/api-keys", Some(secret), None)
             .await;
         assert_eq!(status, 401);
+    }
+    // ... and the service's cached answer is dropped by the revocation event.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let answer = prompts
+            .list_prompts(promptops_e2e::with_token(
+                &new_secret,
+                ListPromptsRequest::default(),
+            ))
+            .await;
+        match answer {
+            Err(status) if status.code() == tonic::Code::Unauthenticated => break,
+            _ => assert!(
+                std::time::Instant::now() < deadline,
+                "the service still accepts a revoked key"
+            ),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 
     // Sessions: listed, and revoking one stops its access token at once.

@@ -137,6 +137,9 @@ pub struct Identity {
     tokens: TokenConfig,
     throttle: Arc<Throttle>,
     verifier: Arc<RwLock<CachingVerifier>>,
+    /// API keys recently checked, by the SHA-256 of the presented secret.
+    /// Dropped on revocation and rotation (events from any replica).
+    api_keys: moka::sync::Cache<String, Principal>,
 }
 
 /// A verified caller of the HTTP API.
@@ -280,7 +283,20 @@ impl Identity {
             tokens,
             throttle: Arc::new(Throttle::new(Duration::from_secs(15 * 60), 5, 30)),
             verifier: Arc::new(RwLock::new(verifier)),
+            api_keys: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(60))
+                .support_invalidation_closures()
+                .build(),
         })
+    }
+
+    /// Forgets cached checks of an API key (revoked or rotated anywhere).
+    pub fn forget_api_key(&self, key_id: &str) {
+        let key_id = key_id.to_owned();
+        let _ = self
+            .api_keys
+            .invalidate_entries_if(move |_, principal| principal.actor_id == key_id);
     }
 
     async fn load_ring(db: &AnyPool, tokens: &TokenConfig, create: bool) -> Result<KeyRing, ServiceError> {
@@ -734,6 +750,10 @@ impl Identity {
     pub async fn authenticate(&self, credential: &str) -> Result<Principal, ServiceError> {
         let refused = || ServiceError::new(ErrorClass::Unauthenticated, "the credential is not valid");
         if secrets::is_api_key(credential) {
+            let digest = secrets::hash(credential);
+            if let Some(principal) = self.api_keys.get(&digest) {
+                return Ok(principal);
+            }
             let key_id = secrets::api_key_id(credential).ok_or_else(refused)?;
             let key = store::api_key(&self.db, key_id)
                 .await
@@ -756,14 +776,19 @@ impl Identity {
             if let Err(err) = store::touch_api_key(&self.db, &key.key_id, now * 1000).await {
                 tracing::debug!(error = %err, "last-used time not recorded");
             }
-            return Ok(Principal {
+            let principal = Principal {
                 org_id: key.org_id,
                 actor_kind: ActorKind::ApiKey,
                 actor_id: key.key_id,
                 role,
                 scopes,
                 session_id: None,
-            });
+            };
+            // An expiring key is not cached past its expiry.
+            if key.expires_at == 0 || key.expires_at > now + 60 {
+                self.api_keys.insert(digest, principal.clone());
+            }
+            return Ok(principal);
         }
         let verifier = self
             .verifier
@@ -913,6 +938,7 @@ impl Identity {
         )
         .await
         .map_err(unavailable)?;
+        self.forget_api_key(key_id);
         let mut view = ApiKeyView::from(&self.own_key(principal, key_id).await?);
         view.secret = Some(secret);
         Ok(view)
@@ -931,7 +957,11 @@ impl Identity {
         )
         .await
         .map_err(|e| exec_error(e, api_key_error))?;
-        store::revoke_api_key(&self.db, key_id).await.map_err(unavailable)
+        store::revoke_api_key(&self.db, key_id)
+            .await
+            .map_err(unavailable)?;
+        self.forget_api_key(key_id);
+        Ok(())
     }
 
     /// The caller's own live sessions.
