@@ -82,14 +82,26 @@ impl JetStreamLog {
     ) -> Result<Self, StoreError> {
         let js = jetstream::new(client);
         for context in Context::ALL {
-            js.create_or_update_stream(stream_config(context, options))
-                .await
-                .map_err(|e| {
-                    StoreError::Unavailable(format!(
-                        "cannot create or update stream {}: {e}",
-                        context.stream_name()
-                    ))
-                })?;
+            // A busy or just-started server may time out: try for ~30 s.
+            let mut delay = Duration::from_millis(200);
+            let mut attempt = 1;
+            loop {
+                match js.create_or_update_stream(stream_config(context, options)).await {
+                    Ok(_) => break,
+                    Err(err) if attempt < 8 => {
+                        tracing::warn!(stream = context.stream_name(), error = %err, attempt, "stream setup failed; retrying");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(5));
+                        attempt += 1;
+                    }
+                    Err(err) => {
+                        return Err(StoreError::Unavailable(format!(
+                            "cannot create or update stream {}: {err}",
+                            context.stream_name()
+                        )));
+                    }
+                }
+            }
         }
         Ok(Self { js })
     }
