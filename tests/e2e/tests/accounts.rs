@@ -291,3 +291,36 @@ async fn failed_logins_are_throttled_per_account() {
     assert!((1..=900).contains(&retry_after), "{retry_after}");
     assert_eq!(response.headers()["content-type"], "application/problem+json");
 }
+
+#[tokio::test]
+async fn one_address_guessing_many_accounts_is_throttled() {
+    use promptops_e2e::AllInOne;
+    let all = AllInOne::start().await;
+    let http = reqwest::Client::new();
+    let url = |path: &str| format!("{}{path}", all.http());
+    let (status, _) = post(
+        &http,
+        url("/api/v1/auth/signup"),
+        json!({"email": "carol@example.com", "password": PASSWORD}),
+    )
+    .await;
+    assert_eq!(status, 201);
+    // 30 wrong guesses, each at a different (mostly unknown) account.
+    for i in 0..30 {
+        let (status, _) = post(
+            &http,
+            url("/api/v1/auth/login"),
+            json!({"email": format!("guess{i}@example.com"), "password": "guess guess guess"}),
+        )
+        .await;
+        assert_eq!(status, 401, "guess {i}");
+    }
+    // Now this address waits, even for an account it never tried.
+    let (status, problem) = post(
+        &http,
+        url("/api/v1/auth/login"),
+        json!({"email": "carol@example.com", "password": PASSWORD}),
+    )
+    .await;
+    assert_eq!(status, 429, "{problem}");
+}
