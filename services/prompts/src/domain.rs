@@ -156,6 +156,12 @@ pub fn validate_create(create: &CreatePrompt) -> Vec<FieldViolation> {
             "template",
             format!("must be at most {MAX_TEMPLATE_BYTES} bytes"),
         ));
+    } else if let Err(problems) = crate::template::parse(&create.template) {
+        violations.extend(
+            problems
+                .into_iter()
+                .map(|p| FieldViolation::new("template", format!("{}: {}", p.position, p.message))),
+        );
     }
     violations
 }
@@ -233,6 +239,22 @@ mod tests {
         assert_eq!(
             fields,
             ["name", "description", "folder", "tags[1]", "tags[2]", "template"]
+        );
+    }
+
+    #[test]
+    fn templates_are_parsed_on_save_with_positions() {
+        let mut c = create();
+        c.template = "Hi {{ name }}\nand {{ oops".into();
+        let Err(PromptError::Invalid(violations)) = given_when(&[], PromptCommand::Create(c)) else {
+            panic!("expected Invalid");
+        };
+        assert_eq!(violations.len(), 1);
+        assert_eq!(violations[0].field, "template");
+        assert!(
+            violations[0].description.starts_with("2:5: unclosed"),
+            "{}",
+            violations[0].description
         );
     }
 

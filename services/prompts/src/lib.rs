@@ -12,6 +12,7 @@ pub mod domain;
 pub mod events;
 pub mod grpc;
 pub mod read_model;
+pub mod template;
 
 use std::sync::Arc;
 
