@@ -33,6 +33,8 @@ pub struct Loaded<S> {
     pub version: u64,
     /// Stream sequence of its last event: the concurrency token (0 = none).
     pub last_sequence: u64,
+    /// When its first event happened (its creation).
+    pub first_occurred_at: Option<prost_types::Timestamp>,
 }
 
 /// What a command did.
@@ -43,6 +45,8 @@ pub struct Executed<S, E> {
     pub events: Vec<E>,
     /// Stream sequence of the aggregate's last event after the command.
     pub last_sequence: u64,
+    /// When the aggregate's first event happened (its creation).
+    pub first_occurred_at: Option<prost_types::Timestamp>,
 }
 
 /// Why a command did not take effect.
@@ -69,6 +73,7 @@ pub async fn load<A: Aggregate>(
     let mut state = A::State::default();
     let mut version = 0;
     let mut last_sequence = 0;
+    let first_occurred_at = history.first().and_then(|e| e.envelope.occurred_at);
     for recorded in &history {
         if let Some(event) = A::decode(&recorded.envelope) {
             state = A::evolve(state, &event);
@@ -80,6 +85,7 @@ pub async fn load<A: Aggregate>(
         state,
         version,
         last_sequence,
+        first_occurred_at,
     })
 }
 
@@ -98,6 +104,7 @@ pub async fn execute<A: Aggregate>(
                 state: loaded.state,
                 events,
                 last_sequence: loaded.last_sequence,
+                first_occurred_at: loaded.first_occurred_at,
             });
         }
         let envelopes: Vec<EventEnvelope> = events
@@ -126,6 +133,9 @@ pub async fn execute<A: Aggregate>(
                     state,
                     events,
                     last_sequence: appended.last_sequence,
+                    first_occurred_at: loaded
+                        .first_occurred_at
+                        .or_else(|| envelopes.first().and_then(|e| e.occurred_at)),
                 });
             }
             Err(AppendError::Conflict { .. }) => continue,

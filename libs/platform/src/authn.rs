@@ -8,26 +8,24 @@
 //!   a token names a key not seen yet), through a cache of verified tokens;
 //! - an API key is introspected through the gateway's `IdentityService`
 //!   (`PROMPTOPS_GATEWAY_URL`), the answer cached for a minute;
-//! - revocations arrive as identity events: a tail of `EVT_IDENTITY` revokes
+//! - revocations arrive as identity events through a
+//!   [`RevocationFeed`](crate::revocation::RevocationFeed): it revokes
 //!   sessions (`SessionRevoked`) and drops cached API keys (`ApiKeyRevoked`,
 //!   `ApiKeyRotated`). Requests wait (503) until the tail has caught up
 //!   once after start, so a restart never forgets a revocation.
 //!
 //! Every refusal is the same UNAUTHENTICATED answer.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use promptops_auth::roles::Role;
 use promptops_auth::secrets;
-use promptops_auth::tokens::{CachingVerifier, Jwks, Revocations, TokenError, Verifier};
-use promptops_eventlog::{Context, EventLog};
+use promptops_auth::tokens::{CachingVerifier, Jwks, TokenError, Verifier};
+use promptops_eventlog::EventLog;
 use promptops_proto::common::v1::ActorKind;
+use promptops_proto::identity::v1::IntrospectCredentialRequest;
 use promptops_proto::identity::v1::identity_service_client::IdentityServiceClient;
-use promptops_proto::identity::v1::{
-    ApiKeyRevoked, ApiKeyRotated, IntrospectCredentialRequest, SessionRevoked,
-};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::metadata::MetadataMap;
@@ -36,6 +34,7 @@ use tonic::transport::{Channel, Endpoint};
 use crate::caller::Caller;
 use crate::config::{ConfigError, Env, ServiceName};
 use crate::errors::{ErrorClass, ServiceError};
+use crate::revocation::RevocationFeed;
 
 /// Where the keys and the introspection API are.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,10 +82,8 @@ struct Inner {
     http: reqwest::Client,
     verifier: RwLock<Option<CachingVerifier>>,
     fetched_at: Mutex<Option<Instant>>,
-    revocations: RwLock<Revocations>,
-    revocations_ready: AtomicBool,
-    revocations_position: AtomicU64,
-    api_keys: moka::sync::Cache<[u8; 32], Caller>,
+    revocations: RevocationFeed,
+    api_keys: moka::sync::Cache<String, Caller>,
     identity: IdentityServiceClient<Channel>,
 }
 
@@ -118,9 +115,7 @@ impl Authenticator {
                     .map_err(|e| ServiceError::new(ErrorClass::Internal, e.to_string()))?,
                 verifier: RwLock::new(None),
                 fetched_at: Mutex::new(None),
-                revocations: RwLock::new(Revocations::default()),
-                revocations_ready: AtomicBool::new(false),
-                revocations_position: AtomicU64::new(0),
+                revocations: RevocationFeed::new(),
                 api_keys: moka::sync::Cache::builder()
                     .max_capacity(100_000)
                     .time_to_live(API_KEY_TTL)
@@ -152,7 +147,8 @@ impl Authenticator {
             }
         });
         let this = self.clone();
-        tasks.spawn(async move { this.follow_revocations(log, shutdown).await });
+        let feed = self.inner.revocations.clone();
+        tasks.spawn(async move { feed.follow(log, shutdown, |key_id| this.forget_key(key_id)).await });
     }
 
     fn has_keys(&self) -> bool {
@@ -164,7 +160,7 @@ impl Authenticator {
         if !self.has_keys() {
             return Err(format!("no signing keys from {} yet", self.inner.config.jwks_url));
         }
-        if !self.inner.revocations_ready.load(Ordering::Acquire) {
+        if !self.inner.revocations.is_ready() {
             return Err("the revocation list is still catching up".into());
         }
         Ok(())
@@ -226,7 +222,7 @@ impl Authenticator {
                     "send authorization: Bearer <access token or API key>",
                 )
             })?;
-        if !self.inner.revocations_ready.load(Ordering::Acquire) {
+        if !self.inner.revocations.is_ready() {
             return Err(ServiceError::new(
                 ErrorClass::Unavailable,
                 "starting: the revocation list is catching up",
@@ -247,15 +243,7 @@ impl Authenticator {
             tracing::debug!(%err, "access token refused");
             refused()
         })?;
-        let revoked = self
-            .inner
-            .revocations
-            .read()
-            .map(|r| r.check(&claims).is_err())
-            .unwrap_or(true);
-        if revoked {
-            return Err(refused());
-        }
+        self.inner.revocations.check(&claims).map_err(|_| refused())?;
         Ok(Caller::new(
             claims.org.clone(),
             ActorKind::User,
@@ -266,8 +254,7 @@ impl Authenticator {
     }
 
     async fn introspect(&self, credential: &str) -> Result<Caller, ServiceError> {
-        use sha2_digest::digest;
-        let key = digest(credential);
+        let key = secrets::hash(credential);
         if let Some(caller) = self.inner.api_keys.get(&key) {
             return Ok(caller);
         }
@@ -284,17 +271,7 @@ impl Authenticator {
                 _ => ServiceError::unavailable("the identity service", status.message()),
             })?
             .into_inner();
-        let role = promptops_proto::identity::v1::Role::try_from(response.role)
-            .ok()
-            .and_then(|r| {
-                Role::parse(
-                    r.as_str_name()
-                        .trim_start_matches("ROLE_")
-                        .to_lowercase()
-                        .as_str(),
-                )
-            })
-            .ok_or_else(refused)?;
+        let role = crate::caller::role_from_pb(response.role).ok_or_else(refused)?;
         let kind = if response.actor_kind == "api_key" {
             ActorKind::ApiKey
         } else {
@@ -305,82 +282,11 @@ impl Authenticator {
         Ok(caller)
     }
 
-    async fn follow_revocations(&self, log: EventLog, shutdown: CancellationToken) {
-        loop {
-            if let Err(err) = self.tail_once(&log, &shutdown).await {
-                tracing::warn!(error = %err, "revocation tail interrupted; starting again");
-            }
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(Duration::from_millis(500)) => {}
-            }
-        }
-    }
-
-    async fn tail_once(&self, log: &EventLog, shutdown: &CancellationToken) -> Result<(), String> {
-        let caught_up_at = log
-            .last_sequence(Context::Identity)
-            .await
-            .map_err(|e| e.to_string())?;
-        if caught_up_at == 0 {
-            self.inner.revocations_ready.store(true, Ordering::Release);
-        }
-        let mut tail = log.tail(Context::Identity).await.map_err(|e| e.to_string())?;
-        loop {
-            let delivery = tokio::select! {
-                () = shutdown.cancelled() => return Ok(()),
-                delivery = tail.next() => delivery.map_err(|e| e.to_string())?,
-            };
-            self.apply_identity_event(&delivery.event.envelope);
-            let sequence = delivery.event.sequence;
-            self.inner.revocations_position.store(sequence, Ordering::Release);
-            if sequence >= caught_up_at {
-                self.inner.revocations_ready.store(true, Ordering::Release);
-            }
-        }
-    }
-
-    fn apply_identity_event(&self, envelope: &promptops_eventlog::EventEnvelope) {
-        use prost::Message as _;
-        let payload = envelope.payload.as_slice();
-        match envelope.event_type.as_str() {
-            "promptops.identity.v1.SessionRevoked" => {
-                if let Ok(revoked) = SessionRevoked::decode(payload)
-                    && let Ok(mut revocations) = self.inner.revocations.write()
-                {
-                    revocations.revoke_session(&revoked.session_id);
-                }
-            }
-            "promptops.identity.v1.ApiKeyRevoked" => {
-                if let Ok(revoked) = ApiKeyRevoked::decode(payload) {
-                    self.forget_key(revoked.key_id);
-                }
-            }
-            "promptops.identity.v1.ApiKeyRotated" => {
-                if let Ok(rotated) = ApiKeyRotated::decode(payload) {
-                    self.forget_key(rotated.key_id);
-                }
-            }
-            _ => {}
-        }
-    }
-
-    fn forget_key(&self, key_id: String) {
+    fn forget_key(&self, key_id: &str) {
+        let key_id = key_id.to_owned();
         let _ = self
             .inner
             .api_keys
             .invalidate_entries_if(move |_, caller| caller.actor.id == key_id);
-    }
-}
-
-mod sha2_digest {
-    /// The cache key of a credential: its SHA-256.
-    pub fn digest(credential: &str) -> [u8; 32] {
-        let hex = promptops_auth::secrets::hash(credential);
-        let mut out = [0_u8; 32];
-        for (i, byte) in out.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap_or(0);
-        }
-        out
     }
 }

@@ -58,6 +58,40 @@ impl Caller {
     }
 }
 
+/// Who and what caused the events a command appends: `actor`, a fresh
+/// correlation id and the current trace.
+pub fn event_metadata(actor: Actor) -> promptops_eventlog::EventMetadata {
+    promptops_eventlog::EventMetadata {
+        actor: Some(actor),
+        correlation_id: uuid::Uuid::now_v7().to_string(),
+        causation_id: String::new(),
+        traceparent: crate::telemetry::current_traceparent(),
+    }
+}
+
+/// A role as carried in protobuf messages.
+pub fn role_to_pb(role: Role) -> promptops_proto::identity::v1::Role {
+    use promptops_proto::identity::v1::Role as Pb;
+    match role {
+        Role::Owner => Pb::Owner,
+        Role::Admin => Pb::Admin,
+        Role::Editor => Pb::Editor,
+        Role::Viewer => Pb::Viewer,
+    }
+}
+
+/// A protobuf role number; `None` for unspecified or unknown values.
+pub fn role_from_pb(role: i32) -> Option<Role> {
+    use promptops_proto::identity::v1::Role as Pb;
+    match Pb::try_from(role).ok()? {
+        Pb::Owner => Some(Role::Owner),
+        Pb::Admin => Some(Role::Admin),
+        Pb::Editor => Some(Role::Editor),
+        Pb::Viewer => Some(Role::Viewer),
+        Pb::Unspecified => None,
+    }
+}
+
 /// Builds an outgoing gRPC request carrying the caller's credential and the
 /// current trace, for a service acting on behalf of its caller.
 pub fn outgoing<T>(credential: &str, message: T) -> tonic::Request<T> {

@@ -24,6 +24,7 @@ pub mod eventlog;
 pub mod metrics;
 pub mod paging;
 pub mod read_your_write;
+pub mod revocation;
 pub mod runtime;
 pub mod server;
 pub mod shutdown;

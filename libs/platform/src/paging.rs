@@ -52,6 +52,23 @@ impl Cursor {
     }
 }
 
+/// Splits rows fetched with `LIMIT page_size + 1` into the page and, when
+/// more rows follow, the cursor after the page's last item.
+pub fn split_page<T>(
+    mut rows: Vec<T>,
+    page_size: u32,
+    cursor_of: impl Fn(&T) -> Cursor,
+) -> (Vec<T>, Option<Cursor>) {
+    let size = page_size as usize;
+    if rows.len() > size {
+        rows.truncate(size);
+        let next = rows.last().map(cursor_of);
+        (rows, next)
+    } else {
+        (rows, None)
+    }
+}
+
 pub fn timestamp_from_ms(ms: i64) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: ms.div_euclid(1000),

@@ -9,7 +9,7 @@
 use promptops_eventlog::RecordedEvent;
 use promptops_eventlog::projection::Projection;
 use promptops_platform::db::Migration;
-use promptops_platform::paging::{Cursor, ms_from_timestamp, timestamp_from_ms};
+use promptops_platform::paging::{Cursor, ms_from_timestamp, split_page, timestamp_from_ms};
 use promptops_proto::audit::v1::AuditEntry;
 use promptops_proto::common::v1::{Actor, LogPosition};
 use sqlx::{AnyConnection, AnyPool, FromRow};
@@ -170,17 +170,11 @@ pub async fn list(
     .bind(i64::from(page_size) + 1)
     .fetch_all(pool)
     .await?;
-    let mut entries: Vec<AuditEntry> = rows.into_iter().map(AuditEntry::from).collect();
-    let next = if entries.len() > page_size as usize {
-        entries.truncate(page_size as usize);
-        entries.last().map(|e| Cursor {
-            time_ms: ms_from_timestamp(e.occurred_at.as_ref()),
-            id: e.event_id.clone(),
-        })
-    } else {
-        None
-    };
-    Ok((entries, next))
+    let entries: Vec<AuditEntry> = rows.into_iter().map(AuditEntry::from).collect();
+    Ok(split_page(entries, page_size, |e| Cursor {
+        time_ms: ms_from_timestamp(e.occurred_at.as_ref()),
+        id: e.event_id.clone(),
+    }))
 }
 
 #[cfg(test)]

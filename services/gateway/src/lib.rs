@@ -94,42 +94,6 @@ fn positive(env: &Env, variable: &str, default: u32) -> Result<u32, ConfigError>
     Ok(value)
 }
 
-/// Follows `EVT_IDENTITY` and drops cached API-key checks of keys revoked or
-/// rotated by any replica.
-async fn forget_changed_keys(
-    identity: identity::service::Identity,
-    log: promptops_eventlog::EventLog,
-    shutdown: CancellationToken,
-) {
-    use promptops_eventlog::aggregate::Aggregate as _;
-    loop {
-        let mut tail = match log.tail(Context::Identity).await {
-            Ok(tail) => tail,
-            Err(err) => {
-                tracing::warn!(error = %err, "identity tail unavailable; retrying");
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    () = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                }
-            }
-        };
-        loop {
-            let delivery = tokio::select! {
-                () = shutdown.cancelled() => return,
-                delivery = tail.next() => delivery,
-            };
-            let Ok(delivery) = delivery else { break };
-            if let Some(event) = identity::events::ApiKey::decode(&delivery.event.envelope) {
-                match event {
-                    identity::api_key::ApiKeyEvent::Revoked(e) => identity.forget_api_key(&e.key_id),
-                    identity::api_key::ApiKeyEvent::Rotated(e) => identity.forget_api_key(&e.key_id),
-                    identity::api_key::ApiKeyEvent::Created(_) => {}
-                }
-            }
-        }
-    }
-}
-
 /// `PROMPTOPS_INIT_ORG`: an org id (it names subjects, so `[A-Za-z0-9_-]`).
 fn init_org(env: &Env) -> Result<Option<String>, ConfigError> {
     let Some(org) = env.get("PROMPTOPS_INIT_ORG") else {
@@ -238,11 +202,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         .run(shutdown.clone()),
     );
     {
-        // Other replicas' key revocations and rotations drop cached checks here.
+        // Revoked sessions and changed API keys, from every replica.
         let identity = identity.clone();
         let log = resources.log.clone();
         let stop = shutdown.clone();
-        projections.spawn(async move { forget_changed_keys(identity, log, stop).await });
+        projections.spawn(async move { identity.follow_revocations(log, stop).await });
     }
     {
         // Signing-key rotation: check, create when due, reload (replicas converge).

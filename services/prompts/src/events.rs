@@ -5,7 +5,7 @@ use promptops_eventlog::{EventDraft, EventEnvelope};
 use promptops_proto::prompts::v1::PromptCreated;
 use prost::Message as _;
 
-use crate::domain::PromptEvent;
+use crate::domain::{self, PromptCommand, PromptError, PromptEvent, PromptState};
 
 pub const PROMPT_CREATED: &str = "promptops.prompts.v1.PromptCreated";
 
@@ -40,5 +40,30 @@ pub fn from_envelope(envelope: &EventEnvelope) -> Result<PromptEvent, DecodeErro
                 source,
             }),
         other => Err(DecodeError::UnknownType(other.to_owned())),
+    }
+}
+
+/// The prompt aggregate, for `promptops_eventlog::aggregate::execute`.
+#[derive(Debug)]
+pub struct Prompt;
+
+impl promptops_eventlog::aggregate::Aggregate for Prompt {
+    type State = PromptState;
+    type Event = PromptEvent;
+    type Command = PromptCommand;
+    type Error = PromptError;
+    const TYPE: &'static str = AGGREGATE_TYPE;
+
+    fn decide(state: &PromptState, command: PromptCommand) -> Result<Vec<PromptEvent>, PromptError> {
+        domain::decide(state, command)
+    }
+    fn evolve(state: PromptState, event: &PromptEvent) -> PromptState {
+        domain::evolve(state, event)
+    }
+    fn encode(event: &PromptEvent) -> EventDraft {
+        to_draft(event)
+    }
+    fn decode(envelope: &EventEnvelope) -> Option<PromptEvent> {
+        from_envelope(envelope).ok()
     }
 }

@@ -2,11 +2,10 @@
 //! queries read the read model.
 
 use promptops_auth::roles::Permission;
-use promptops_eventlog::{
-    AggregateRef, AppendError, Context, EventLog, EventMetadata, Expected, envelope_for,
-};
+use promptops_eventlog::aggregate::{ExecuteError, execute, load};
+use promptops_eventlog::{AggregateRef, Context, EventLog};
 use promptops_platform::authn::Authenticator;
-use promptops_platform::caller::Caller;
+use promptops_platform::caller::{Caller, event_metadata};
 use promptops_platform::errors::{ErrorClass, FieldViolation, ServiceError};
 use promptops_platform::paging::{Cursor, page_size};
 use promptops_platform::read_your_write;
@@ -20,12 +19,9 @@ use sqlx::AnyPool;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::domain::{CreatePrompt, PromptCommand, PromptError, PromptState, decide, evolve};
-use crate::events::{AGGREGATE_TYPE, from_envelope, to_draft};
+use crate::domain::{CreatePrompt, PromptCommand, PromptError};
+use crate::events::{self, AGGREGATE_TYPE};
 use crate::read_model::{self, PROJECTION};
-
-/// How often a command is decided again after losing a concurrency race.
-const CONFLICT_RETRIES: usize = 3;
 
 #[derive(Debug, Clone)]
 pub struct PromptsApi {
@@ -45,97 +41,17 @@ impl PromptsApi {
         caller.require(permission)?;
         Ok(caller)
     }
-
-    async fn load(&self, aggregate: &AggregateRef) -> Result<Loaded, ServiceError> {
-        let history = self
-            .log
-            .read_aggregate(aggregate)
-            .await
-            .map_err(|e| ServiceError::unavailable("the event log", e))?;
-        let mut state = PromptState::default();
-        let mut last_sequence = 0;
-        let created_at = history.first().and_then(|e| e.envelope.occurred_at);
-        for recorded in &history {
-            let event = from_envelope(&recorded.envelope).map_err(|e| {
-                ServiceError::new(ErrorClass::Internal, format!("prompt history unreadable: {e}"))
-            })?;
-            state = evolve(state, &event);
-            last_sequence = recorded.sequence;
-        }
-        Ok(Loaded {
-            state,
-            last_sequence,
-            created_at,
-        })
-    }
-
-    /// Load → decide → append, again on a concurrency conflict.
-    async fn handle(
-        &self,
-        caller: &Caller,
-        aggregate: &AggregateRef,
-        command: PromptCommand,
-    ) -> Result<Loaded, ServiceError> {
-        let metadata = EventMetadata {
-            actor: Some(caller.actor.clone()),
-            correlation_id: Uuid::now_v7().to_string(),
-            causation_id: String::new(),
-            traceparent: promptops_platform::telemetry::current_traceparent(),
-        };
-        for _ in 0..CONFLICT_RETRIES {
-            let Loaded {
-                state,
-                last_sequence,
-                created_at,
-            } = self.load(aggregate).await?;
-            let events = decide(&state, command.clone()).map_err(domain_error)?;
-            let envelopes: Vec<_> = events
-                .iter()
-                .enumerate()
-                .map(|(i, event)| {
-                    envelope_for(
-                        aggregate,
-                        state.version + 1 + i as u64,
-                        to_draft(event),
-                        &metadata,
-                    )
-                })
-                .collect();
-            match self
-                .log
-                .append(aggregate, Expected::from_last_sequence(last_sequence), &envelopes)
-                .await
-            {
-                Ok(appended) => {
-                    let state = events.iter().fold(state, evolve);
-                    return Ok(Loaded {
-                        state,
-                        last_sequence: appended.last_sequence,
-                        created_at: created_at.or_else(|| envelopes.first().and_then(|e| e.occurred_at)),
-                    });
-                }
-                Err(AppendError::Conflict { .. }) => continue,
-                Err(AppendError::Invalid(reason)) => {
-                    return Err(ServiceError::new(ErrorClass::Internal, reason));
-                }
-                Err(AppendError::Store(err)) => return Err(ServiceError::unavailable("the event log", err)),
-            }
-        }
-        Err(ServiceError::new(
-            ErrorClass::Conflict,
-            "the prompt was changed concurrently; retry",
-        ))
-    }
 }
 
-/// An aggregate as loaded (or as left by a successful command).
-#[derive(Debug)]
-struct Loaded {
-    state: PromptState,
-    /// The stream sequence of its last event: the concurrency token.
-    last_sequence: u64,
-    /// When its first event happened.
-    created_at: Option<prost_types::Timestamp>,
+fn exec_error(err: ExecuteError<PromptError>) -> ServiceError {
+    match err {
+        ExecuteError::Domain(e) => domain_error(e),
+        ExecuteError::Conflict => {
+            ServiceError::new(ErrorClass::Conflict, "the prompt was changed concurrently; retry")
+        }
+        ExecuteError::Store(e) => ServiceError::unavailable("the event log", e),
+        ExecuteError::Invalid(reason) => ServiceError::new(ErrorClass::Internal, reason),
+    }
 }
 
 fn domain_error(err: PromptError) -> ServiceError {
@@ -177,29 +93,35 @@ impl PromptService for PromptsApi {
             tags: req.tags,
             template: req.template,
         };
-        let loaded = match self
-            .handle(&caller, &aggregate, PromptCommand::Create(command.clone()))
-            .await
-        {
-            Ok(done) => done,
-            Err(err) if err.class == ErrorClass::AlreadyExists && !req.request_id.is_empty() => {
+        let metadata = event_metadata(caller.actor.clone());
+        let executed = execute::<events::Prompt>(
+            &self.log,
+            &aggregate,
+            PromptCommand::Create(command.clone()),
+            &metadata,
+        )
+        .await;
+        let (state, last_sequence, created_at) = match executed {
+            Ok(done) => (done.state, done.last_sequence, done.first_occurred_at),
+            Err(ExecuteError::Domain(PromptError::AlreadyExists(id))) if !req.request_id.is_empty() => {
                 // A retry of the same request: answer as the first time if it
                 // asked for the same prompt.
-                let loaded = self.load(&aggregate).await?;
+                let loaded = load::<events::Prompt>(&self.log, &aggregate)
+                    .await
+                    .map_err(|e| ServiceError::unavailable("the event log", e))?;
                 let same = loaded.state.prompt.as_ref().is_some_and(|p| {
                     p.name == command.name
                         && p.template == command.template
                         && p.description == command.description
                 });
                 if !same {
-                    return Err(err.into());
+                    return Err(domain_error(PromptError::AlreadyExists(id)).into());
                 }
-                loaded
+                (loaded.state, loaded.last_sequence, loaded.first_occurred_at)
             }
-            Err(err) => return Err(err.into()),
+            Err(err) => return Err(exec_error(err).into()),
         };
-        let created = loaded
-            .state
+        let created = state
             .prompt
             .ok_or_else(|| ServiceError::new(ErrorClass::Internal, "created prompt missing from state"))?;
         tracing::info!(prompt_id = %created.prompt_id, org = %caller.org_id, "prompt created");
@@ -210,15 +132,15 @@ impl PromptService for PromptsApi {
             folder: created.folder,
             tags: created.tags,
             template: created.template,
-            latest_version: loaded.state.version,
-            created_at: loaded.created_at,
+            latest_version: state.version,
+            created_at,
             created_by: Some(caller.actor),
         };
         Ok(Response::new(CreatePromptResponse {
             prompt: Some(prompt),
             position: Some(LogPosition {
                 stream: Context::Prompts.stream_name().to_owned(),
-                sequence: loaded.last_sequence,
+                sequence: last_sequence,
             }),
         }))
     }

@@ -4,7 +4,7 @@
 use promptops_eventlog::RecordedEvent;
 use promptops_eventlog::projection::Projection;
 use promptops_platform::db::Migration;
-use promptops_platform::paging::{Cursor, ms_from_timestamp, timestamp_from_ms};
+use promptops_platform::paging::{Cursor, ms_from_timestamp, split_page, timestamp_from_ms};
 use promptops_proto::common::v1::{Actor, ActorKind};
 use promptops_proto::prompts::v1::Prompt;
 use sqlx::{AnyConnection, AnyPool, FromRow};
@@ -166,15 +166,9 @@ pub async fn list(
             .await?
         }
     };
-    let mut prompts: Vec<Prompt> = rows.into_iter().map(Prompt::from).collect();
-    let next = if prompts.len() > page_size as usize {
-        prompts.truncate(page_size as usize);
-        prompts.last().map(|p| Cursor {
-            time_ms: ms_from_timestamp(p.created_at.as_ref()),
-            id: p.prompt_id.clone(),
-        })
-    } else {
-        None
-    };
-    Ok((prompts, next))
+    let prompts: Vec<Prompt> = rows.into_iter().map(Prompt::from).collect();
+    Ok(split_page(prompts, page_size, |p| Cursor {
+        time_ms: ms_from_timestamp(p.created_at.as_ref()),
+        id: p.prompt_id.clone(),
+    }))
 }

@@ -142,6 +142,41 @@ pub async fn wait_http_ok(url: &str, timeout: Duration) -> bool {
     false
 }
 
+/// The HTTP port and one gRPC port per service, all distinct and free.
+fn allocate_ports() -> (u16, BTreeMap<&'static str, u16>) {
+    let ports = free_ports(SERVICES.len() + 1).unwrap();
+    let http_port = ports[SERVICES.len()];
+    (http_port, SERVICES.iter().copied().zip(ports).collect())
+}
+
+/// Addresses, data directory and shutdown grace for processes on loopback.
+fn local_env(
+    http_port: u16,
+    grpc_ports: &BTreeMap<&'static str, u16>,
+    dir: &TempDir,
+) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("PROMPTOPS_HTTP_ADDR".to_owned(), format!("127.0.0.1:{http_port}")),
+        (
+            "PROMPTOPS_DATA_DIR".to_owned(),
+            dir.path().join("data").display().to_string(),
+        ),
+        ("PROMPTOPS_SHUTDOWN_GRACE_SECS".to_owned(), "3".to_owned()),
+    ];
+    for (service, port) in grpc_ports {
+        let upper = service.to_uppercase();
+        env.push((
+            format!("PROMPTOPS_{upper}_GRPC_ADDR"),
+            format!("127.0.0.1:{port}"),
+        ));
+        env.push((
+            format!("PROMPTOPS_{upper}_URL"),
+            format!("http://127.0.0.1:{port}"),
+        ));
+    }
+    env
+}
+
 /// Six service processes on real NATS JetStream and PostgreSQL.
 #[derive(Debug)]
 pub struct Cluster {
@@ -163,31 +198,11 @@ impl Cluster {
             .prefix("promptops-e2e-")
             .tempdir()
             .unwrap();
-        let ports = free_ports(SERVICES.len() + 1).unwrap();
-        let http_port = ports[SERVICES.len()];
-        let grpc_ports: BTreeMap<&'static str, u16> = SERVICES.iter().copied().zip(ports).collect();
-        let mut env = vec![
-            ("NATS_URL".to_owned(), nats.url()),
-            ("DATABASE_URL".to_owned(), database_url.clone()),
-            ("PROMPTOPS_HTTP_ADDR".to_owned(), format!("127.0.0.1:{http_port}")),
-            (
-                "PROMPTOPS_DATA_DIR".to_owned(),
-                dir.path().join("data").display().to_string(),
-            ),
-            ("PROMPTOPS_SHUTDOWN_GRACE_SECS".to_owned(), "3".to_owned()),
-            ("PROMPTOPS_LOG".to_owned(), "info".to_owned()),
-        ];
-        for (service, port) in &grpc_ports {
-            let upper = service.to_uppercase();
-            env.push((
-                format!("PROMPTOPS_{upper}_GRPC_ADDR"),
-                format!("127.0.0.1:{port}"),
-            ));
-            env.push((
-                format!("PROMPTOPS_{upper}_URL"),
-                format!("http://127.0.0.1:{port}"),
-            ));
-        }
+        let (http_port, grpc_ports) = allocate_ports();
+        let mut env = local_env(http_port, &grpc_ports, &dir);
+        env.push(("NATS_URL".to_owned(), nats.url()));
+        env.push(("DATABASE_URL".to_owned(), database_url.clone()));
+        env.push(("PROMPTOPS_LOG".to_owned(), "info".to_owned()));
         let mut processes = BTreeMap::new();
         for service in SERVICES {
             let binary = workspace_binary(&format!("promptops-{service}")).unwrap();
@@ -255,28 +270,8 @@ impl AllInOne {
             .prefix("promptops-aio-")
             .tempdir()
             .unwrap();
-        let ports = free_ports(SERVICES.len() + 1).unwrap();
-        let http_port = ports[SERVICES.len()];
-        let grpc_ports: BTreeMap<&'static str, u16> = SERVICES.iter().copied().zip(ports).collect();
-        let mut env = vec![
-            ("PROMPTOPS_HTTP_ADDR".to_owned(), format!("127.0.0.1:{http_port}")),
-            (
-                "PROMPTOPS_DATA_DIR".to_owned(),
-                dir.path().join("data").display().to_string(),
-            ),
-            ("PROMPTOPS_SHUTDOWN_GRACE_SECS".to_owned(), "3".to_owned()),
-        ];
-        for (service, port) in &grpc_ports {
-            let upper = service.to_uppercase();
-            env.push((
-                format!("PROMPTOPS_{upper}_GRPC_ADDR"),
-                format!("127.0.0.1:{port}"),
-            ));
-            env.push((
-                format!("PROMPTOPS_{upper}_URL"),
-                format!("http://127.0.0.1:{port}"),
-            ));
-        }
+        let (http_port, grpc_ports) = allocate_ports();
+        let mut env = local_env(http_port, &grpc_ports, &dir);
         env.extend(extra_env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         let binary = workspace_binary("promptops").unwrap();
         let process = ServiceProcess::spawn(
@@ -319,16 +314,80 @@ pub fn with_token<T>(token: &str, message: T) -> tonic::Request<T> {
     request
 }
 
+/// The password every e2e account uses.
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// A small JSON client of the HTTP API.
+#[derive(Debug, Clone)]
+pub struct Api {
+    pub http: reqwest::Client,
+    pub base: String,
+}
+
+impl Api {
+    pub fn new(base: String) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            base,
+        }
+    }
+
+    /// One request; the body is parsed as JSON (null when empty or not JSON).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<serde_json::Value>,
+    ) -> (reqwest::StatusCode, serde_json::Value) {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(bearer) = bearer {
+            request = request.bearer_auth(bearer);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// Signs `email` up (asserting 201) and returns the token response.
+    pub async fn signup(&self, email: &str) -> serde_json::Value {
+        let (status, body) = self
+            .call(
+                reqwest::Method::POST,
+                "/api/v1/auth/signup",
+                None,
+                Some(serde_json::json!({"email": email, "password": PASSWORD})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body
+    }
+
+    /// Logs `email` in to `org_id` (asserting 200).
+    pub async fn login(&self, email: &str, org_id: &str) -> serde_json::Value {
+        let (status, body) = self
+            .call(
+                reqwest::Method::POST,
+                "/api/v1/auth/login",
+                None,
+                Some(serde_json::json!({"email": email, "password": PASSWORD, "org_id": org_id})),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+}
+
 /// Signs up a new account over HTTP; returns (access token, org id).
 pub async fn signup(http_base: &str, email: &str) -> (String, String) {
-    let response = reqwest::Client::new()
-        .post(format!("{http_base}/api/v1/auth/signup"))
-        .json(&serde_json::json!({"email": email, "password": "correct horse battery staple"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
-    let body: serde_json::Value = response.json().await.unwrap();
+    let body = Api::new(http_base.to_owned()).signup(email).await;
     (
         body["access_token"].as_str().unwrap().to_owned(),
         body["org_id"].as_str().unwrap().to_owned(),

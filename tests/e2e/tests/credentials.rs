@@ -12,68 +12,25 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use promptops_e2e::Cluster;
+use promptops_e2e::{Api, Cluster};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-struct Api {
-    http: reqwest::Client,
-    base: String,
-}
-
-impl Api {
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        bearer: Option<&str>,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        let mut request = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(bearer) = bearer {
-            request = request.bearer_auth(bearer);
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status();
-        let text = response.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    async fn signup(&self, email: &str) -> Value {
-        let (status, body) = self
-            .call(
-                reqwest::Method::POST,
-                "/api/v1/auth/signup",
-                None,
-                Some(json!({"email": email, "password": "correct horse battery staple"})),
-            )
-            .await;
-        assert_eq!(status, 201, "{body}");
-        body
-    }
-
-    async fn create_key(&self, bearer: &str, role: &str) -> (StatusCode, Value) {
-        self.call(
-            reqwest::Method::POST,
-            "/api/v1/api-keys",
-            Some(bearer),
-            Some(json!({"name": format!("{role} key"), "role": role})),
-        )
-        .await
-    }
+async fn create_key(api: &Api, bearer: &str, role: &str) -> (StatusCode, Value) {
+    api.call(
+        reqwest::Method::POST,
+        "/api/v1/api-keys",
+        Some(bearer),
+        Some(json!({"name": format!("{role} key"), "role": role})),
+    )
+    .await
 }
 
 #[tokio::test]
 async fn api_keys_sessions_and_rejected_credentials() {
     use reqwest::Method;
     let cluster = Cluster::start().await;
-    let api = Api {
-        http: reqwest::Client::new(),
-        base: cluster.http(),
-    };
+    let api = Api::new(cluster.http());
     let owner = api.signup("owner@acme.test").await;
     let token = owner["access_token"].as_str().unwrap().to_owned();
 
@@ -117,7 +74,7 @@ async fn api_keys_sessions_and_rejected_credentials() {
     }
 
     // Keys: created with a secret shown once, listed without it.
-    let (status, admin_key) = api.create_key(&token, "admin").await;
+    let (status, admin_key) = create_key(&api, &token, "admin").await;
     assert_eq!(status, 201, "{admin_key}");
     let admin_secret = admin_key["secret"].as_str().unwrap().to_owned();
     assert!(admin_secret.starts_with("pok_"));
@@ -134,16 +91,16 @@ async fn api_keys_sessions_and_rejected_credentials() {
         .call(Method::GET, "/api/v1/api-keys", Some(&admin_secret), None)
         .await;
     assert_eq!(status, 200);
-    let (status, _) = api.create_key(&admin_secret, "owner").await;
+    let (status, _) = create_key(&api, &admin_secret, "owner").await;
     assert_eq!(status, 403, "an admin key cannot mint an owner key");
-    let (status, viewer_key) = api.create_key(&admin_secret, "viewer").await;
+    let (status, viewer_key) = create_key(&api, &admin_secret, "viewer").await;
     assert_eq!(status, 201);
     let viewer_secret = viewer_key["secret"].as_str().unwrap().to_owned();
     let (status, _) = api
         .call(Method::GET, "/api/v1/api-keys", Some(&viewer_secret), None)
         .await;
     assert_eq!(status, 403);
-    let (status, _) = api.create_key(&viewer_secret, "viewer").await;
+    let (status, _) = create_key(&api, &viewer_secret, "viewer").await;
     assert_eq!(status, 403);
 
     // Bad input is named.
@@ -299,10 +256,7 @@ async fn rate_limits_answer_429_with_retry_after() {
         ("PROMPTOPS_RATE_LIMIT_PER_KEY_BURST", "3"),
     ])
     .await;
-    let api = Api {
-        http: reqwest::Client::new(),
-        base: all.http(),
-    };
+    let api = Api::new(all.http());
     let owner = api.signup("owner@busy.test").await;
     let token = owner["access_token"].as_str().unwrap().to_owned();
     let mut statuses = Vec::new();
@@ -352,10 +306,7 @@ async fn services_refuse_every_kind_of_bad_access_token() {
     use promptops_proto::prompts::v1::prompt_service_client::PromptServiceClient;
 
     let cluster = Cluster::start().await;
-    let api = Api {
-        http: reqwest::Client::new(),
-        base: cluster.http(),
-    };
+    let api = Api::new(cluster.http());
     let owner = api.signup("owner@forge.test").await;
     let genuine = owner["access_token"].as_str().unwrap().to_owned();
     let db = sqlx::postgres::PgPoolOptions::new()
@@ -450,10 +401,7 @@ async fn signing_keys_rotate_without_downtime() {
         ("PROMPTOPS_JWKS_REFRESH_SECS", "1"),
     ])
     .await;
-    let api = Api {
-        http: reqwest::Client::new(),
-        base: all.http(),
-    };
+    let api = Api::new(all.http());
     let first = api.signup("owner@rotate.test").await;
     let first_token = first["access_token"].as_str().unwrap().to_owned();
     let kid_of = |token: &str| jsonwebtoken::decode_header(token).unwrap().kid.unwrap();

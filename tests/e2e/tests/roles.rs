@@ -11,86 +11,31 @@
 )]
 
 use promptops_auth::roles::{Permission, Role, allows};
-use promptops_e2e::Cluster;
+use promptops_e2e::{Api, Cluster};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-const PASSWORD: &str = "correct horse battery staple";
-
-struct Api {
-    http: reqwest::Client,
-    base: String,
-}
-
-impl Api {
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        bearer: Option<&str>,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        let mut request = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(bearer) = bearer {
-            request = request.bearer_auth(bearer);
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status();
-        let text = response.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    async fn signup(&self, email: &str) -> Value {
-        let (status, body) = self
-            .call(
-                Method::POST,
-                "/api/v1/auth/signup",
-                None,
-                Some(json!({"email": email, "password": PASSWORD})),
-            )
-            .await;
-        assert_eq!(status, 201, "{body}");
-        body
-    }
-
-    async fn login(&self, email: &str, org_id: &str) -> Value {
-        let (status, body) = self
-            .call(
-                Method::POST,
-                "/api/v1/auth/login",
-                None,
-                Some(json!({"email": email, "password": PASSWORD, "org_id": org_id})),
-            )
-            .await;
-        assert_eq!(status, 200, "{body}");
-        body
-    }
-
-    /// Signs `email` up, invites them into `org` as `role`, and logs them in there.
-    async fn member(&self, owner_token: &str, org: &str, email: &str, role: &str) -> Value {
-        let own = self.signup(email).await;
-        let (status, invitation) = self
-            .call(
-                Method::POST,
-                "/api/v1/invitations",
-                Some(owner_token),
-                Some(json!({"email": email, "role": role})),
-            )
-            .await;
-        assert_eq!(status, 201, "{invitation}");
-        let path = format!(
-            "/api/v1/orgs/{org}/invitations/{}/accept",
-            invitation["invitation_id"].as_str().unwrap()
-        );
-        let (status, body) = self
-            .call(Method::POST, &path, own["access_token"].as_str(), None)
-            .await;
-        assert_eq!(status, 204, "{body}");
-        self.login(email, org).await
-    }
+/// Signs `email` up, invites them into `org` as `role`, and logs them in there.
+async fn member(api: &Api, owner_token: &str, org: &str, email: &str, role: &str) -> Value {
+    let own = api.signup(email).await;
+    let (status, invitation) = api
+        .call(
+            Method::POST,
+            "/api/v1/invitations",
+            Some(owner_token),
+            Some(json!({"email": email, "role": role})),
+        )
+        .await;
+    assert_eq!(status, 201, "{invitation}");
+    let path = format!(
+        "/api/v1/orgs/{org}/invitations/{}/accept",
+        invitation["invitation_id"].as_str().unwrap()
+    );
+    let (status, body) = api
+        .call(Method::POST, &path, own["access_token"].as_str(), None)
+        .await;
+    assert_eq!(status, 204, "{body}");
+    api.login(email, org).await
 }
 
 fn expected(role: Role, permission: Permission) -> StatusCode {
@@ -113,10 +58,7 @@ fn outcome(status: StatusCode) -> StatusCode {
 #[tokio::test]
 async fn every_role_on_every_mutating_identity_endpoint() {
     let cluster = Cluster::start().await;
-    let api = Api {
-        http: reqwest::Client::new(),
-        base: cluster.http(),
-    };
+    let api = Api::new(cluster.http());
     let owner = api.signup("owner@acme.test").await;
     let org = owner["org_id"].as_str().unwrap().to_owned();
     let owner_token = owner["access_token"].as_str().unwrap().to_owned();
@@ -127,7 +69,7 @@ async fn every_role_on_every_mutating_identity_endpoint() {
         (Role::Editor, "editor@acme.test"),
         (Role::Viewer, "viewer@acme.test"),
     ] {
-        let member = api.member(&owner_token, &org, email, role.as_str()).await;
+        let member = member(&api, &owner_token, &org, email, role.as_str()).await;
         assert_eq!(member["role"], role.as_str());
         actors.push((role, member["access_token"].as_str().unwrap().to_owned()));
     }
@@ -140,9 +82,14 @@ async fn every_role_on_every_mutating_identity_endpoint() {
     // Each actor acts on a target of its own: a viewer member and a key.
     for (i, (role, token)) in actors.iter().enumerate() {
         let role = *role;
-        let target = api
-            .member(&owner_token, &org, &format!("target{i}@acme.test"), "viewer")
-            .await;
+        let target = member(
+            &api,
+            &owner_token,
+            &org,
+            &format!("target{i}@acme.test"),
+            "viewer",
+        )
+        .await;
         let target_id = target["user_id"].as_str().unwrap().to_owned();
         let (_, key) = api
             .call(

@@ -24,30 +24,10 @@ pub mod store;
 pub mod throttle;
 pub mod user;
 
-use promptops_auth::roles::Role;
-use promptops_proto::identity::v1 as pb;
+pub use promptops_platform::caller::{role_from_pb, role_to_pb};
 
 /// The pseudo-org under which user-level aggregates live.
 pub const USERS_ORG: &str = "_users";
-
-pub fn role_to_pb(role: Role) -> pb::Role {
-    match role {
-        Role::Owner => pb::Role::Owner,
-        Role::Admin => pb::Role::Admin,
-        Role::Editor => pb::Role::Editor,
-        Role::Viewer => pb::Role::Viewer,
-    }
-}
-
-pub fn role_from_pb(role: i32) -> Option<Role> {
-    match pb::Role::try_from(role).ok()? {
-        pb::Role::Owner => Some(Role::Owner),
-        pb::Role::Admin => Some(Role::Admin),
-        pb::Role::Editor => Some(Role::Editor),
-        pb::Role::Viewer => Some(Role::Viewer),
-        pb::Role::Unspecified => None,
-    }
-}
 
 /// Checks the shape of an email address (RFC 5321 lengths, one `@`, a dotted
 /// domain, no spaces); the address is proven by use, not by a regex.
@@ -107,6 +87,7 @@ mod tests {
 
     #[test]
     fn roles_round_trip_through_protobuf() {
+        use promptops_auth::roles::Role;
         for role in Role::ALL {
             assert_eq!(role_from_pb(role_to_pb(role) as i32), Some(role));
         }

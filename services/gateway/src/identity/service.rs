@@ -13,6 +13,7 @@ use promptops_auth::{password, secrets};
 use promptops_eventlog::aggregate::{ExecuteError, execute};
 use promptops_eventlog::{AggregateRef, Context, EventLog, EventMetadata};
 use promptops_platform::errors::{ErrorClass, FieldViolation, ServiceError};
+use promptops_platform::revocation::RevocationFeed;
 use promptops_proto::common::v1::{Actor, ActorKind};
 use sqlx::AnyPool;
 use uuid::Uuid;
@@ -137,6 +138,8 @@ pub struct Identity {
     tokens: TokenConfig,
     throttle: Arc<Throttle>,
     verifier: Arc<RwLock<CachingVerifier>>,
+    /// Revoked sessions: this replica's own at once, everyone's from events.
+    revocations: RevocationFeed,
     /// API keys recently checked, by the SHA-256 of the presented secret.
     /// Dropped on revocation and rotation (events from any replica).
     api_keys: moka::sync::Cache<String, Principal>,
@@ -246,15 +249,10 @@ fn aggregate(org: &str, kind: &str, id: &str) -> Result<AggregateRef, ServiceErr
 }
 
 fn metadata(actor_kind: ActorKind, actor_id: &str) -> EventMetadata {
-    EventMetadata {
-        actor: Some(Actor {
-            kind: actor_kind as i32,
-            id: actor_id.to_owned(),
-        }),
-        correlation_id: Uuid::now_v7().to_string(),
-        causation_id: String::new(),
-        traceparent: promptops_platform::telemetry::current_traceparent(),
-    }
+    promptops_platform::caller::event_metadata(Actor {
+        kind: actor_kind as i32,
+        id: actor_id.to_owned(),
+    })
 }
 
 fn now_secs() -> i64 {
@@ -283,12 +281,21 @@ impl Identity {
             tokens,
             throttle: Arc::new(Throttle::new(Duration::from_secs(15 * 60), 5, 30)),
             verifier: Arc::new(RwLock::new(verifier)),
+            revocations: RevocationFeed::new(),
             api_keys: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(Duration::from_secs(60))
                 .support_invalidation_closures()
                 .build(),
         })
+    }
+
+    /// Follows identity events until `shutdown`: revoked sessions, and API
+    /// keys revoked or rotated by any replica.
+    pub async fn follow_revocations(&self, log: EventLog, shutdown: tokio_util::sync::CancellationToken) {
+        self.revocations
+            .follow(log, shutdown, |key_id| self.forget_api_key(key_id))
+            .await;
     }
 
     /// Forgets cached checks of an API key (revoked or rotated anywhere).
@@ -421,8 +428,8 @@ impl Identity {
         )
         .await
         .map_err(|e| exec_error(e, |e| ServiceError::new(ErrorClass::Internal, e.to_string())))?;
-        // The session must be in the read model before its token is used:
-        // an unknown session counts as revoked.
+        // Read-your-write: the new session (and, after a sign-up, the account
+        // and its org) is in the read model before the tokens are returned.
         self.settle(started.last_sequence).await?;
         self.tokens_for(user_id, org_id, role, &session_id, 0).await
     }
@@ -558,7 +565,7 @@ impl Identity {
         }
 
         let org_id = org_id.map_or_else(|| Uuid::now_v7().simple().to_string(), str::to_owned);
-        let created = execute::<Org>(
+        execute::<Org>(
             &self.log,
             &aggregate(&org_id, "org", &org_id)?,
             OrgCommand::Create {
@@ -578,9 +585,6 @@ impl Identity {
             })
         })?;
         tracing::info!(%user_id, %org_id, "account created");
-        // Starting the session settles the read model past the org's
-        // creation: a login right after sign-up finds the account.
-        let _ = created;
         self.start_session(&user_id, &org_id, Role::Owner, client).await
     }
 
@@ -679,6 +683,7 @@ impl Identity {
             })
         })?;
         if refresh_refused(&executed.events) {
+            self.revocations.revoke_session(&record.session_id);
             tracing::warn!(session_id = %record.session_id, "refresh token reused: session revoked");
             return Err(ServiceError::new(
                 ErrorClass::Unauthenticated,
@@ -727,7 +732,10 @@ impl Identity {
         )
         .await
         {
-            Ok(_) | Err(ExecuteError::Domain(_)) => Ok(()),
+            Ok(_) | Err(ExecuteError::Domain(_)) => {
+                self.revocations.revoke_session(&record.session_id);
+                Ok(())
+            }
             Err(e) => Err(exec_error(e, |_| {
                 ServiceError::new(ErrorClass::Internal, "logout")
             })),
@@ -799,12 +807,13 @@ impl Identity {
             tracing::debug!(%err, "access token refused");
             refused()
         })?;
-        if store::session_revoked(&self.db, &claims.sid)
-            .await
-            .map_err(unavailable)?
-        {
-            return Err(refused());
+        if !self.revocations.is_ready() {
+            return Err(ServiceError::new(
+                ErrorClass::Unavailable,
+                "starting: the revocation list is catching up",
+            ));
         }
+        self.revocations.check(&claims).map_err(|_| refused())?;
         Ok(Principal {
             org_id: claims.org.clone(),
             actor_kind: ActorKind::User,
@@ -1007,7 +1016,7 @@ impl Identity {
         } else {
             RevokeReason::Forced
         };
-        let executed = execute::<Session>(
+        execute::<Session>(
             &self.log,
             &aggregate(&org_id, "session", session_id)?,
             SessionCommand::Revoke { reason },
@@ -1015,8 +1024,8 @@ impl Identity {
         )
         .await
         .map_err(|e| exec_error(e, |_| not_found()))?;
-        // The revocation is effective as soon as the read model has it.
-        self.settle(executed.last_sequence).await?;
+        // Effective here at once; other replicas and services learn it from the event.
+        self.revocations.revoke_session(session_id);
         Ok(())
     }
 }
@@ -1218,9 +1227,8 @@ impl Identity {
         let sessions = store::live_session_ids(&self.db, &principal.org_id, user_id)
             .await
             .map_err(unavailable)?;
-        let mut last = 0;
         for session_id in sessions {
-            let executed = execute::<Session>(
+            execute::<Session>(
                 &self.log,
                 &aggregate(&principal.org_id, "session", &session_id)?,
                 SessionCommand::Revoke {
@@ -1230,9 +1238,8 @@ impl Identity {
             )
             .await
             .map_err(|e| exec_error(e, |_| ServiceError::new(ErrorClass::Internal, "revoke session")))?;
-            last = last.max(executed.last_sequence);
+            self.revocations.revoke_session(&session_id);
         }
-        self.settle(last).await?;
         Ok(())
     }
 }

@@ -447,16 +447,6 @@ pub async fn touch_api_key(db: &AnyPool, key_id: &str, now_ms: i64) -> Result<()
     .map(|_| ())
 }
 
-/// Whether a session was revoked (unknown sessions count as revoked).
-pub async fn session_revoked(db: &AnyPool, session_id: &str) -> Result<bool, sqlx::Error> {
-    let reason: Option<String> =
-        sqlx::query_scalar("SELECT revoked_reason FROM identity_sessions WHERE session_id = $1")
-            .bind(session_id)
-            .fetch_optional(db)
-            .await?;
-    Ok(reason.is_none_or(|r| !r.is_empty()))
-}
-
 /// A session as listed to its owner or an admin.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SessionRow {

@@ -1,0 +1,119 @@
+//! The revocation list, kept fresh by identity events.
+//!
+//! A [`RevocationFeed`] follows `EVT_IDENTITY` from its first event (a tail:
+//! nothing is stored anywhere), records revoked sessions, and tells its owner
+//! when an API key was revoked or rotated so cached checks can be dropped.
+//! It is ready once it has caught up with the stream as it was at start, so
+//! a restart never forgets a revocation. The gateway and every service's
+//! `Authenticator` use the same feed; the gateway also records its own
+//! revocations at once, before the event comes back.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use promptops_auth::tokens::{Claims, Revocations, TokenError};
+use promptops_eventlog::{Context, EventEnvelope, EventLog};
+use promptops_proto::identity::v1::{ApiKeyRevoked, ApiKeyRotated, SessionRevoked};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone, Default)]
+pub struct RevocationFeed {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    revocations: RwLock<Revocations>,
+    ready: AtomicBool,
+}
+
+impl RevocationFeed {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether the feed has caught up with the stream once since start.
+    pub fn is_ready(&self) -> bool {
+        self.inner.ready.load(Ordering::Acquire)
+    }
+
+    /// Records a revoked session (idempotent).
+    pub fn revoke_session(&self, session_id: &str) {
+        if let Ok(mut revocations) = self.inner.revocations.write() {
+            revocations.revoke_session(session_id);
+        }
+    }
+
+    /// `Err(Revoked)` when the token's session or user was revoked.
+    pub fn check(&self, claims: &Claims) -> Result<(), TokenError> {
+        self.inner
+            .revocations
+            .read()
+            .map_err(|_| TokenError::Revoked)
+            .and_then(|r| r.check(claims))
+    }
+
+    /// Follows the identity stream until `shutdown`, calling `key_changed`
+    /// with the id of every API key revoked or rotated.
+    pub async fn follow(&self, log: EventLog, shutdown: CancellationToken, key_changed: impl Fn(&str)) {
+        loop {
+            if let Err(err) = self.follow_once(&log, &shutdown, &key_changed).await {
+                tracing::warn!(error = %err, "revocation tail interrupted; starting again");
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+    }
+
+    async fn follow_once(
+        &self,
+        log: &EventLog,
+        shutdown: &CancellationToken,
+        key_changed: &impl Fn(&str),
+    ) -> Result<(), String> {
+        let caught_up_at = log
+            .last_sequence(Context::Identity)
+            .await
+            .map_err(|e| e.to_string())?;
+        if caught_up_at == 0 {
+            self.inner.ready.store(true, Ordering::Release);
+        }
+        let mut tail = log.tail(Context::Identity).await.map_err(|e| e.to_string())?;
+        loop {
+            let delivery = tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                delivery = tail.next() => delivery.map_err(|e| e.to_string())?,
+            };
+            self.apply(&delivery.event.envelope, key_changed);
+            if delivery.event.sequence >= caught_up_at {
+                self.inner.ready.store(true, Ordering::Release);
+            }
+        }
+    }
+
+    fn apply(&self, envelope: &EventEnvelope, key_changed: &impl Fn(&str)) {
+        use prost::Message as _;
+        let payload = envelope.payload.as_slice();
+        match envelope.event_type.as_str() {
+            "promptops.identity.v1.SessionRevoked" => {
+                if let Ok(revoked) = SessionRevoked::decode(payload) {
+                    self.revoke_session(&revoked.session_id);
+                }
+            }
+            "promptops.identity.v1.ApiKeyRevoked" => {
+                if let Ok(revoked) = ApiKeyRevoked::decode(payload) {
+                    key_changed(&revoked.key_id);
+                }
+            }
+            "promptops.identity.v1.ApiKeyRotated" => {
+                if let Ok(rotated) = ApiKeyRotated::decode(payload) {
+                    key_changed(&rotated.key_id);
+                }
+            }
+            _ => {}
+        }
+    }
+}
