@@ -89,14 +89,27 @@ pub async fn load<A: Aggregate>(
     })
 }
 
-/// Runs `command` against the aggregate, retrying conflicts up to 3 times.
+/// How many times a command is decided before a conflict is given up on.
+pub const MAX_ATTEMPTS: u32 = 12;
+
+/// Runs `command` against the aggregate. When another writer appended in
+/// between (the expected sequence no longer matches), it waits a short,
+/// jittered, growing time, loads again and decides again: up to
+/// [`MAX_ATTEMPTS`] times. Each conflict counts in
+/// `promptops_aggregate_conflicts_total{aggregate}`.
 pub async fn execute<A: Aggregate>(
     log: &EventLog,
     aggregate: &AggregateRef,
     command: A::Command,
     metadata: &EventMetadata,
 ) -> Result<Executed<A::State, A::Event>, ExecuteError<A::Error>> {
-    for _ in 0..3 {
+    for attempt in 0..MAX_ATTEMPTS {
+        if attempt > 0 {
+            metrics::counter!("promptops_aggregate_conflicts_total", "aggregate" => A::TYPE).increment(1);
+            let ceiling_ms = (1_u64 << attempt.min(6)).min(50);
+            let wait = rand::Rng::gen_range(&mut rand::thread_rng(), 0..=ceiling_ms * 1000);
+            tokio::time::sleep(std::time::Duration::from_micros(wait)).await;
+        }
         let loaded = load::<A>(log, aggregate).await?;
         let events = A::decide(&loaded.state, command.clone()).map_err(ExecuteError::Domain)?;
         if events.is_empty() {

@@ -231,7 +231,11 @@ impl EmbeddedLog {
     }
 
     /// A subscription from the first event that keeps no consumer row.
-    pub(crate) fn tail(&self, context: Context) -> EmbeddedSubscription {
+    pub(crate) fn tail(&self, context: Context, start: Start) -> EmbeddedSubscription {
+        let after = match start {
+            Start::Beginning => 0,
+            Start::After(seq) => seq,
+        };
         EmbeddedSubscription {
             log: self.clone(),
             context,
@@ -242,7 +246,7 @@ impl EmbeddedLog {
                     acked: BTreeSet::new(),
                 }),
             }),
-            cursor: 0,
+            cursor: after,
             buffer: VecDeque::new(),
         }
     }

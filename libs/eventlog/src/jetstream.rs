@@ -247,11 +247,21 @@ impl JetStreamLog {
 
     /// An ordered, ephemeral consumer from the first event: nothing is
     /// remembered on the server, nothing needs acknowledging.
-    pub(crate) async fn tail(&self, context: Context) -> Result<JetStreamSubscription, StoreError> {
+    pub(crate) async fn tail(
+        &self,
+        context: Context,
+        start: Start,
+    ) -> Result<JetStreamSubscription, StoreError> {
         let stream = self.stream(context).await?;
+        let deliver_policy = match start {
+            Start::Beginning | Start::After(0) => consumer::DeliverPolicy::All,
+            Start::After(seq) => consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: seq + 1,
+            },
+        };
         let consumer = stream
             .create_consumer(consumer::pull::OrderedConfig {
-                deliver_policy: consumer::DeliverPolicy::All,
+                deliver_policy,
                 ..Default::default()
             })
             .await

@@ -111,9 +111,17 @@ impl EventLog {
     /// no consumer state kept anywhere (acknowledging does nothing). For
     /// in-memory views rebuilt at every start, e.g. a revocation list.
     pub async fn tail(&self, context: Context) -> Result<Subscription, StoreError> {
+        self.tail_from(context, Start::Beginning).await
+    }
+
+    /// [`tail`](Self::tail) from a position: e.g. `Start::After(last)` to
+    /// follow only what is appended from now on.
+    pub async fn tail_from(&self, context: Context, start: Start) -> Result<Subscription, StoreError> {
         match self {
-            EventLog::JetStream(log) => Ok(Subscription::JetStream(Box::new(log.tail(context).await?))),
-            EventLog::Embedded(log) => Ok(Subscription::Embedded(log.tail(context))),
+            EventLog::JetStream(log) => {
+                Ok(Subscription::JetStream(Box::new(log.tail(context, start).await?)))
+            }
+            EventLog::Embedded(log) => Ok(Subscription::Embedded(log.tail(context, start))),
         }
     }
 

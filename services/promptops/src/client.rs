@@ -9,13 +9,13 @@ use promptops_platform::config::Env;
 const DEFAULT_URL: &str = "http://127.0.0.1:8080";
 
 /// Where the CLI connects and with what credential.
-struct Target {
-    url: String,
+pub struct Target {
+    pub url: String,
     api_key: Option<String>,
 }
 
 impl Target {
-    fn from_env() -> Result<Self, String> {
+    pub fn from_env() -> Result<Self, String> {
         let env = Env::from_process();
         let url = env
             .http_url("PROMPTOPS_URL", DEFAULT_URL)
@@ -27,7 +27,16 @@ impl Target {
     }
 
     fn get(&self, client: &reqwest::Client, path: &str) -> reqwest::RequestBuilder {
-        let request = client.get(format!("{}{path}", self.url));
+        self.request(client, reqwest::Method::GET, path)
+    }
+
+    pub fn request(
+        &self,
+        client: &reqwest::Client,
+        method: reqwest::Method,
+        path: &str,
+    ) -> reqwest::RequestBuilder {
+        let request = client.request(method, format!("{}{path}", self.url));
         match &self.api_key {
             Some(key) => request.bearer_auth(key),
             None => request,

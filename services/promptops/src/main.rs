@@ -8,6 +8,7 @@
 //!   running platform at `PROMPTOPS_URL` with `PROMPTOPS_API_KEY`.
 
 mod client;
+mod files;
 mod serve;
 
 use std::process::ExitCode;
@@ -32,6 +33,11 @@ enum Command {
         /// gateway, prompts, execution, evaluation, billing or audit.
         service: Option<String>,
     },
+    /// Sync a directory of YAML prompt files with the registry.
+    Prompts {
+        #[command(subcommand)]
+        command: PromptsCommand,
+    },
     /// Check that the platform at PROMPTOPS_URL is up and ready.
     Status {
         /// Print the readiness document as JSON.
@@ -40,10 +46,34 @@ enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum PromptsCommand {
+    /// Send the files to the registry: a new version only where a file differs.
+    Push {
+        dir: std::path::PathBuf,
+        /// Print what would change; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Write the latest version of every prompt (or of one folder) as files.
+    Pull {
+        dir: std::path::PathBuf,
+        /// Only this folder and below it.
+        #[arg(long)]
+        folder: Option<String>,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve { service: None }) {
         Command::Serve { service } => serve::main(service.as_deref()),
         Command::Status { json } => client::status(json),
+        Command::Prompts {
+            command: PromptsCommand::Push { dir, dry_run },
+        } => files::push(&dir, dry_run),
+        Command::Prompts {
+            command: PromptsCommand::Pull { dir, folder },
+        } => files::pull(&dir, folder.as_deref()),
     }
 }

@@ -3,14 +3,21 @@
 //! Owns the `EVT_PROMPTS` stream (`evt.prompts.<org>.prompt.<id>`) and the
 //! `prompts` read model; serves `promptops.prompts.v1.PromptService`.
 //!
-//! - [`domain`]: the Prompt aggregate, pure;
+//! - [`domain`]: the Prompt aggregate, pure; [`template`]: `{{ var }}`
+//!   templates; [`diff`]: version diffs; [`exchange`]: JSON / YAML documents
+//!   and import planning;
 //! - [`events`]: how its events are stored;
-//! - [`read_model`]: the projection and the queries;
+//! - [`live`]: prompt states cached from the log, kept fresh by following
+//!   it, and the changes watchers are sent;
+//! - [`read_model`]: the catalog projection for listing and search;
 //! - [`grpc`]: the API.
 
+pub mod diff;
 pub mod domain;
 pub mod events;
+pub mod exchange;
 pub mod grpc;
+pub mod live;
 pub mod read_model;
 pub mod template;
 
@@ -49,15 +56,25 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         ProjectionRunner::new(
             resources.log.clone(),
             resources.db.clone(),
-            Arc::new(read_model::PromptsProjection),
+            Arc::new(read_model::CatalogProjection),
             Context::Prompts,
         )
         .run(shutdown.clone()),
     );
+    let live = live::Live::new(resources.log.clone());
+    projections.spawn(live.clone().run(shutdown.clone()));
     projections.close();
 
     let readiness = resources.readiness().with_authenticator(auth.clone());
-    let api = grpc::PromptsApi::new(resources.log.clone(), resources.db.clone(), auth);
+    let watches = TaskTracker::new();
+    let api = grpc::PromptsApi::new(
+        resources.log.clone(),
+        resources.db.clone(),
+        auth,
+        live,
+        watches.clone(),
+        shutdown.clone(),
+    );
     let service = GrpcService {
         name: SERVICE,
         routes: tonic::service::Routes::new(PromptServiceServer::new(api)),
@@ -67,6 +84,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let served = serve_grpc(listener, service, shutdown.clone(), config.common.shutdown_grace).await;
     // Requests are drained; stop the projection and wait for it.
     shutdown.cancel();
+    watches.close();
+    watches.wait().await;
     projections.wait().await;
     served.map_err(RunError::from)
 }

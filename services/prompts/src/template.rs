@@ -3,7 +3,10 @@
 //! - A placeholder is `{{`, optional whitespace, a name (`[A-Za-z_]` then
 //!   `[A-Za-z0-9_]`, at most 64 characters), optional whitespace, `}}`.
 //! - `\{{` is a literal `{{` (the backslash is dropped); any other backslash
-//!   and any `}}` outside a placeholder are literal text.
+//!   and any `}}` outside a placeholder are literal text. In a run of three or
+//!   more `{`, the placeholder takes the last two (`{{{x}}` is `{` then `x`).
+//!   [`escape`] turns any text into a template that renders to it; the one
+//!   thing that cannot be written is a literal `\` directly before a placeholder.
 //! - [`parse`] reports every problem with its line and column (1-based, in
 //!   characters): an unclosed `{{`, an empty or invalid name.
 //! - [`check_declared`] compares the variables used with those declared
@@ -59,7 +62,8 @@ pub struct Declared {
 #[error("missing values for: {}", .0.join(", "))]
 pub struct MissingVariables(pub Vec<String>);
 
-fn valid_name(name: &str) -> bool {
+/// Whether `name` can be a variable name.
+pub fn is_valid_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
@@ -90,6 +94,13 @@ pub fn parse(text: &str) -> Result<Template, Vec<TemplateProblem>> {
             i += 3;
             continue;
         }
+        if c == '{' && chars.get(i + 1) == Some(&'{') && chars.get(i + 2) == Some(&'{') {
+            // `{{{x}}` is a literal `{` before `{{x}}`.
+            literal.push(c);
+            column += 1;
+            i += 1;
+            continue;
+        }
         if c == '{' && chars.get(i + 1) == Some(&'{') {
             let start = Position { line, column };
             let close =
@@ -103,7 +114,7 @@ pub fn parse(text: &str) -> Result<Template, Vec<TemplateProblem>> {
                             position: start,
                             message: "empty variable name".into(),
                         });
-                    } else if !valid_name(&name) {
+                    } else if !is_valid_name(&name) {
                         problems.push(TemplateProblem {
                             position: start,
                             message: format!(
@@ -198,14 +209,13 @@ impl Template {
     }
 }
 
-/// Variables used but not declared, and declared but not used.
-pub fn check_declared(template: &Template, declared: &[Declared]) -> Vec<TemplateProblem> {
-    let declared_names: BTreeSet<&str> = declared.iter().map(|d| d.name.as_str()).collect();
+/// Uses of variables not in `declared`, each reported once at its first use.
+pub fn check_undeclared(template: &Template, declared: &BTreeSet<&str>) -> Vec<TemplateProblem> {
     let mut problems = Vec::new();
     let mut reported = BTreeSet::new();
     for part in &template.parts {
         if let Part::Variable { name, position } = part
-            && !declared_names.contains(name.as_str())
+            && !declared.contains(name.as_str())
             && reported.insert(name.as_str())
         {
             problems.push(TemplateProblem {
@@ -214,6 +224,13 @@ pub fn check_declared(template: &Template, declared: &[Declared]) -> Vec<Templat
             });
         }
     }
+    problems
+}
+
+/// Variables used but not declared, and declared but not used.
+pub fn check_declared(template: &Template, declared: &[Declared]) -> Vec<TemplateProblem> {
+    let declared_names: BTreeSet<&str> = declared.iter().map(|d| d.name.as_str()).collect();
+    let mut problems = check_undeclared(template, &declared_names);
     let used: BTreeSet<&str> = template.variables().into_iter().collect();
     for d in declared {
         if !used.contains(d.name.as_str()) {
@@ -224,6 +241,11 @@ pub fn check_declared(template: &Template, declared: &[Declared]) -> Vec<Templat
         }
     }
     problems
+}
+
+/// `text` as a template that renders to exactly `text`: every `{{` escaped.
+pub fn escape(text: &str) -> String {
+    text.replace("{{", "\\{{")
 }
 
 #[cfg(test)]
@@ -347,6 +369,37 @@ mod tests {
             }
             let t = parse(&s).unwrap_or_else(|e| panic!("{s:?}: {e:?}"));
             assert_eq!(t.render(&HashMap::new(), &[]).unwrap(), s, "{s:?}");
+        }
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        proptest! {
+            /// Any text, escaped, parses and renders back to itself.
+            #[test]
+            fn escaped_text_renders_to_itself(text in "(?s).{0,200}|[{}\\\\a ]{0,40}") {
+                let parsed = parse(&escape(&text)).expect("escaped text parses");
+                prop_assert!(parsed.variables().is_empty());
+                prop_assert_eq!(parsed.render(&HashMap::new(), &[]).expect("renders"), text);
+            }
+
+            /// Text around placeholders survives rendering with the values put in.
+            #[test]
+            fn placeholders_render_their_values(
+                before in "(?s).{0,50}",
+                after in "(?s).{0,50}",
+                value in "(?s).{0,20}",
+                padding in " {0,3}",
+            ) {
+                prop_assume!(!before.ends_with('\\'));
+                let source = format!("{}{{{{{padding}x{padding}}}}}{}", escape(&before), escape(&after));
+                let parsed = parse(&source).expect("parses");
+                let values = HashMap::from([("x".to_owned(), value.clone())]);
+                prop_assert_eq!(parsed.render(&values, &[]).expect("renders"), format!("{before}{value}{after}"));
+            }
         }
     }
 }

@@ -402,3 +402,14 @@ pub async fn channel(url: &str) -> tonic::transport::Channel {
         .await
         .unwrap()
 }
+
+/// A text template as the content of a new version.
+pub fn text_version(template: &str) -> Option<promptops_proto::prompts::v1::VersionInput> {
+    use promptops_proto::prompts::v1::{Template, VersionInput, template};
+    Some(VersionInput {
+        template: Some(Template {
+            kind: Some(template::Kind::Text(template.to_owned())),
+        }),
+        ..Default::default()
+    })
+}

@@ -204,7 +204,7 @@ async fn tenants_never_see_each_other() {
             &acme,
             CreatePromptRequest {
                 name: "secret-sauce".into(),
-                template: "only for acme".into(),
+                version: promptops_e2e::text_version("only for acme"),
                 ..Default::default()
             },
         ))
@@ -241,12 +241,15 @@ async fn tenants_never_see_each_other() {
     let list = |org: &'static str| {
         let mut prompts = prompts.clone();
         let token = tokens[org].clone();
+        let position = position.clone();
         async move {
             prompts
                 .list_prompts(with_token(
                     &token,
                     ListPromptsRequest {
                         page: Some(PageRequest::default()),
+                        min_position: Some(position.clone()),
+                        ..Default::default()
                     },
                 ))
                 .await
@@ -427,7 +430,7 @@ async fn bad_input_gets_problem_json_and_appends_nothing() {
         .iter()
         .map(|e| e["field"].as_str().unwrap())
         .collect();
-    assert_eq!(fields, ["name", "tags[0]", "template"]);
+    assert_eq!(fields, ["name", "tags[0]", "version.template"]);
 
     assert_eq!(
         prompts_stream_last_sequence(&cluster).await,
@@ -459,7 +462,7 @@ async fn audit_catches_up_exactly_once_after_sigkill() {
                                 &token,
                                 CreatePromptRequest {
                                     name: format!("p{batch}-{i}"),
-                                    template: "t".into(),
+                                    version: promptops_e2e::text_version("t"),
                                     ..Default::default()
                                 },
                             ))

@@ -6,9 +6,7 @@
 //!
 //! Routes without authentication: `/healthz`, `/readyz`, `/metrics`,
 //! `/openapi.json`, `/.well-known/jwks.json`, `/api/v1/auth/{signup,login,
-//! refresh,logout}`, and — until enforcement reaches the services — the
-//! prompt and audit routes, which act for org `default`. Every other handler
-//! takes `Authenticated`.
+//! refresh,logout}`. Every other handler takes `Authenticated`.
 
 mod api;
 mod auth;
@@ -18,6 +16,7 @@ mod keys;
 pub mod limits;
 mod members;
 pub mod model;
+mod prompts;
 
 use axum::Json;
 use axum::extract::DefaultBodyLimit;
@@ -68,8 +67,19 @@ pub fn api() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
     let mut doc = ApiDoc::openapi();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
     OpenApiRouter::with_openapi(doc)
-        .routes(routes!(api::create_prompt, api::list_prompts))
-        .routes(routes!(api::get_prompt))
+        .routes(routes!(prompts::create_prompt, prompts::list_prompts))
+        .routes(routes!(prompts::get_prompt, prompts::update_prompt))
+        .routes(routes!(prompts::create_version, prompts::list_versions))
+        .routes(routes!(prompts::resolve))
+        .routes(routes!(prompts::move_label, prompts::remove_label))
+        .routes(routes!(prompts::archive_prompt))
+        .routes(routes!(prompts::restore_prompt))
+        .routes(routes!(prompts::diff))
+        .routes(routes!(prompts::render))
+        .routes(routes!(prompts::export))
+        .routes(routes!(prompts::import))
+        .routes(routes!(prompts::watch))
+        .routes(routes!(prompts::get_policy, prompts::set_policy))
         .routes(routes!(api::list_audit_entries))
         .routes(routes!(auth::signup))
         .routes(routes!(auth::login))

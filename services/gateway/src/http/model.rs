@@ -3,29 +3,8 @@
 use promptops_platform::errors::{ErrorClass, FieldViolation, ServiceError};
 use promptops_proto::audit::v1::AuditEntry;
 use promptops_proto::common::v1::{Actor, ActorKind, LogPosition};
-use promptops_proto::prompts::v1::Prompt;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
-
-/// Body of `POST /api/v1/prompts`.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreatePromptBody {
-    /// 1-200 characters, no `/`.
-    pub name: String,
-    #[serde(default)]
-    pub description: String,
-    /// Slash-separated folder path; empty for the root.
-    #[serde(default)]
-    pub folder: String,
-    #[serde(default)]
-    pub tags: Vec<String>,
-    /// The template of version 1, with `{{variables}}`.
-    pub template: String,
-    /// Optional UUID making the request idempotent; it becomes the prompt id.
-    #[serde(default)]
-    pub request_id: Option<String>,
-}
 
 /// Who did something.
 #[derive(Debug, Serialize, Deserialize, ToSchema, PartialEq)]
@@ -49,52 +28,6 @@ impl From<Option<Actor>> for ActorJson {
             id: actor.id,
         }
     }
-}
-
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct PromptJson {
-    pub id: String,
-    pub name: String,
-    pub description: String,
-    pub folder: String,
-    pub tags: Vec<String>,
-    pub template: String,
-    pub latest_version: u64,
-    /// RFC 3339.
-    pub created_at: String,
-    pub created_by: ActorJson,
-}
-
-impl From<Prompt> for PromptJson {
-    fn from(p: Prompt) -> Self {
-        Self {
-            id: p.prompt_id,
-            name: p.name,
-            description: p.description,
-            folder: p.folder,
-            tags: p.tags,
-            template: p.template,
-            latest_version: p.latest_version,
-            created_at: rfc3339(p.created_at.as_ref()),
-            created_by: p.created_by.into(),
-        }
-    }
-}
-
-/// Answer of `POST /api/v1/prompts`.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct CreatedPromptJson {
-    pub prompt: PromptJson,
-    /// Where the change landed in the log (`EVT_PROMPTS:42`); pass it as
-    /// `min_position` to a read to see the change at once.
-    pub position: String,
-}
-
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct PromptListJson {
-    pub prompts: Vec<PromptJson>,
-    /// Empty on the last page.
-    pub next_page_token: String,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -134,17 +67,6 @@ pub struct AuditEntryListJson {
     pub next_page_token: String,
 }
 
-/// Paging and read-your-write parameters of list endpoints.
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct ListParams {
-    /// 1-200; default 50.
-    pub page_size: Option<u32>,
-    pub page_token: Option<String>,
-    /// Wait (up to 5 s) until the read model has applied this position.
-    pub min_position: Option<String>,
-}
-
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct AuditParams {
@@ -153,12 +75,6 @@ pub struct AuditParams {
     pub min_position: Option<String>,
     /// Only actions starting with this, e.g. `prompt.`.
     pub action_prefix: Option<String>,
-}
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct ReadParams {
-    pub min_position: Option<String>,
 }
 
 /// `EVT_PROMPTS:42`
@@ -185,7 +101,7 @@ pub fn parse_position(value: Option<&str>) -> Result<Option<LogPosition>, Servic
     }))
 }
 
-fn rfc3339(ts: Option<&prost_types::Timestamp>) -> String {
+pub fn rfc3339(ts: Option<&prost_types::Timestamp>) -> String {
     let Some(ts) = ts else { return String::new() };
     let nanos = i128::from(ts.seconds) * 1_000_000_000 + i128::from(ts.nanos);
     time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
