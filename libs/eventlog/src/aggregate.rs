@@ -64,17 +64,44 @@ pub enum ExecuteError<E> {
     Invalid(String),
 }
 
+impl<S: Default> Loaded<S> {
+    /// The state of an aggregate with no events yet.
+    pub fn empty() -> Self {
+        Self {
+            state: S::default(),
+            version: 0,
+            last_sequence: 0,
+            first_occurred_at: None,
+        }
+    }
+}
+
 /// Loads and folds an aggregate's events (unknown event types are skipped).
 pub async fn load<A: Aggregate>(
     log: &EventLog,
     aggregate: &AggregateRef,
 ) -> Result<Loaded<A::State>, StoreError> {
-    let history = log.read_aggregate(aggregate).await?;
-    let mut state = A::State::default();
-    let mut version = 0;
-    let mut last_sequence = 0;
-    let first_occurred_at = history.first().and_then(|e| e.envelope.occurred_at);
-    for recorded in &history {
+    catch_up::<A>(log, aggregate, Loaded::empty()).await
+}
+
+/// Brings a state known up to `known.last_sequence` (e.g. from a cache) up
+/// to date by folding only the events after it.
+pub async fn catch_up<A: Aggregate>(
+    log: &EventLog,
+    aggregate: &AggregateRef,
+    known: Loaded<A::State>,
+) -> Result<Loaded<A::State>, StoreError> {
+    let newer = log.read_aggregate_after(aggregate, known.last_sequence).await?;
+    let Loaded {
+        mut state,
+        mut version,
+        mut last_sequence,
+        mut first_occurred_at,
+    } = known;
+    for recorded in &newer {
+        if first_occurred_at.is_none() {
+            first_occurred_at = recorded.envelope.occurred_at;
+        }
         if let Some(event) = A::decode(&recorded.envelope) {
             state = A::evolve(state, &event);
         }
@@ -103,6 +130,20 @@ pub async fn execute<A: Aggregate>(
     command: A::Command,
     metadata: &EventMetadata,
 ) -> Result<Executed<A::State, A::Event>, ExecuteError<A::Error>> {
+    execute_from::<A>(log, aggregate, Loaded::empty(), command, metadata).await
+}
+
+/// [`execute`] starting from a state already known up to some position
+/// (e.g. a cached snapshot): only newer events are read, before deciding
+/// and again after each conflict.
+pub async fn execute_from<A: Aggregate>(
+    log: &EventLog,
+    aggregate: &AggregateRef,
+    known: Loaded<A::State>,
+    command: A::Command,
+    metadata: &EventMetadata,
+) -> Result<Executed<A::State, A::Event>, ExecuteError<A::Error>> {
+    let mut known = known;
     for attempt in 0..MAX_ATTEMPTS {
         if attempt > 0 {
             metrics::counter!("promptops_aggregate_conflicts_total", "aggregate" => A::TYPE).increment(1);
@@ -110,7 +151,7 @@ pub async fn execute<A: Aggregate>(
             let wait = rand::Rng::gen_range(&mut rand::thread_rng(), 0..=ceiling_ms * 1000);
             tokio::time::sleep(std::time::Duration::from_micros(wait)).await;
         }
-        let loaded = load::<A>(log, aggregate).await?;
+        let loaded = catch_up::<A>(log, aggregate, known).await?;
         let events = A::decide(&loaded.state, command.clone()).map_err(ExecuteError::Domain)?;
         if events.is_empty() {
             return Ok(Executed {
@@ -151,7 +192,10 @@ pub async fn execute<A: Aggregate>(
                         .or_else(|| envelopes.first().and_then(|e| e.occurred_at)),
                 });
             }
-            Err(AppendError::Conflict { .. }) => continue,
+            Err(AppendError::Conflict { .. }) => {
+                known = loaded;
+                continue;
+            }
             Err(AppendError::Store(err)) => return Err(ExecuteError::Store(err)),
             Err(AppendError::Invalid(reason)) => return Err(ExecuteError::Invalid(reason)),
         }

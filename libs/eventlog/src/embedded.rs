@@ -180,13 +180,16 @@ impl EmbeddedLog {
     pub(crate) async fn read_aggregate(
         &self,
         aggregate: &AggregateRef,
+        after: u64,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let context = aggregate.context();
-        let rows =
-            sqlx::query("SELECT sequence, subject, payload FROM events WHERE subject = $1 ORDER BY sequence")
-                .bind(aggregate.subject())
-                .fetch_all(&self.pool)
-                .await?;
+        let rows = sqlx::query(
+            "SELECT sequence, subject, payload FROM events WHERE subject = $1 AND sequence > $2 ORDER BY sequence",
+        )
+        .bind(aggregate.subject())
+        .bind(to_i64(after))
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(|row| decode_row(context, row)).collect()
     }
 

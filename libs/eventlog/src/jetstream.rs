@@ -183,12 +183,13 @@ impl JetStreamLog {
     pub(crate) async fn read_aggregate(
         &self,
         aggregate: &AggregateRef,
+        after: u64,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let context = aggregate.context();
         let stream = self.stream(context).await?;
         let subject = aggregate.subject();
         let mut events = Vec::new();
-        let mut next = 1;
+        let mut next = after + 1;
         loop {
             match stream
                 .direct_get_next_for_subject(subject.as_str(), Some(next))

@@ -87,9 +87,19 @@ impl EventLog {
 
     /// Every event of one aggregate, in order.
     pub async fn read_aggregate(&self, aggregate: &AggregateRef) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.read_aggregate_after(aggregate, 0).await
+    }
+
+    /// The aggregate's events after stream sequence `after`, in order: what
+    /// a state known up to `after` is missing (usually nothing, one round trip).
+    pub async fn read_aggregate_after(
+        &self,
+        aggregate: &AggregateRef,
+        after: u64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
         match self {
-            EventLog::JetStream(log) => log.read_aggregate(aggregate).await,
-            EventLog::Embedded(log) => log.read_aggregate(aggregate).await,
+            EventLog::JetStream(log) => log.read_aggregate(aggregate, after).await,
+            EventLog::Embedded(log) => log.read_aggregate(aggregate, after).await,
         }
     }
 

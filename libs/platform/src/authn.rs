@@ -244,13 +244,15 @@ impl Authenticator {
             refused()
         })?;
         self.inner.revocations.check(&claims).map_err(|_| refused())?;
+        let grants = self.inner.revocations.grants(&claims.org, &claims.sub);
         Ok(Caller::new(
             claims.org.clone(),
             ActorKind::User,
             claims.sub.clone(),
             Role::parse(&claims.role).ok_or_else(refused)?,
             claims.scopes.clone(),
-        ))
+        )
+        .with_grants(grants))
     }
 
     async fn introspect(&self, credential: &str) -> Result<Caller, ServiceError> {

@@ -6,7 +6,7 @@
 //! introspection API. The org always comes from the verified credential;
 //! no request body or header names it.
 
-use promptops_auth::roles::{self, Permission, Role};
+use promptops_auth::roles::{self, Grant, Permission, Role};
 use promptops_proto::common::v1::{Actor, ActorKind};
 use tonic::metadata::MetadataValue;
 
@@ -19,6 +19,8 @@ pub struct Caller {
     pub role: Role,
     /// The credential's scopes (a subset of the role's).
     pub scopes: Vec<String>,
+    /// A member's resource-level grants (none for API keys and services).
+    pub grants: Vec<Grant>,
 }
 
 impl Caller {
@@ -37,6 +39,45 @@ impl Caller {
             },
             role,
             scopes,
+            grants: Vec::new(),
+        }
+    }
+
+    /// With a member's resource-level grants.
+    pub fn with_grants(mut self, grants: Vec<Grant>) -> Self {
+        self.grants = grants;
+        self
+    }
+
+    /// Whether the caller may do `permission` to the prompt `prompt_id` in
+    /// `folder`: their org role, raised by any grant on the prompt or on a
+    /// folder containing it. (A grant gives a member that role's permissions
+    /// there; API keys have no grants and keep their scopes.)
+    pub fn can_on(&self, permission: Permission, prompt_id: &str, folder: &str) -> bool {
+        if self.can(permission) {
+            return true;
+        }
+        let effective = roles::effective_role(self.role, &self.grants, prompt_id, folder);
+        effective > self.role && roles::allows(effective, permission)
+    }
+
+    /// PERMISSION_DENIED unless the caller [`can_on`](Self::can_on).
+    pub fn require_on(
+        &self,
+        permission: Permission,
+        prompt_id: &str,
+        folder: &str,
+    ) -> Result<(), ServiceError> {
+        if self.can_on(permission, prompt_id, folder) {
+            Ok(())
+        } else {
+            Err(ServiceError::new(
+                ErrorClass::PermissionDenied,
+                format!(
+                    "this needs the {} permission on this prompt (folder {folder:?})",
+                    permission.scope()
+                ),
+            ))
         }
     }
 
@@ -137,5 +178,36 @@ mod tests {
         );
         let request = outgoing("tok", ());
         assert_eq!(request.metadata().get("authorization").unwrap(), "Bearer tok");
+    }
+
+    #[test]
+    fn grants_raise_the_role_only_where_they_apply() {
+        use promptops_auth::roles::Resource;
+        let viewer =
+            Caller::new("o", ActorKind::User, "u", Role::Viewer, vec!["read".into()]).with_grants(vec![
+                Grant {
+                    resource: Resource::Folder("team-a".into()),
+                    role: Role::Editor,
+                },
+                Grant {
+                    resource: Resource::Prompt("p9".into()),
+                    role: Role::Admin,
+                },
+            ]);
+        assert!(viewer.can_on(Permission::Write, "p1", "team-a"));
+        assert!(viewer.can_on(Permission::Write, "p1", "team-a/deeper"));
+        assert!(!viewer.can_on(Permission::Write, "p1", "team-ab"));
+        assert!(!viewer.can_on(Permission::MoveProtectedLabel, "p1", "team-a"));
+        assert!(viewer.can_on(Permission::MoveProtectedLabel, "p9", "elsewhere"));
+        assert_eq!(
+            viewer
+                .require_on(Permission::Write, "p2", "team-b")
+                .unwrap_err()
+                .class,
+            ErrorClass::PermissionDenied
+        );
+        // Grants never take away what the role and scopes give.
+        let key = Caller::new("o", ActorKind::ApiKey, "k", Role::Editor, vec!["read".into()]);
+        assert!(!key.can_on(Permission::Write, "p1", "team-a"));
     }
 }

@@ -1,20 +1,28 @@
-//! The revocation list, kept fresh by identity events.
+//! The revocation list and members' resource grants, kept fresh by identity
+//! events.
 //!
 //! A [`RevocationFeed`] follows `EVT_IDENTITY` from its first event (a tail:
-//! nothing is stored anywhere), records revoked sessions, and tells its owner
-//! when an API key was revoked or rotated so cached checks can be dropped.
+//! nothing is stored anywhere), records revoked sessions, tells its owner
+//! when an API key was revoked or rotated so cached checks can be dropped,
+//! and keeps each member's resource-level grants (`GrantAdded`,
+//! `GrantRemoved`; a `MemberRemoved` drops them) for the
+//! [`Caller`](crate::caller::Caller)s the `Authenticator` builds.
 //! It is ready once it has caught up with the stream as it was at start, so
 //! a restart never forgets a revocation. The gateway and every service's
 //! `Authenticator` use the same feed; the gateway also records its own
 //! revocations at once, before the event comes back.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use promptops_auth::roles::{Grant, Resource};
 use promptops_auth::tokens::{Claims, Revocations, TokenError};
 use promptops_eventlog::{Context, EventEnvelope, EventLog};
-use promptops_proto::identity::v1::{ApiKeyRevoked, ApiKeyRotated, SessionRevoked};
+use promptops_proto::identity::v1::{
+    ApiKeyRevoked, ApiKeyRotated, GrantAdded, GrantRemoved, MemberRemoved, SessionRevoked,
+};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone, Default)]
@@ -25,6 +33,8 @@ pub struct RevocationFeed {
 #[derive(Debug, Default)]
 struct Inner {
     revocations: RwLock<Revocations>,
+    /// (org, user) → that member's grants.
+    grants: RwLock<HashMap<(String, String), Vec<Grant>>>,
     ready: AtomicBool,
 }
 
@@ -42,6 +52,33 @@ impl RevocationFeed {
     pub fn revoke_session(&self, session_id: &str) {
         if let Ok(mut revocations) = self.inner.revocations.write() {
             revocations.revoke_session(session_id);
+        }
+    }
+
+    /// The resource-level grants of `user_id` in `org_id`.
+    pub fn grants(&self, org_id: &str, user_id: &str) -> Vec<Grant> {
+        self.inner
+            .grants
+            .read()
+            .ok()
+            .and_then(|g| g.get(&(org_id.to_owned(), user_id.to_owned())).cloned())
+            .unwrap_or_default()
+    }
+
+    fn set_grant(
+        &self,
+        org_id: &str,
+        user_id: &str,
+        resource: Resource,
+        role: Option<promptops_auth::roles::Role>,
+    ) {
+        let Ok(mut grants) = self.inner.grants.write() else {
+            return;
+        };
+        let list = grants.entry((org_id.to_owned(), user_id.to_owned())).or_default();
+        list.retain(|g| g.resource != resource);
+        if let Some(role) = role {
+            list.push(Grant { resource, role });
         }
     }
 
@@ -108,6 +145,30 @@ impl RevocationFeed {
                     key_changed(&revoked.key_id);
                 }
             }
+            "promptops.identity.v1.GrantAdded" => {
+                if let Ok(added) = GrantAdded::decode(payload)
+                    && let Some(resource) = resource(&added.resource_kind, &added.resource)
+                {
+                    let role = crate::caller::role_from_pb(added.role);
+                    if role.is_some() {
+                        self.set_grant(&envelope.org_id, &added.user_id, resource, role);
+                    }
+                }
+            }
+            "promptops.identity.v1.GrantRemoved" => {
+                if let Ok(removed) = GrantRemoved::decode(payload)
+                    && let Some(resource) = resource(&removed.resource_kind, &removed.resource)
+                {
+                    self.set_grant(&envelope.org_id, &removed.user_id, resource, None);
+                }
+            }
+            "promptops.identity.v1.MemberRemoved" => {
+                if let Ok(removed) = MemberRemoved::decode(payload)
+                    && let Ok(mut grants) = self.inner.grants.write()
+                {
+                    grants.remove(&(envelope.org_id.clone(), removed.user_id));
+                }
+            }
             "promptops.identity.v1.ApiKeyRotated" => {
                 if let Ok(rotated) = ApiKeyRotated::decode(payload) {
                     key_changed(&rotated.key_id);
@@ -115,5 +176,13 @@ impl RevocationFeed {
             }
             _ => {}
         }
+    }
+}
+
+fn resource(kind: &str, value: &str) -> Option<Resource> {
+    match kind {
+        "folder" => Some(Resource::Folder(value.to_owned())),
+        "prompt" => Some(Resource::Prompt(value.to_owned())),
+        _ => None,
     }
 }

@@ -20,6 +20,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt as _;
 use axum::{Json, Router};
 use http::StatusCode;
 use tokio::net::TcpListener;
@@ -226,6 +227,13 @@ pub async fn serve(
     grace: Duration,
 ) -> Result<(), ServeError> {
     let stop = shutdown.clone();
+    // Without TCP_NODELAY a small HTTP/2 frame written after another waits
+    // for the peer's delayed ACK: ~40 ms per gRPC call on loopback.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %err, "cannot set TCP_NODELAY");
+        }
+    });
     let server = axum::serve(
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use futures::Stream;
 use promptops_auth::roles::Permission;
-use promptops_eventlog::aggregate::{ExecuteError, Executed, execute, load};
+use promptops_eventlog::aggregate::{ExecuteError, Executed, Loaded, execute, execute_from, load};
 use promptops_eventlog::{AggregateRef, Context, EventLog};
 use promptops_platform::authn::Authenticator;
 use promptops_platform::caller::{Caller, event_metadata};
@@ -192,6 +192,34 @@ impl PromptsApi {
         Ok(caller)
     }
 
+    /// The verified caller, whose permissions are checked per prompt.
+    async fn authenticated<T>(&self, request: &Request<T>) -> Result<Caller> {
+        Ok(self.auth.authenticate(request.metadata()).await?)
+    }
+
+    /// PERMISSION_DENIED unless the caller may do `permission` to this
+    /// prompt (org role or a grant on it or its folder); NOT_FOUND when the
+    /// org has no such prompt. Returns the prompt's folder.
+    async fn require_on_prompt(
+        &self,
+        caller: &Caller,
+        permission: Permission,
+        prompt_id: &str,
+    ) -> std::result::Result<String, ServiceError> {
+        if caller.can(permission) {
+            return Ok(String::new());
+        }
+        let snapshot = self.snapshot(caller, prompt_id).await?;
+        let folder = snapshot
+            .state
+            .head
+            .as_ref()
+            .map(|h| h.folder.clone())
+            .unwrap_or_default();
+        caller.require_on(permission, prompt_id, &folder)?;
+        Ok(folder)
+    }
+
     fn authorship(caller: &Caller) -> Authorship {
         Authorship {
             author: caller.actor.clone(),
@@ -254,15 +282,36 @@ impl PromptsApi {
     ) -> std::result::Result<Executed<PromptState, PromptEvent>, ExecuteError<PromptError>> {
         let aggregate =
             Self::aggregate(&caller.org_id, prompt_id).map_err(|e| ExecuteError::Invalid(e.to_string()))?;
-        let result = execute::<events::Prompt>(
+        // Start from this replica's cached state: only newer events are read.
+        let known = match self.live.snapshot(&caller.org_id, prompt_id).await {
+            Ok(snapshot) if snapshot.state.head.is_some() => Loaded {
+                state: snapshot.state.clone(),
+                version: snapshot.state.version,
+                last_sequence: snapshot.last_sequence,
+                first_occurred_at: snapshot.created_at,
+            },
+            _ => Loaded::empty(),
+        };
+        let result = execute_from::<events::Prompt>(
             &self.log,
             &aggregate,
+            known,
             command,
             &event_metadata(caller.actor.clone()),
         )
         .await;
-        if result.as_ref().is_ok_and(|done| !done.events.is_empty()) {
-            self.live.invalidate(&caller.org_id, prompt_id);
+        if let Ok(done) = &result
+            && !done.events.is_empty()
+        {
+            self.live.record_write(
+                &caller.org_id,
+                prompt_id,
+                Snapshot {
+                    state: done.state.clone(),
+                    last_sequence: done.last_sequence,
+                    created_at: done.first_occurred_at,
+                },
+            );
         }
         result
     }
@@ -283,10 +332,15 @@ impl PromptsApi {
             .state)
     }
 
-    async fn label_rights(&self, caller: &Caller) -> std::result::Result<LabelRights, ServiceError> {
+    async fn label_rights(
+        &self,
+        caller: &Caller,
+        prompt_id: &str,
+        folder: &str,
+    ) -> std::result::Result<LabelRights, ServiceError> {
         Ok(LabelRights {
             protected_labels: self.policy(&caller.org_id).await?.protected_labels,
-            may_move_protected: caller.can(Permission::MoveProtectedLabel),
+            may_move_protected: caller.can_on(Permission::MoveProtectedLabel, prompt_id, folder),
         })
     }
 }
@@ -363,13 +417,18 @@ impl PromptService for PromptsApi {
         &self,
         request: Request<CreatePromptRequest>,
     ) -> Result<Response<CreatePromptResponse>> {
-        let caller = self.caller(&request, Permission::Write).await?;
+        let caller = self.authenticated(&request).await?;
         let req = request.into_inner();
         if !req.request_id.is_empty() && Uuid::parse_str(&req.request_id).is_err() {
             return Err(invalid("request_id", "must be a UUID").into());
         }
         // The name is the identity: the id is derived from org, folder and name.
         let prompt_id = domain::prompt_id_for(&caller.org_id, &req.folder, &req.name);
+        caller.require_on(
+            Permission::Write,
+            &prompt_id,
+            &domain::normalize_folder(&req.folder),
+        )?;
         let version = req.version.unwrap_or_default();
         let command = CreatePrompt {
             prompt_id: prompt_id.clone(),
@@ -471,9 +530,11 @@ impl PromptService for PromptsApi {
         &self,
         request: Request<UpdatePromptRequest>,
     ) -> Result<Response<PromptChangeResponse>> {
-        let caller = self.caller(&request, Permission::Write).await?;
+        let caller = self.authenticated(&request).await?;
         let req = request.into_inner();
         let prompt_id = Self::checked_id(&req.prompt_id)?;
+        self.require_on_prompt(&caller, Permission::Write, &prompt_id)
+            .await?;
         let command = PromptCommand::Update(UpdatePrompt {
             description: req.description,
             tags: req.set_tags.then_some(req.tags),
@@ -486,9 +547,11 @@ impl PromptService for PromptsApi {
         &self,
         request: Request<CreateVersionRequest>,
     ) -> Result<Response<CreateVersionResponse>> {
-        let caller = self.caller(&request, Permission::Write).await?;
+        let caller = self.authenticated(&request).await?;
         let req = request.into_inner();
         let prompt_id = Self::checked_id(&req.prompt_id)?;
+        self.require_on_prompt(&caller, Permission::Write, &prompt_id)
+            .await?;
         let source = match (req.version, req.copy_from) {
             (Some(_), n) if n != 0 => {
                 return Err(invalid("copy_from", "give new content or copy_from, not both").into());
@@ -584,10 +647,13 @@ impl PromptService for PromptsApi {
     }
 
     async fn move_label(&self, request: Request<MoveLabelRequest>) -> Result<Response<PromptChangeResponse>> {
-        let caller = self.caller(&request, Permission::MoveLabel).await?;
+        let caller = self.authenticated(&request).await?;
         let req = request.into_inner();
         let prompt_id = Self::checked_id(&req.prompt_id)?;
-        let rights = self.label_rights(&caller).await?;
+        let folder = self
+            .require_on_prompt(&caller, Permission::MoveLabel, &prompt_id)
+            .await?;
+        let rights = self.label_rights(&caller, &prompt_id, &folder).await?;
         let command = PromptCommand::MoveLabel(MoveLabel {
             protected: rights.protected_labels.contains(&req.label),
             may_move_protected: rights.may_move_protected,
@@ -604,10 +670,13 @@ impl PromptService for PromptsApi {
         &self,
         request: Request<RemoveLabelRequest>,
     ) -> Result<Response<PromptChangeResponse>> {
-        let caller = self.caller(&request, Permission::MoveLabel).await?;
+        let caller = self.authenticated(&request).await?;
         let req = request.into_inner();
         let prompt_id = Self::checked_id(&req.prompt_id)?;
-        let rights = self.label_rights(&caller).await?;
+        let folder = self
+            .require_on_prompt(&caller, Permission::MoveLabel, &prompt_id)
+            .await?;
+        let rights = self.label_rights(&caller, &prompt_id, &folder).await?;
         let command = PromptCommand::RemoveLabel(RemoveLabel {
             protected: rights.protected_labels.contains(&req.label),
             may_move_protected: rights.may_move_protected,
@@ -622,9 +691,11 @@ impl PromptService for PromptsApi {
         &self,
         request: Request<ArchivePromptRequest>,
     ) -> Result<Response<PromptChangeResponse>> {
-        let caller = self.caller(&request, Permission::Archive).await?;
+        let caller = self.authenticated(&request).await?;
         let req = request.into_inner();
         let prompt_id = Self::checked_id(&req.prompt_id)?;
+        self.require_on_prompt(&caller, Permission::Archive, &prompt_id)
+            .await?;
         let done = self
             .run(&caller, &prompt_id, PromptCommand::Archive { reason: req.reason })
             .await
@@ -636,9 +707,11 @@ impl PromptService for PromptsApi {
         &self,
         request: Request<RestorePromptRequest>,
     ) -> Result<Response<PromptChangeResponse>> {
-        let caller = self.caller(&request, Permission::Archive).await?;
+        let caller = self.authenticated(&request).await?;
         let req = request.into_inner();
         let prompt_id = Self::checked_id(&req.prompt_id)?;
+        self.require_on_prompt(&caller, Permission::Archive, &prompt_id)
+            .await?;
         let done = self
             .run(&caller, &prompt_id, PromptCommand::Restore { reason: req.reason })
             .await
@@ -882,7 +955,7 @@ impl PromptService for PromptsApi {
         &self,
         request: Request<ImportPromptsRequest>,
     ) -> Result<Response<ImportPromptsResponse>> {
-        let caller = self.caller(&request, Permission::Write).await?;
+        let caller = self.authenticated(&request).await?;
         let req = request.into_inner();
         let format = DocumentFormat::try_from(req.format).unwrap_or(DocumentFormat::Unspecified);
         let document: Document =
@@ -895,7 +968,12 @@ impl PromptService for PromptsApi {
                 entry.insert(snapshot.state.clone());
             }
         }
-        let rights = self.label_rights(&caller).await?;
+        // Planned as if every label could move; each prompt's commands are
+        // then checked against the caller's rights on that prompt.
+        let rights = LabelRights {
+            protected_labels: self.policy(&caller.org_id).await?.protected_labels,
+            may_move_protected: true,
+        };
         let plans = exchange::plan_import(
             &caller.org_id,
             &document,
@@ -904,13 +982,33 @@ impl PromptService for PromptsApi {
             &Self::authorship(&caller),
         )
         .map_err(ServiceError::invalid)?;
-        let needs_label_permission = plans.iter().any(|p| {
-            p.commands
-                .iter()
-                .any(|c| matches!(c, PromptCommand::MoveLabel(_)))
-        });
-        if !req.dry_run && needs_label_permission {
-            caller.require(Permission::MoveLabel)?;
+        for (plan, doc) in plans.iter().zip(&document.prompts) {
+            let folder = domain::normalize_folder(&doc.folder);
+            for command in &plan.commands {
+                let needed = match command {
+                    PromptCommand::Create(_) | PromptCommand::AddVersion(_) | PromptCommand::Update(_) => {
+                        vec![Permission::Write]
+                    }
+                    PromptCommand::MoveLabel(MoveLabel { protected: true, .. })
+                    | PromptCommand::RemoveLabel(RemoveLabel { protected: true, .. }) => {
+                        vec![Permission::MoveLabel, Permission::MoveProtectedLabel]
+                    }
+                    PromptCommand::MoveLabel(_) | PromptCommand::RemoveLabel(_) => {
+                        vec![Permission::MoveLabel]
+                    }
+                    PromptCommand::Archive { .. } | PromptCommand::Restore { .. } => {
+                        vec![Permission::Archive]
+                    }
+                };
+                for permission in needed {
+                    caller
+                        .require_on(permission, &plan.prompt_id, &folder)
+                        .map_err(|mut e| {
+                            e.message = format!("{} ({}/{})", e.message, folder, doc.name);
+                            e
+                        })?;
+                }
+            }
         }
         let mut actions = Vec::new();
         let mut last = 0;

@@ -3,10 +3,13 @@
 //!
 //! - The cache holds each prompt's folded state, loaded from the event log
 //!   (the source of truth, not the read model), so a resolve is a memory
-//!   lookup. Every replica follows the stream from where it started and drops
-//!   a prompt's entry when an event of that prompt arrives; a write in this
-//!   replica drops it at once. A load that raced with such a drop is not
-//!   cached (a generation counter tells), so nothing stale stays.
+//!   lookup. Every replica follows the stream from where it started; an event
+//!   whose aggregate version is the next one for the cached state is folded
+//!   into it, one already included is skipped, and anything else drops the
+//!   entry. A write in this replica stores its resulting state if that is
+//!   newer than the cached one. A load that raced with an event is not cached
+//!   (a generation counter tells), so nothing stale stays. Each of these is
+//!   one atomic compute on the entry.
 //! - Watchers get each change as it is seen, after the cache has dropped the
 //!   old state, so what they read next is the new state.
 
@@ -14,6 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use moka::ops::compute::Op;
 use promptops_eventlog::aggregate::load;
 use promptops_eventlog::{AggregateRef, Context, EventLog, Start, StoreError};
 use promptops_platform::errors::{FieldViolation, ServiceError};
@@ -100,12 +104,58 @@ impl Live {
             last_sequence: loaded.last_sequence,
             created_at: loaded.first_occurred_at,
         });
-        // Only cache what no invalidation raced with; missing prompts are not
+        // Only cache what no event raced with; missing prompts are not
         // cached, so a create elsewhere is seen at once.
-        if snapshot.state.head.is_some() && self.generation.load(Ordering::Acquire) == generation {
-            self.cache.insert(key, snapshot.clone());
+        if snapshot.state.head.is_some() {
+            let fresh = snapshot.clone();
+            self.cache.entry(key).and_compute_with(|existing| {
+                let newer = existing.is_none_or(|e| e.value().state.version < fresh.state.version);
+                if newer && self.generation.load(Ordering::Acquire) == generation {
+                    Op::Put(fresh)
+                } else {
+                    Op::Nop
+                }
+            });
         }
         Ok(snapshot)
+    }
+
+    /// After a write in this replica: keep its resulting state if the cache
+    /// holds an older one (an absent entry is left absent: the tail may
+    /// already have passed newer events).
+    pub fn record_write(&self, org_id: &str, prompt_id: &str, snapshot: Snapshot) {
+        let key = (org_id.to_owned(), prompt_id.to_owned());
+        self.cache.entry(key).and_compute_with(|existing| match existing {
+            Some(e) if e.value().state.version < snapshot.state.version => Op::Put(Arc::new(snapshot)),
+            _ => Op::Nop,
+        });
+    }
+
+    /// An event seen on the stream: fold it into the cached state when it is
+    /// the next one, skip it when already included, else drop the entry.
+    fn apply_seen(
+        &self,
+        org_id: &str,
+        prompt_id: &str,
+        aggregate_version: u64,
+        sequence: u64,
+        event: &PromptEvent,
+    ) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        let key = (org_id.to_owned(), prompt_id.to_owned());
+        self.cache.entry(key).and_compute_with(|existing| match existing {
+            Some(e) if e.value().state.version >= aggregate_version => Op::Nop,
+            Some(e) if e.value().state.version + 1 == aggregate_version => {
+                let current = e.into_value();
+                Op::Put(Arc::new(Snapshot {
+                    state: crate::domain::evolve(current.state.clone(), event),
+                    last_sequence: sequence,
+                    created_at: current.created_at,
+                }))
+            }
+            Some(_) => Op::Remove,
+            None => Op::Nop,
+        });
     }
 
     /// The cached state only (for benchmarks and tests of the hot path).
@@ -181,8 +231,18 @@ impl Live {
             after = recorded.sequence;
             let envelope = &recorded.envelope;
             if envelope.aggregate_type == AGGREGATE_TYPE {
-                self.invalidate(&envelope.org_id, &envelope.aggregate_id);
-                if let Ok(event) = events::from_envelope(envelope) {
+                let decoded = events::from_envelope(envelope);
+                match &decoded {
+                    Ok(event) => self.apply_seen(
+                        &envelope.org_id,
+                        &envelope.aggregate_id,
+                        envelope.aggregate_version,
+                        recorded.sequence,
+                        event,
+                    ),
+                    Err(_) => self.invalidate(&envelope.org_id, &envelope.aggregate_id),
+                }
+                if let Ok(event) = decoded {
                     // No receivers is fine.
                     let _ = self.changes.send(Arc::new(Change {
                         org_id: envelope.org_id.clone(),
@@ -194,5 +254,88 @@ impl Live {
             }
             self.seen.send_replace(recorded.sequence);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use promptops_eventlog::embedded::EmbeddedLog;
+    use promptops_proto::prompts::v1::{LabelMoved, PromptCreated, PromptVersion};
+
+    use super::*;
+
+    fn created() -> PromptEvent {
+        PromptEvent::Created(PromptCreated {
+            prompt_id: "p".into(),
+            name: "n".into(),
+            first_version: Some(PromptVersion {
+                number: 1,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    }
+
+    fn moved(version: u64) -> PromptEvent {
+        PromptEvent::LabelMoved(LabelMoved {
+            prompt_id: "p".into(),
+            label: "production".into(),
+            version,
+            ..Default::default()
+        })
+    }
+
+    fn snapshot(events: &[PromptEvent], last_sequence: u64) -> Snapshot {
+        Snapshot {
+            state: events.iter().fold(PromptState::default(), crate::domain::evolve),
+            last_sequence,
+            created_at: None,
+        }
+    }
+
+    async fn live() -> (Arc<Live>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EventLog::Embedded(EmbeddedLog::open(&dir.path().join("e.db")).await.unwrap());
+        (Live::new(log), dir)
+    }
+
+    #[tokio::test]
+    async fn seen_events_fold_into_the_cached_state_only_when_next() {
+        let (live, _dir) = live().await;
+        live.cache
+            .insert(("o".into(), "p".into()), Arc::new(snapshot(&[created()], 10)));
+        // The next event (aggregate version 2) is folded in.
+        live.apply_seen("o", "p", 2, 11, &moved(1));
+        let cached = live.cached("o", "p").unwrap();
+        assert_eq!((cached.state.version, cached.last_sequence), (2, 11));
+        assert_eq!(cached.state.labels.get("production"), Some(&1));
+        // One already included changes nothing.
+        live.apply_seen("o", "p", 2, 11, &moved(1));
+        assert_eq!(live.cached("o", "p").unwrap().state.version, 2);
+        // A gap (version 4 after 2) drops the entry: the next read reloads.
+        live.apply_seen("o", "p", 4, 15, &moved(1));
+        assert!(live.cached("o", "p").is_none());
+        // With no entry, nothing is cached from an event.
+        live.apply_seen("o", "p", 5, 16, &moved(1));
+        assert!(live.cached("o", "p").is_none());
+    }
+
+    #[tokio::test]
+    async fn writes_replace_only_an_older_cached_state() {
+        let (live, _dir) = live().await;
+        live.record_write("o", "p", snapshot(&[created()], 1));
+        assert!(live.cached("o", "p").is_none(), "an absent entry stays absent");
+        live.cache.insert(
+            ("o".into(), "p".into()),
+            Arc::new(snapshot(&[created(), moved(1)], 2)),
+        );
+        live.record_write("o", "p", snapshot(&[created()], 1));
+        assert_eq!(
+            live.cached("o", "p").unwrap().state.version,
+            2,
+            "older write ignored"
+        );
+        live.record_write("o", "p", snapshot(&[created(), moved(1), moved(1)], 3));
+        assert_eq!(live.cached("o", "p").unwrap().last_sequence, 3);
     }
 }

@@ -370,6 +370,30 @@ impl Api {
         body
     }
 
+    /// Signs `email` up, invites them into `org` as `role` (by the owner's
+    /// token), accepts, and logs them in there; returns the login response.
+    pub async fn member(&self, owner_token: &str, org: &str, email: &str, role: &str) -> serde_json::Value {
+        let own = self.signup(email).await;
+        let (status, invitation) = self
+            .call(
+                reqwest::Method::POST,
+                "/api/v1/invitations",
+                Some(owner_token),
+                Some(serde_json::json!({"email": email, "role": role})),
+            )
+            .await;
+        assert_eq!(status, 201, "{invitation}");
+        let path = format!(
+            "/api/v1/orgs/{org}/invitations/{}/accept",
+            invitation["invitation_id"].as_str().unwrap()
+        );
+        let (status, body) = self
+            .call(reqwest::Method::POST, &path, own["access_token"].as_str(), None)
+            .await;
+        assert_eq!(status, 204, "{body}");
+        self.login(email, org).await
+    }
+
     /// Logs `email` in to `org_id` (asserting 200).
     pub async fn login(&self, email: &str, org_id: &str) -> serde_json::Value {
         let (status, body) = self

@@ -684,6 +684,7 @@ async fn on_jetstream_concurrent_saves_get_distinct_numbers_and_watchers_see_mov
     let mut sse = sse;
     let mut sse_text = String::new();
     let mut latencies = Vec::new();
+    let mut after_ack = Vec::new();
     for version in [3_u64, 7, 2, 5, 9] {
         let started = Instant::now();
         prompts
@@ -699,20 +700,26 @@ async fn on_jetstream_concurrent_saves_get_distinct_numbers_and_watchers_see_mov
             ))
             .await
             .unwrap();
+        let acknowledged = started.elapsed();
         let event = tokio::time::timeout(Duration::from_secs(5), watch.next())
             .await
             .expect("the watcher hears of the move")
             .unwrap()
             .unwrap();
         latencies.push(started.elapsed());
+        after_ack.push(started.elapsed().saturating_sub(acknowledged));
         assert_eq!(event.resolved.unwrap().version.unwrap().number, version);
         assert!(!event.initial);
     }
     latencies.sort();
+    after_ack.sort();
     let median = latencies[latencies.len() / 2];
     println!(
-        "watch latency (move sent → version received): median {median:?}, max {:?}",
-        latencies.last()
+        "watch latency: move sent → version received median {median:?} max {:?}; \
+         move acknowledged → received median {:?} max {:?}",
+        latencies.last(),
+        after_ack[after_ack.len() / 2],
+        after_ack.last()
     );
     assert!(median < Duration::from_millis(100), "{latencies:?}");
     // The SSE stream saw the initial state and all five moves.
@@ -724,4 +731,190 @@ async fn on_jetstream_concurrent_saves_get_distinct_numbers_and_watchers_see_mov
     }
     assert_eq!(sse_text.matches("event: version").count(), 6, "{sse_text}");
     assert!(sse_text.contains("\"version\":9"), "{sse_text}");
+}
+
+/// Polls `call` until it answers `expected` (grants travel as events).
+async fn eventually(expected: u16, mut call: impl AsyncFnMut() -> (reqwest::StatusCode, Value)) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, body) = call().await;
+        if status == expected || Instant::now() > deadline {
+            assert_eq!(status, expected, "{body}");
+            return body;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn grants_on_folders_and_prompts_raise_a_members_role_there_only() {
+    let all = AllInOne::start().await;
+    let api = Api::new(all.http());
+    let owner = api.signup("owner@grants.test").await;
+    let token = owner["access_token"].as_str().unwrap().to_owned();
+    let org = owner["org_id"].as_str().unwrap().to_owned();
+    let create = |folder: &str, name: &str| json!({"name": name, "folder": folder, "template": "t"});
+    let (_, a) = api
+        .call(
+            Method::POST,
+            "/api/v1/prompts",
+            Some(&token),
+            Some(create("team-a", "x")),
+        )
+        .await;
+    let (_, b) = api
+        .call(
+            Method::POST,
+            "/api/v1/prompts",
+            Some(&token),
+            Some(create("team-b", "y")),
+        )
+        .await;
+    let (a, b) = (
+        a["prompt"]["id"].as_str().unwrap().to_owned(),
+        b["prompt"]["id"].as_str().unwrap().to_owned(),
+    );
+    let viewer = api.member(&token, &org, "viewer@grants.test", "viewer").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let members = api
+        .call(Method::GET, "/api/v1/members", Some(&token), None)
+        .await
+        .1;
+    let viewer_id = members["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["email"] == "viewer@grants.test")
+        .unwrap()["user_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let save = |id: &str| {
+        (
+            format!("/api/v1/prompts/{id}/versions"),
+            json!({"template": "new"}),
+        )
+    };
+    let (path_a, body) = save(&a);
+    let (status, _) = api
+        .call(Method::POST, &path_a, Some(&viewer), Some(body.clone()))
+        .await;
+    assert_eq!(status, 403);
+
+    // Editor on folder team-a (and below); bad targets are 400.
+    let grants = format!("/api/v1/members/{viewer_id}/grants");
+    let (status, _) = api
+        .call(
+            Method::PUT,
+            &grants,
+            Some(&token),
+            Some(json!({"role": "editor"})),
+        )
+        .await;
+    assert_eq!(status, 400);
+    let (status, denied) = api
+        .call(
+            Method::PUT,
+            &grants,
+            Some(&viewer),
+            Some(json!({"folder": "team-a", "role": "editor"})),
+        )
+        .await;
+    assert_eq!(status, 403, "{denied}");
+    let (status, _) = api
+        .call(
+            Method::PUT,
+            &grants,
+            Some(&token),
+            Some(json!({"folder": "team-a", "role": "editor"})),
+        )
+        .await;
+    assert_eq!(status, 204);
+    let listed = api
+        .call(Method::GET, "/api/v1/grants", Some(&token), None)
+        .await
+        .1;
+    assert_eq!(listed["grants"][0]["resource"], "team-a", "{listed}");
+    eventually(201, async || {
+        api.call(Method::POST, &path_a, Some(&viewer), Some(body.clone()))
+            .await
+    })
+    .await;
+    let (status, _) = api
+        .call(
+            Method::POST,
+            "/api/v1/prompts",
+            Some(&viewer),
+            Some(create("team-a/sub", "z")),
+        )
+        .await;
+    assert_eq!(status, 201, "below the granted folder");
+    let (path_b, _) = save(&b);
+    let (status, _) = api
+        .call(Method::POST, &path_b, Some(&viewer), Some(body.clone()))
+        .await;
+    assert_eq!(status, 403, "not in another folder");
+    let (status, _) = api
+        .call(
+            Method::POST,
+            "/api/v1/prompts",
+            Some(&viewer),
+            Some(create("team-b", "w")),
+        )
+        .await;
+    assert_eq!(status, 403);
+    // An editor grant moves ordinary labels, not protected ones.
+    let label = |l: &str| format!("/api/v1/prompts/{a}/labels/{l}");
+    let (status, _) = api
+        .call(
+            Method::PUT,
+            &label("staging"),
+            Some(&viewer),
+            Some(json!({"version": 1})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = api
+        .call(
+            Method::PUT,
+            &label("production"),
+            Some(&viewer),
+            Some(json!({"version": 1})),
+        )
+        .await;
+    assert_eq!(status, 403);
+
+    // A grant on one prompt; then both taken back.
+    let (status, _) = api
+        .call(
+            Method::PUT,
+            &grants,
+            Some(&token),
+            Some(json!({"prompt_id": b, "role": "editor"})),
+        )
+        .await;
+    assert_eq!(status, 204);
+    eventually(201, async || {
+        api.call(Method::POST, &path_b, Some(&viewer), Some(body.clone()))
+            .await
+    })
+    .await;
+    for query in ["folder=team-a".to_owned(), format!("prompt_id={b}")] {
+        let (status, _) = api
+            .call(Method::DELETE, &format!("{grants}?{query}"), Some(&token), None)
+            .await;
+        assert_eq!(status, 204);
+    }
+    eventually(403, async || {
+        api.call(Method::POST, &path_a, Some(&viewer), Some(body.clone()))
+            .await
+    })
+    .await;
+    eventually(403, async || {
+        api.call(Method::POST, &path_b, Some(&viewer), Some(body.clone()))
+            .await
+    })
+    .await;
 }

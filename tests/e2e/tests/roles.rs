@@ -15,29 +15,6 @@ use promptops_e2e::{Api, Cluster};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-/// Signs `email` up, invites them into `org` as `role`, and logs them in there.
-async fn member(api: &Api, owner_token: &str, org: &str, email: &str, role: &str) -> Value {
-    let own = api.signup(email).await;
-    let (status, invitation) = api
-        .call(
-            Method::POST,
-            "/api/v1/invitations",
-            Some(owner_token),
-            Some(json!({"email": email, "role": role})),
-        )
-        .await;
-    assert_eq!(status, 201, "{invitation}");
-    let path = format!(
-        "/api/v1/orgs/{org}/invitations/{}/accept",
-        invitation["invitation_id"].as_str().unwrap()
-    );
-    let (status, body) = api
-        .call(Method::POST, &path, own["access_token"].as_str(), None)
-        .await;
-    assert_eq!(status, 204, "{body}");
-    api.login(email, org).await
-}
-
 fn expected(role: Role, permission: Permission) -> StatusCode {
     if allows(role, permission) {
         StatusCode::OK
@@ -69,7 +46,7 @@ async fn every_role_on_every_mutating_identity_endpoint() {
         (Role::Editor, "editor@acme.test"),
         (Role::Viewer, "viewer@acme.test"),
     ] {
-        let member = member(&api, &owner_token, &org, email, role.as_str()).await;
+        let member = api.member(&owner_token, &org, email, role.as_str()).await;
         assert_eq!(member["role"], role.as_str());
         actors.push((role, member["access_token"].as_str().unwrap().to_owned()));
     }
@@ -82,14 +59,9 @@ async fn every_role_on_every_mutating_identity_endpoint() {
     // Each actor acts on a target of its own: a viewer member and a key.
     for (i, (role, token)) in actors.iter().enumerate() {
         let role = *role;
-        let target = member(
-            &api,
-            &owner_token,
-            &org,
-            &format!("target{i}@acme.test"),
-            "viewer",
-        )
-        .await;
+        let target = api
+            .member(&owner_token, &org, &format!("target{i}@acme.test"), "viewer")
+            .await;
         let target_id = target["user_id"].as_str().unwrap().to_owned();
         let (_, key) = api
             .call(

@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use http::StatusCode;
-use promptops_auth::roles::Role;
+use promptops_auth::roles::{Resource, Role};
 use promptops_platform::errors::{FieldViolation, Problem, ServiceError};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::authn::Authenticated;
 use super::extract::ApiJson;
-use crate::identity::service::{InvitationView, MemberView};
+use crate::identity::service::{GrantView, InvitationView, MemberView};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -138,5 +138,105 @@ pub async fn force_logout(
     Path(user_id): Path<String>,
 ) -> Result<StatusCode, ServiceError> {
     state.identity.force_logout(&principal, &user_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// What a grant applies to: one of `folder` or `prompt_id`.
+#[derive(Debug, Deserialize, ToSchema, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct GrantTarget {
+    /// A folder path: the grant covers it and everything below it.
+    pub folder: Option<String>,
+    /// One prompt.
+    pub prompt_id: Option<String>,
+}
+
+impl GrantTarget {
+    fn resource(&self) -> Result<Resource, ServiceError> {
+        match (&self.folder, &self.prompt_id) {
+            (Some(folder), None) => Ok(Resource::Folder(folder.trim_matches('/').to_owned())),
+            (None, Some(id)) if uuid::Uuid::parse_str(id).is_ok() => Ok(Resource::Prompt(id.clone())),
+            (None, Some(_)) => Err(ServiceError::invalid(vec![FieldViolation::new(
+                "prompt_id",
+                "must be a UUID",
+            )])),
+            _ => Err(ServiceError::invalid(vec![FieldViolation::new(
+                "folder",
+                "give exactly one of folder and prompt_id",
+            )])),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GrantBody {
+    pub folder: Option<String>,
+    pub prompt_id: Option<String>,
+    /// admin, editor or viewer (at most your own role).
+    pub role: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct GrantList {
+    pub grants: Vec<GrantView>,
+}
+
+/// The org's resource-level grants.
+#[utoipa::path(get, path = "/api/v1/grants", tag = "members",
+    responses((status = 200, description = "Grants", body = GrantList)))]
+pub async fn list_grants(
+    State(state): State<AppState>,
+    Authenticated(principal, _credential): Authenticated,
+) -> Result<Json<GrantList>, ServiceError> {
+    Ok(Json(GrantList {
+        grants: state.identity.list_grants(&principal).await?,
+    }))
+}
+
+/// Give a member a role on a folder (and below) or a prompt, on top of their
+/// org role: e.g. a viewer who edits one folder. Grants only add.
+#[utoipa::path(put, path = "/api/v1/members/{user_id}/grants", tag = "members", request_body = GrantBody,
+    params(("user_id" = String, Path, description = "The member")),
+    responses(
+        (status = 204, description = "Granted"),
+        (status = 400, description = "Invalid target or role", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Needs members:manage; at most your own role", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such member", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn grant(
+    State(state): State<AppState>,
+    Authenticated(principal, _credential): Authenticated,
+    Path(user_id): Path<String>,
+    ApiJson(body): ApiJson<GrantBody>,
+) -> Result<StatusCode, ServiceError> {
+    let target = GrantTarget {
+        folder: body.folder,
+        prompt_id: body.prompt_id,
+    };
+    state
+        .identity
+        .grant(&principal, &user_id, target.resource()?, role(&body.role)?)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Take a grant back.
+#[utoipa::path(delete, path = "/api/v1/members/{user_id}/grants", tag = "members",
+    params(("user_id" = String, Path, description = "The member"), GrantTarget),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 404, description = "No such grant", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn revoke_grant(
+    State(state): State<AppState>,
+    Authenticated(principal, _credential): Authenticated,
+    Path(user_id): Path<String>,
+    super::extract::ApiQuery(target): super::extract::ApiQuery<GrantTarget>,
+) -> Result<StatusCode, ServiceError> {
+    state
+        .identity
+        .revoke_grant(&principal, &user_id, target.resource()?)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -94,6 +94,8 @@ pub fn api() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(members::list_members))
         .routes(routes!(members::change_role, members::remove_member))
         .routes(routes!(members::force_logout))
+        .routes(routes!(members::grant, members::revoke_grant))
+        .routes(routes!(members::list_grants))
         .routes(routes!(members::invite))
         .routes(routes!(members::accept))
         .split_for_parts()

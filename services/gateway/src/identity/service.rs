@@ -1040,6 +1040,17 @@ pub struct MemberView {
     pub joined_at_ms: i64,
 }
 
+/// A member's role on a folder or prompt.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct GrantView {
+    pub user_id: String,
+    /// `folder` or `prompt`.
+    pub resource_kind: String,
+    /// The folder path or the prompt id.
+    pub resource: String,
+    pub role: String,
+}
+
 /// A pending invitation.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct InvitationView {
@@ -1193,6 +1204,70 @@ impl Identity {
         )
         .await?;
         self.end_sessions(principal, user_id).await
+    }
+
+    /// Gives a member `role` on a folder (and everything below it) or on one
+    /// prompt, on top of their org role. Services see it through the
+    /// identity stream (the `RevocationFeed`) within milliseconds.
+    pub async fn grant(
+        &self,
+        principal: &Principal,
+        user_id: &str,
+        resource: roles::Resource,
+        role: Role,
+    ) -> Result<u64, ServiceError> {
+        principal.require(Permission::ManageMembers)?;
+        self.org_command(
+            principal,
+            OrgCommand::Grant {
+                actor: Self::member_actor(principal)?,
+                user_id: user_id.to_owned(),
+                resource,
+                role,
+            },
+        )
+        .await
+    }
+
+    /// Takes a grant back.
+    pub async fn revoke_grant(
+        &self,
+        principal: &Principal,
+        user_id: &str,
+        resource: roles::Resource,
+    ) -> Result<u64, ServiceError> {
+        principal.require(Permission::ManageMembers)?;
+        self.org_command(
+            principal,
+            OrgCommand::Revoke {
+                actor: Self::member_actor(principal)?,
+                user_id: user_id.to_owned(),
+                resource,
+            },
+        )
+        .await
+    }
+
+    /// The org's resource-level grants.
+    pub async fn list_grants(&self, principal: &Principal) -> Result<Vec<GrantView>, ServiceError> {
+        principal.require(Permission::Read)?;
+        let loaded = promptops_eventlog::aggregate::load::<Org>(
+            &self.log,
+            &aggregate(&principal.org_id, "org", &principal.org_id)?,
+        )
+        .await
+        .map_err(unavailable)?;
+        Ok(loaded
+            .state
+            .grants
+            .into_iter()
+            .map(|((user_id, resource_kind, resource), role)| GrantView {
+                user_id,
+                resource_kind,
+                resource,
+                role: role.as_str().to_owned(),
+            })
+            .collect())
     }
 
     /// Removes a member (or lets a member leave); their sessions end at once.
