@@ -920,6 +920,10 @@ impl PromptService for PromptsApi {
         let req = request.into_inner();
         let format = DocumentFormat::try_from(req.format).unwrap_or(DocumentFormat::Unspecified);
         let ids = if req.prompt_id.is_empty() {
+            // A pull right after a push must see what the push created: let
+            // the catalog catch up with the stream as it is now.
+            let end = self.log.last_sequence(Context::Prompts).await.map_err(store_error)?;
+            read_your_write::wait_for(&self.db, PROJECTION, Some(&position(end))).await?;
             read_model::ids_in_folder(
                 &self.db,
                 &caller.org_id,

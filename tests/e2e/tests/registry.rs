@@ -258,7 +258,15 @@ async fn the_registry_over_http_versions_labels_resolves_diffs_renders_and_excha
         ("q=nothing-like-this", 0),
     ] {
         let (status, list) = api
-            .call(Method::GET, &format!("/api/v1/prompts?{query}"), t, None)
+            .call(
+                Method::GET,
+                &format!(
+                    "/api/v1/prompts?{query}&min_position={}",
+                    copy["position"].as_str().unwrap()
+                ),
+                t,
+                None,
+            )
             .await;
         assert_eq!(status, 200, "{list}");
         assert_eq!(
@@ -337,7 +345,7 @@ async fn the_registry_over_http_versions_labels_resolves_diffs_renders_and_excha
     assert_eq!(status, 404, "nothing of an invalid import is written");
 
     // Archive hides it from lists; restore brings it back.
-    let (status, _) = api
+    let (status, archived) = api
         .call(
             Method::POST,
             &format!("/api/v1/prompts/{id}/archive"),
@@ -346,8 +354,14 @@ async fn the_registry_over_http_versions_labels_resolves_diffs_renders_and_excha
         )
         .await;
     assert_eq!(status, 200);
+    let at = archived["position"].as_str().unwrap();
     let (_, list) = api
-        .call(Method::GET, "/api/v1/prompts?min_position=EVT_PROMPTS:1", t, None)
+        .call(
+            Method::GET,
+            &format!("/api/v1/prompts?min_position={at}"),
+            t,
+            None,
+        )
         .await;
     let listed = |list: &Value| list["prompts"].as_array().unwrap().len();
     let (_, with_archived) = api
