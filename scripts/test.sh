@@ -2,7 +2,8 @@
 # The whole test suite, as the README and CI run it:
 #   unit tests, the event-log conformance suite on SQLite and on a real
 #   nats-server, and the end-to-end tests (real nats-server, real PostgreSQL,
-#   one process per service, and the embedded all-in-one).
+#   one process per service, and the embedded all-in-one), and the official
+#   openai Python package against the gateway (in a venv under target/).
 #
 # Tests start their own servers on free ports; nothing needs to be running.
 # What a fresh Debian machine lacks (nats-server, PostgreSQL) is installed
@@ -31,6 +32,14 @@ if [ ${#missing[@]} -gt 0 ]; then
         echo "missing: ${missing[*]} — install with: sudo apt-get install -y ${missing[*]}" >&2
         exit 1
     fi
+fi
+
+# The e2e test of the OpenAI-compatible API drives the official `openai`
+# Python package: a venv under target/ holds it.
+if [ ! -x target/pyenv/bin/python ] || ! target/pyenv/bin/python -c 'import openai' 2>/dev/null; then
+    echo "creating target/pyenv with the openai package" >&2
+    python3 -m venv target/pyenv
+    target/pyenv/bin/pip install -q --disable-pip-version-check 'openai>=1.50,<2'
 fi
 
 # The e2e tests run the service binaries: build them first, with the same

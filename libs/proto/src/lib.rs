@@ -41,3 +41,10 @@ pub mod audit {
         tonic::include_proto!("promptops.audit.v1");
     }
 }
+
+pub mod execution {
+    #[allow(clippy::all, clippy::pedantic, reason = "generated code")]
+    pub mod v1 {
+        tonic::include_proto!("promptops.execution.v1");
+    }
+}

@@ -1,32 +1,105 @@
-//! The execution service: models, provider credentials, runs and conversations.
+//! The execution service: models, runs and their records.
 //!
-//! This release runs the service's skeleton: its own database and the event
-//! log are opened and migrated, and its port serves gRPC health, reflection,
-//! `/healthz`, `/readyz` and `/metrics`. Its API arrives with its issue.
+//! Owns the `EVT_EXECUTION` stream (`evt.execution.<org>.run.<id>`) and the
+//! `runs` read model; serves `promptops.execution.v1.ExecutionService`.
+//!
+//! - [`models`]: the model catalog (the built-in `mock` provider for now);
+//! - [`mock`]: the mock provider; [`tokens`]: token counting;
+//! - [`events`]: how a run is recorded (start, then exactly one end);
+//! - [`runs`]: the history read model;
+//! - [`grpc`]: the API.
 
+pub mod events;
+pub mod grpc;
+pub mod mock;
+pub mod models;
+pub mod runs;
+pub mod tokens;
+
+use std::sync::Arc;
+
+use promptops_eventlog::Context;
+use promptops_eventlog::projection::ProjectionRunner;
+use promptops_platform::authn::Authenticator;
 use promptops_platform::config::{ConfigError, Env, ServiceConfig, ServiceName};
-use promptops_platform::db::Migration;
-use promptops_platform::runtime::{RunError, run_without_api};
+use promptops_platform::runtime::{RunError, open_resources};
+use promptops_platform::server::{GrpcService, bind, serve_grpc};
+use promptops_proto::execution::v1::execution_service_server::{ExecutionServiceServer, SERVICE_NAME};
+use promptops_proto::prompts::v1::prompt_service_client::PromptServiceClient;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 pub const SERVICE: ServiceName = ServiceName::Execution;
 
-/// The service's schema: for now the projection checkpoints it will need.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "projection checkpoints",
-    statements: &[promptops_eventlog::projection::CHECKPOINT_TABLE],
-}];
+pub use runs::MIGRATIONS;
 
-/// The service's configuration: its gRPC address and the shared settings.
-pub type Config = ServiceConfig;
+/// The service's configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub service: ServiceConfig,
+    /// Where the prompts service is (`PROMPTOPS_PROMPTS_URL`), to
+    /// render managed prompts.
+    pub prompts_url: String,
+}
 
 /// Reads the configuration from the environment.
 pub fn config_from_env(env: &Env) -> Result<Config, ConfigError> {
-    ServiceConfig::from_env(SERVICE, env)
+    Ok(Config {
+        service: ServiceConfig::from_env(SERVICE, env)?,
+        prompts_url: ServiceName::Prompts.url(env)?,
+    })
 }
 
 /// Runs the service until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
-    run_without_api(&config, MIGRATIONS, shutdown).await
+    let service = config.service;
+    let resources = open_resources(&service.common, SERVICE, MIGRATIONS).await?;
+    let listener = bind(service.grpc_addr).await?;
+    tracing::info!(addr = %service.grpc_addr, "execution service listening");
+
+    let auth = Authenticator::new(service.auth.clone()).map_err(|e| RunError::Other(e.to_string()))?;
+    let background = TaskTracker::new();
+    auth.start(resources.log.clone(), &background, shutdown.clone());
+    background.spawn(
+        ProjectionRunner::new(
+            resources.log.clone(),
+            resources.db.clone(),
+            Arc::new(runs::RunsProjection),
+            Context::Execution,
+        )
+        .run(shutdown.clone()),
+    );
+    background.close();
+
+    let prompts = tonic::transport::Endpoint::from_shared(config.prompts_url.clone())
+        .map_err(|e| RunError::Other(format!("prompts address {}: {e}", config.prompts_url)))?
+        .connect_lazy();
+    let readiness = resources.readiness().with_authenticator(auth.clone());
+    let runs = TaskTracker::new();
+    let api = grpc::ExecutionApi::new(
+        resources.log.clone(),
+        resources.db.clone(),
+        auth,
+        PromptServiceClient::new(prompts),
+        runs.clone(),
+        shutdown.clone(),
+    );
+    let served = serve_grpc(
+        listener,
+        GrpcService {
+            name: SERVICE,
+            routes: tonic::service::Routes::new(ExecutionServiceServer::new(api)),
+            grpc_names: vec![SERVICE_NAME],
+            readiness,
+        },
+        shutdown.clone(),
+        service.common.shutdown_grace,
+    )
+    .await;
+    // Requests are drained; runs in flight are cancelled and recorded.
+    shutdown.cancel();
+    runs.close();
+    runs.wait().await;
+    background.wait().await;
+    served.map_err(RunError::from)
 }

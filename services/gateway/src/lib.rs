@@ -18,6 +18,7 @@ use promptops_platform::db::Migration;
 use promptops_platform::runtime::{RunError, open_resources};
 use promptops_platform::server::{GrpcService, Readiness, bind, serve, serve_grpc};
 use promptops_proto::audit::v1::audit_service_client::AuditServiceClient;
+use promptops_proto::execution::v1::execution_service_client::ExecutionServiceClient;
 use promptops_proto::identity::v1::identity_service_server::{
     IdentityServiceServer, SERVICE_NAME as IDENTITY_SERVICE_NAME,
 };
@@ -38,6 +39,7 @@ pub struct Config {
     pub http_addr: SocketAddr,
     pub grpc_addr: SocketAddr,
     pub prompts_url: String,
+    pub execution_url: String,
     pub audit_url: String,
     pub max_body_bytes: usize,
     pub tokens: identity::service::TokenConfig,
@@ -62,6 +64,7 @@ impl Config {
             http_addr: env.socket_addr("PROMPTOPS_HTTP_ADDR", "127.0.0.1:8080")?,
             grpc_addr: SERVICE.grpc_addr(env)?,
             prompts_url: ServiceName::Prompts.url(env)?,
+            execution_url: ServiceName::Execution.url(env)?,
             audit_url: ServiceName::Audit.url(env)?,
             max_body_bytes,
             tokens: token_config(env)?,
@@ -177,8 +180,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let resources = open_resources(&config.common, SERVICE, MIGRATIONS).await?;
     let prompts = channel(&config.prompts_url, "PROMPTOPS_PROMPTS_URL")?;
     let audit = channel(&config.audit_url, "PROMPTOPS_AUDIT_URL")?;
+    let execution = channel(&config.execution_url, "PROMPTOPS_EXECUTION_URL")?;
     let readiness = upstream_check(
-        upstream_check(resources.readiness(), "prompts", prompts.clone()),
+        upstream_check(
+            upstream_check(resources.readiness(), "prompts", prompts.clone()),
+            "execution",
+            execution.clone(),
+        ),
         "audit",
         audit.clone(),
     );
@@ -244,6 +252,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         identity,
         limiter: std::sync::Arc::new(http::limits::Limiter::new(config.rate_limits)),
         prompts: PromptServiceClient::new(prompts),
+        execution: ExecutionServiceClient::new(execution),
         audit: AuditServiceClient::new(audit),
         background: background.clone(),
         max_body_bytes: config.max_body_bytes,

@@ -758,19 +758,19 @@ impl PromptService for PromptsApi {
     ) -> Result<Response<RenderPromptResponse>> {
         let caller = self.caller(&request, Permission::Read).await?;
         let req = request.into_inner();
-        let (input, number) = match req.draft {
+        let (input, number, prompt_id) = match req.draft {
             Some(draft) => {
                 let violations = domain::validate_version(&draft, "draft");
                 if !violations.is_empty() {
                     return Err(ServiceError::invalid(violations).into());
                 }
-                (draft, 0)
+                (draft, 0, String::new())
             }
             None => {
                 let prompt_id = Self::prompt_id(&caller, req.prompt.as_ref())?;
                 let snapshot = self.snapshot(&caller, &prompt_id).await?;
                 let (version, _) = select(&snapshot.state, &req.label, req.version)?;
-                (domain::content_of(version), version.number)
+                (domain::content_of(version), version.number, prompt_id)
             }
         };
         let kind = render(&input, &req.variables)?;
@@ -778,6 +778,7 @@ impl PromptService for PromptsApi {
             kind: Some(kind),
             model: input.model,
             version: number,
+            prompt_id,
         }))
     }
 
@@ -922,7 +923,11 @@ impl PromptService for PromptsApi {
         let ids = if req.prompt_id.is_empty() {
             // A pull right after a push must see what the push created: let
             // the catalog catch up with the stream as it is now.
-            let end = self.log.last_sequence(Context::Prompts).await.map_err(store_error)?;
+            let end = self
+                .log
+                .last_sequence(Context::Prompts)
+                .await
+                .map_err(store_error)?;
             read_your_write::wait_for(&self.db, PROJECTION, Some(&position(end))).await?;
             read_model::ids_in_folder(
                 &self.db,

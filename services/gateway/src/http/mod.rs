@@ -11,11 +11,13 @@
 mod api;
 mod auth;
 mod authn;
+mod execution;
 mod extract;
 mod keys;
 pub mod limits;
 mod members;
 pub mod model;
+mod openai;
 mod prompts;
 
 use axum::Json;
@@ -24,6 +26,7 @@ use axum::routing::get;
 use promptops_platform::errors::{ErrorClass, Problem, ServiceError};
 use promptops_platform::server::{Readiness, observed, ops_router};
 use promptops_proto::audit::v1::audit_service_client::AuditServiceClient;
+use promptops_proto::execution::v1::execution_service_client::ExecutionServiceClient;
 use promptops_proto::prompts::v1::prompt_service_client::PromptServiceClient;
 use tokio_util::task::TaskTracker;
 use tonic::transport::Channel;
@@ -35,6 +38,7 @@ use utoipa_axum::routes;
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub prompts: PromptServiceClient<Channel>,
+    pub execution: ExecutionServiceClient<Channel>,
     pub audit: AuditServiceClient<Channel>,
     /// Mutations run here so a client disconnect cannot cut them short.
     pub background: TaskTracker,
@@ -57,6 +61,8 @@ pub struct AppState {
         (name = "auth", description = "Accounts, sessions and tokens"),
         (name = "members", description = "Members, roles and invitations"),
         (name = "prompts", description = "The prompt registry"),
+        (name = "execution", description = "Models and runs"),
+        (name = "openai", description = "OpenAI-compatible endpoints for the official SDKs"),
         (name = "audit", description = "The audit trail"),
     )
 )]
@@ -96,6 +102,12 @@ pub fn api() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(members::force_logout))
         .routes(routes!(members::grant, members::revoke_grant))
         .routes(routes!(members::list_grants))
+        .routes(routes!(execution::list_models))
+        .routes(routes!(execution::execute))
+        .routes(routes!(execution::list_runs))
+        .routes(routes!(execution::get_run))
+        .routes(routes!(openai::chat_completions))
+        .routes(routes!(openai::list_models))
         .routes(routes!(members::invite))
         .routes(routes!(members::accept))
         .split_for_parts()

@@ -1,0 +1,97 @@
+//! The `run` aggregate's events, stored in `EVT_EXECUTION`
+//! (`evt.execution.<org>.run.<run_id>`): one `ExecutionStarted`, then one
+//! terminal event, appended with the expected sequence so a run can never
+//! end twice.
+
+use promptops_eventlog::{
+    AggregateRef, AppendError, Context, EventDraft, EventLog, EventMetadata, Expected, envelope_for,
+};
+use promptops_proto::execution::v1::{
+    ExecutionCancelled, ExecutionCompleted, ExecutionFailed, ExecutionStarted,
+};
+use prost::Message;
+
+pub const STARTED: &str = "promptops.execution.v1.ExecutionStarted";
+pub const COMPLETED: &str = "promptops.execution.v1.ExecutionCompleted";
+pub const FAILED: &str = "promptops.execution.v1.ExecutionFailed";
+pub const CANCELLED: &str = "promptops.execution.v1.ExecutionCancelled";
+pub const AGGREGATE_TYPE: &str = "run";
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Terminal {
+    Completed(ExecutionCompleted),
+    Failed(ExecutionFailed),
+    Cancelled(ExecutionCancelled),
+}
+
+impl Terminal {
+    fn draft(&self) -> EventDraft {
+        match self {
+            Terminal::Completed(e) => EventDraft::new(COMPLETED, e.encode_to_vec()),
+            Terminal::Failed(e) => EventDraft::new(FAILED, e.encode_to_vec()),
+            Terminal::Cancelled(e) => EventDraft::new(CANCELLED, e.encode_to_vec()),
+        }
+    }
+}
+
+/// Appends the runs of one org's caller.
+#[derive(Debug, Clone)]
+pub struct Recorder {
+    log: EventLog,
+    aggregate: AggregateRef,
+    metadata: EventMetadata,
+}
+
+impl Recorder {
+    pub fn new(log: EventLog, org_id: &str, run_id: &str, metadata: EventMetadata) -> Result<Self, String> {
+        let aggregate = AggregateRef::new(Context::Execution, org_id, AGGREGATE_TYPE, run_id)
+            .map_err(|e| e.to_string())?;
+        Ok(Self {
+            log,
+            aggregate,
+            metadata,
+        })
+    }
+
+    /// Records the start; returns its log sequence.
+    pub async fn started(&self, event: &ExecutionStarted) -> Result<u64, AppendError> {
+        let envelope = envelope_for(
+            &self.aggregate,
+            1,
+            EventDraft::new(STARTED, event.encode_to_vec()),
+            &self.metadata,
+        );
+        let appended = self
+            .log
+            .append(&self.aggregate, Expected::NoEvents, &[envelope])
+            .await?;
+        Ok(appended.last_sequence)
+    }
+
+    /// Records the end, after the start at `started_at`; returns its sequence.
+    /// Retries a store failure a few times: a run must not stay unrecorded.
+    pub async fn ended(&self, started_at: u64, terminal: &Terminal) -> Result<u64, AppendError> {
+        let envelope = envelope_for(&self.aggregate, 2, terminal.draft(), &self.metadata);
+        let mut attempt = 0;
+        loop {
+            match self
+                .log
+                .append(
+                    &self.aggregate,
+                    Expected::Sequence(started_at),
+                    std::slice::from_ref(&envelope),
+                )
+                .await
+            {
+                Ok(appended) => return Ok(appended.last_sequence),
+                Err(AppendError::Store(err)) if attempt < 5 => {
+                    attempt += 1;
+                    tracing::warn!(error = %err, attempt, "recording a run's end failed; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
+                }
+                Err(err) => return Err(err),
+            }
+        }
+    }
+}

@@ -1,0 +1,689 @@
+//! `ExecutionService` over gRPC: validate, render (through the prompts
+//! service, with the caller's own credential), record the start, call the
+//! provider, record the end, answer.
+//!
+//! Every run executes in a task of the service's tracker, not in the
+//! request's future: a client that goes away cannot leave a run unrecorded.
+//! A streaming client that goes away cancels the provider call and the run
+//! is recorded as cancelled.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use futures::Stream;
+use promptops_auth::roles::Permission;
+use promptops_eventlog::{Context, EventLog, EventMetadata};
+use promptops_platform::authn::Authenticator;
+use promptops_platform::caller::{Caller, event_metadata, outgoing};
+use promptops_platform::errors::{ErrorClass, FieldViolation, ServiceError};
+use promptops_platform::paging::{Cursor, page_size};
+use promptops_platform::read_your_write;
+use promptops_proto::common::v1::LogPosition;
+use promptops_proto::execution::v1::execution_service_server::ExecutionService;
+use promptops_proto::execution::v1::{
+    ExecuteChunk, ExecuteRequest, ExecuteResponse, ExecutionCancelled, ExecutionCompleted, ExecutionFailed,
+    ExecutionStarted, GetRunRequest, ListModelsRequest, ListModelsResponse, ListRunsRequest,
+    ListRunsResponse, Parameters, Run, RunStatus, Usage, execute_chunk,
+};
+use promptops_proto::prompts::v1::prompt_service_client::PromptServiceClient;
+use promptops_proto::prompts::v1::{ChatMessage, ChatRole, RenderPromptRequest, render_prompt_response};
+use sqlx::AnyPool;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::events::{Recorder, Terminal};
+use crate::mock::{self, CallError};
+use crate::models::{self, ModelSpec};
+use crate::runs::{self, PROJECTION, RunFilter};
+use crate::tokens;
+
+/// Output kept in a run's record (and its event); longer output is cut here.
+pub const MAX_RECORDED_OUTPUT_BYTES: usize = 64 * 1024;
+/// Each input message's content kept in the start event.
+pub const MAX_RECORDED_INPUT_BYTES: usize = 64 * 1024;
+/// The largest input accepted, all messages together.
+pub const MAX_INPUT_BYTES: usize = 1024 * 1024;
+
+type Result<T> = std::result::Result<T, Status>;
+
+#[derive(Debug, Clone)]
+pub struct ExecutionApi {
+    log: EventLog,
+    db: AnyPool,
+    auth: Authenticator,
+    prompts: PromptServiceClient<Channel>,
+    runs: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+/// A validated request, ready to run.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub spec: &'static ModelSpec,
+    pub messages: Vec<ChatMessage>,
+    pub parameters: Parameters,
+    pub prompt_id: String,
+    pub prompt_version: u64,
+    pub label: String,
+    pub variables: HashMap<String, String>,
+    pub input_tokens: u64,
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> ServiceError {
+    ServiceError::invalid(vec![FieldViolation::new(field, message)])
+}
+
+fn truncate(text: &str, max: usize) -> (String, bool) {
+    if text.len() <= max {
+        return (text.to_owned(), false);
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    (text[..end].to_owned(), true)
+}
+
+/// Every problem with the overrides, against the model's limits.
+pub fn validate_parameters(parameters: &Parameters, spec: &ModelSpec) -> Vec<FieldViolation> {
+    let mut violations = Vec::new();
+    let in_range =
+        |v: Option<f64>, lo: f64, hi: f64| v.is_none_or(|v| v.is_finite() && (lo..=hi).contains(&v));
+    if !in_range(parameters.temperature, 0.0, 2.0) {
+        violations.push(FieldViolation::new(
+            "parameters.temperature",
+            "must be between 0 and 2",
+        ));
+    }
+    if !in_range(parameters.top_p, 0.0, 1.0) {
+        violations.push(FieldViolation::new("parameters.top_p", "must be between 0 and 1"));
+    }
+    if parameters
+        .max_tokens
+        .is_some_and(|m| m == 0 || m > spec.max_output_tokens)
+    {
+        violations.push(FieldViolation::new(
+            "parameters.max_tokens",
+            format!("must be between 1 and {} for {}", spec.max_output_tokens, spec.id),
+        ));
+    }
+    if parameters.stop.len() > 4 || parameters.stop.iter().any(String::is_empty) {
+        violations.push(FieldViolation::new(
+            "parameters.stop",
+            "at most 4 non-empty sequences",
+        ));
+    }
+    violations
+}
+
+fn unknown_model(model: &str) -> ServiceError {
+    invalid(
+        "model",
+        format!("unknown model {model:?}; ListModels (GET /api/v1/models) lists the models you can run"),
+    )
+}
+
+/// The input as one run: the messages, the model and its limits checked.
+pub fn prepare_messages(
+    messages: Vec<ChatMessage>,
+    model: &str,
+    parameters: Parameters,
+) -> std::result::Result<(&'static ModelSpec, Vec<ChatMessage>, Parameters, u64), ServiceError> {
+    let spec = models::find(model).ok_or_else(|| unknown_model(model))?;
+    let mut violations = validate_parameters(&parameters, spec);
+    if messages.is_empty() {
+        violations.push(FieldViolation::new("messages", "at least one message"));
+    }
+    for (i, m) in messages.iter().enumerate() {
+        if ChatRole::try_from(m.role).unwrap_or(ChatRole::Unspecified) == ChatRole::Unspecified {
+            violations.push(FieldViolation::new(
+                format!("messages[{i}].role"),
+                "must be system, user or assistant",
+            ));
+        }
+    }
+    let bytes: usize = messages.iter().map(|m| m.content.len()).sum();
+    if bytes > MAX_INPUT_BYTES {
+        violations.push(FieldViolation::new(
+            "messages",
+            format!("are {bytes} bytes; the limit is {MAX_INPUT_BYTES}"),
+        ));
+    }
+    if !violations.is_empty() {
+        return Err(ServiceError::invalid(violations));
+    }
+    let input_tokens = messages
+        .iter()
+        .map(|m| tokens::count(&m.content) + 3)
+        .sum::<u64>()
+        + 3;
+    let wanted_output = u64::from(parameters.max_tokens.unwrap_or(0));
+    if input_tokens + wanted_output > u64::from(spec.context_window) {
+        return Err(invalid(
+            "messages",
+            format!(
+                "the input is {input_tokens} tokens (+ {wanted_output} for the output); {} takes at most {}",
+                spec.id, spec.context_window
+            ),
+        ));
+    }
+    Ok((spec, messages, parameters, input_tokens))
+}
+
+impl ExecutionApi {
+    pub fn new(
+        log: EventLog,
+        db: AnyPool,
+        auth: Authenticator,
+        prompts: PromptServiceClient<Channel>,
+        runs: TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            log,
+            db,
+            auth,
+            prompts,
+            runs,
+            shutdown,
+        }
+    }
+
+    async fn caller<T>(&self, request: &Request<T>, permission: Permission) -> Result<(Caller, String)> {
+        let caller = self.auth.authenticate(request.metadata()).await?;
+        caller.require(permission)?;
+        let credential = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' ').map(|(_, c)| c.trim().to_owned()))
+            .unwrap_or_default();
+        Ok((caller, credential))
+    }
+
+    /// Renders a managed prompt (through the prompts service, as the caller)
+    /// or takes raw messages; checks the model, parameters and input size.
+    async fn prepare(
+        &self,
+        credential: &str,
+        req: ExecuteRequest,
+    ) -> std::result::Result<Prepared, ServiceError> {
+        let managed = req
+            .prompt
+            .as_ref()
+            .is_some_and(|p| !p.prompt_id.is_empty() || !p.name.is_empty());
+        if managed {
+            let rendered = self
+                .prompts
+                .clone()
+                .render_prompt(outgoing(
+                    credential,
+                    RenderPromptRequest {
+                        prompt: req.prompt.clone(),
+                        label: req.label.clone(),
+                        version: req.version,
+                        draft: None,
+                        variables: req.variables.clone(),
+                    },
+                ))
+                .await
+                .map_err(|status| ServiceError::from_status(&status))?
+                .into_inner();
+            let mut messages = match rendered.kind {
+                Some(render_prompt_response::Kind::Text(text)) => vec![ChatMessage {
+                    role: ChatRole::User as i32,
+                    content: text,
+                }],
+                Some(render_prompt_response::Kind::Chat(chat)) => chat.messages,
+                None => {
+                    return Err(ServiceError::new(
+                        ErrorClass::Internal,
+                        "the prompt rendered to nothing",
+                    ));
+                }
+            };
+            // Messages given with a managed prompt follow the rendered ones.
+            messages.extend(req.messages);
+            let configured = rendered.model.unwrap_or_default();
+            let model = if req.model.is_empty() {
+                configured.model.clone()
+            } else {
+                req.model.clone()
+            };
+            if model.is_empty() {
+                return Err(invalid(
+                    "model",
+                    "the prompt version names no model; give one in the request",
+                ));
+            }
+            let overrides = req.parameters.unwrap_or_default();
+            let parameters = Parameters {
+                temperature: overrides.temperature.or(configured.temperature),
+                top_p: overrides.top_p.or(configured.top_p),
+                max_tokens: overrides.max_tokens.or(configured.max_tokens),
+                stop: if overrides.stop.is_empty() {
+                    configured.stop
+                } else {
+                    overrides.stop
+                },
+            };
+            let (spec, messages, parameters, input_tokens) = prepare_messages(messages, &model, parameters)?;
+            let prompt_id = rendered.prompt_id;
+            Ok(Prepared {
+                spec,
+                messages,
+                parameters,
+                prompt_id,
+                prompt_version: rendered.version,
+                label: req.label,
+                variables: req.variables,
+                input_tokens,
+            })
+        } else {
+            if req.model.is_empty() {
+                return Err(invalid("model", "required with raw messages, e.g. mock/echo"));
+            }
+            let (spec, messages, parameters, input_tokens) =
+                prepare_messages(req.messages, &req.model, req.parameters.unwrap_or_default())?;
+            Ok(Prepared {
+                spec,
+                messages,
+                parameters,
+                prompt_id: String::new(),
+                prompt_version: 0,
+                label: String::new(),
+                variables: req.variables,
+                input_tokens,
+            })
+        }
+    }
+
+    /// Starts the run in the tracker; its result arrives on the handle.
+    fn spawn_run(
+        &self,
+        caller: &Caller,
+        prepared: Prepared,
+        chunks: Option<mpsc::Sender<Result<ExecuteChunk>>>,
+    ) -> tokio::task::JoinHandle<std::result::Result<(Run, u64), ServiceError>> {
+        let log = self.log.clone();
+        let metadata = event_metadata(caller.actor.clone());
+        let org_id = caller.org_id.clone();
+        let actor = caller.actor.clone();
+        let cancel = self.shutdown.child_token();
+        self.runs
+            .spawn(async move { run(log, &org_id, actor, metadata, prepared, chunks, cancel).await })
+    }
+}
+
+/// One run, start to end, recorded.
+async fn run(
+    log: EventLog,
+    org_id: &str,
+    actor: promptops_proto::common::v1::Actor,
+    metadata: EventMetadata,
+    prepared: Prepared,
+    chunks: Option<mpsc::Sender<Result<ExecuteChunk>>>,
+    cancel: CancellationToken,
+) -> std::result::Result<(Run, u64), ServiceError> {
+    let run_id = Uuid::now_v7().to_string();
+    let trace_id = metadata
+        .traceparent
+        .split('-')
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
+    let recorder = Recorder::new(log, org_id, &run_id, metadata)
+        .map_err(|e| ServiceError::new(ErrorClass::Internal, e))?;
+    let spec = prepared.spec;
+    let started = ExecutionStarted {
+        run_id: run_id.clone(),
+        prompt_id: prepared.prompt_id.clone(),
+        prompt_version: prepared.prompt_version,
+        label: prepared.label.clone(),
+        model: spec.id.to_owned(),
+        variables: prepared.variables.clone(),
+        messages: prepared
+            .messages
+            .iter()
+            .map(|m| ChatMessage {
+                role: m.role,
+                content: truncate(&m.content, MAX_RECORDED_INPUT_BYTES).0,
+            })
+            .collect(),
+        parameters: Some(prepared.parameters.clone()),
+        input_tokens_counted: prepared.input_tokens,
+        trace_id: trace_id.clone(),
+    };
+    let started_at = recorder
+        .started(&started)
+        .await
+        .map_err(|e| ServiceError::unavailable("the event log", e))?;
+    let mut record = Run {
+        run_id: run_id.clone(),
+        status: RunStatus::Running as i32,
+        prompt_id: prepared.prompt_id.clone(),
+        prompt_version: prepared.prompt_version,
+        label: prepared.label.clone(),
+        model: spec.id.to_owned(),
+        usage: Some(Usage {
+            input_tokens: prepared.input_tokens,
+            estimated: true,
+            ..Default::default()
+        }),
+        created_at: Some(prost_types::Timestamp::from(std::time::SystemTime::now())),
+        actor: Some(actor),
+        trace_id,
+        ..Default::default()
+    };
+    let clock = Instant::now();
+    let span = tracing::info_span!("provider call", model = spec.id, run_id = %run_id);
+    let (pieces_tx, mut pieces_rx) = mpsc::channel::<String>(64);
+    let call_cancel = cancel.child_token();
+    let call = async {
+        let result = mock::complete(
+            spec,
+            &prepared.messages,
+            prepared.parameters.max_tokens,
+            Some(&pieces_tx),
+            &call_cancel,
+        )
+        .await;
+        drop(pieces_tx);
+        result
+    };
+    let forward = async {
+        let mut first_token = None;
+        if let Some(chunks) = &chunks
+            && chunks
+                .send(Ok(ExecuteChunk {
+                    kind: Some(execute_chunk::Kind::Started(record.clone())),
+                }))
+                .await
+                .is_err()
+        {
+            call_cancel.cancel();
+            return first_token;
+        }
+        loop {
+            let piece = match &chunks {
+                Some(chunks) => tokio::select! {
+                    piece = pieces_rx.recv() => piece,
+                    () = chunks.closed() => {
+                        call_cancel.cancel();
+                        break;
+                    }
+                },
+                None => pieces_rx.recv().await,
+            };
+            let Some(piece) = piece else { break };
+            first_token.get_or_insert_with(|| clock.elapsed());
+            if let Some(chunks) = &chunks {
+                let delta = ExecuteChunk {
+                    kind: Some(execute_chunk::Kind::Delta(piece)),
+                };
+                if chunks.send(Ok(delta)).await.is_err() {
+                    call_cancel.cancel();
+                    break;
+                }
+            }
+        }
+        first_token
+    };
+    let (result, first_token) =
+        tracing::Instrument::instrument(async { tokio::join!(call, forward) }, span).await;
+    let latency_us = u64::try_from(clock.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let ttft_us = first_token.map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+    let terminal = match &result {
+        Ok(done) => {
+            let (output, output_truncated) = truncate(&done.output, MAX_RECORDED_OUTPUT_BYTES);
+            let usage = Usage {
+                input_tokens: done.input_tokens,
+                output_tokens: done.output_tokens,
+                cached_input_tokens: 0,
+                estimated: false,
+            };
+            Terminal::Completed(ExecutionCompleted {
+                run_id: run_id.clone(),
+                output,
+                output_truncated,
+                cost_nano_usd: spec.cost_nano_usd(usage.input_tokens, usage.output_tokens, 0),
+                usage: Some(usage),
+                latency_us,
+                time_to_first_token_us: ttft_us,
+                finish_reason: done.finish_reason.to_owned(),
+            })
+        }
+        Err(CallError::Provider { message }) => Terminal::Failed(ExecutionFailed {
+            run_id: run_id.clone(),
+            error_class: "provider-error".into(),
+            message: message.clone(),
+            latency_us,
+        }),
+        Err(CallError::Cancelled {
+            partial,
+            output_tokens,
+        }) => {
+            let usage = Usage {
+                input_tokens: prepared.input_tokens,
+                output_tokens: *output_tokens,
+                cached_input_tokens: 0,
+                estimated: true,
+            };
+            Terminal::Cancelled(ExecutionCancelled {
+                run_id: run_id.clone(),
+                partial_output: truncate(partial, MAX_RECORDED_OUTPUT_BYTES).0,
+                cost_nano_usd: spec.cost_nano_usd(usage.input_tokens, usage.output_tokens, 0),
+                usage: Some(usage),
+                latency_us,
+            })
+        }
+    };
+    let ended_at = recorder.ended(started_at, &terminal).await.map_err(|e| {
+        metrics::counter!("promptops_runs_unrecorded_total").increment(1);
+        ServiceError::unavailable("the event log (the run's end is not recorded)", e)
+    })?;
+    let status = match &terminal {
+        Terminal::Completed(done) => {
+            record.status = RunStatus::Completed as i32;
+            record.output = done.output.clone();
+            record.usage = done.usage;
+            record.cost_nano_usd = done.cost_nano_usd;
+            record.finish_reason = done.finish_reason.clone();
+            "completed"
+        }
+        Terminal::Failed(failed) => {
+            record.status = RunStatus::Failed as i32;
+            record.error = format!("{}: {}", failed.error_class, failed.message);
+            "failed"
+        }
+        Terminal::Cancelled(cancelled) => {
+            record.status = RunStatus::Cancelled as i32;
+            record.output = cancelled.partial_output.clone();
+            record.usage = cancelled.usage;
+            record.cost_nano_usd = cancelled.cost_nano_usd;
+            "cancelled"
+        }
+    };
+    record.latency_us = latency_us;
+    record.time_to_first_token_us = ttft_us;
+    metrics::counter!("promptops_runs_total", "model" => spec.id, "status" => status).increment(1);
+    metrics::histogram!("promptops_run_duration_seconds", "model" => spec.id)
+        .record(Duration::from_micros(latency_us).as_secs_f64());
+    if let Terminal::Failed(failed) = &terminal {
+        let error = ServiceError::new(
+            ErrorClass::Unavailable,
+            format!(
+                "{}: {} (run {run_id} is recorded as failed)",
+                spec.id, failed.message
+            ),
+        );
+        if let Some(chunks) = &chunks {
+            let _ = chunks.send(Err(error.clone().into())).await;
+        }
+        return Err(error);
+    }
+    if let Some(chunks) = &chunks {
+        // Sent after the end is in the log; a client gone by now changes nothing.
+        let _ = chunks
+            .send(Ok(ExecuteChunk {
+                kind: Some(execute_chunk::Kind::Completed(record.clone())),
+            }))
+            .await;
+    }
+    Ok((record, ended_at))
+}
+
+fn position(sequence: u64) -> LogPosition {
+    LogPosition {
+        stream: Context::Execution.stream_name().to_owned(),
+        sequence,
+    }
+}
+
+type ChunkStream = Pin<Box<dyn Stream<Item = Result<ExecuteChunk>> + Send>>;
+
+#[tonic::async_trait]
+impl ExecutionService for ExecutionApi {
+    async fn list_models(&self, request: Request<ListModelsRequest>) -> Result<Response<ListModelsResponse>> {
+        self.caller(&request, Permission::Read).await?;
+        Ok(Response::new(ListModelsResponse {
+            models: models::BUILT_IN.iter().map(ModelSpec::to_message).collect(),
+        }))
+    }
+
+    async fn execute(&self, request: Request<ExecuteRequest>) -> Result<Response<ExecuteResponse>> {
+        let (caller, credential) = self.caller(&request, Permission::Write).await?;
+        let prepared = self.prepare(&credential, request.into_inner()).await?;
+        let handle = self.spawn_run(&caller, prepared, None);
+        let (run, ended_at) = handle
+            .await
+            .map_err(|e| ServiceError::new(ErrorClass::Internal, format!("run task failed: {e}")))??;
+        Ok(Response::new(ExecuteResponse {
+            run: Some(run),
+            position: Some(position(ended_at)),
+        }))
+    }
+
+    type ExecuteStreamStream = ChunkStream;
+
+    async fn execute_stream(
+        &self,
+        request: Request<ExecuteRequest>,
+    ) -> Result<Response<Self::ExecuteStreamStream>> {
+        let (caller, credential) = self.caller(&request, Permission::Write).await?;
+        let prepared = self.prepare(&credential, request.into_inner()).await?;
+        let (tx, rx) = mpsc::channel(64);
+        // The handle is not awaited: the run reports through the stream.
+        drop(self.spawn_run(&caller, prepared, Some(tx)));
+        Ok(Response::new(
+            Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)) as Self::ExecuteStreamStream,
+        ))
+    }
+
+    async fn list_runs(&self, request: Request<ListRunsRequest>) -> Result<Response<ListRunsResponse>> {
+        let (caller, _) = self.caller(&request, Permission::Read).await?;
+        let req = request.into_inner();
+        let page = req.page.unwrap_or_default();
+        let after = Cursor::decode(&page.page_token, "page_token")?;
+        read_your_write::wait_for(&self.db, PROJECTION, req.min_position.as_ref()).await?;
+        let status = RunStatus::try_from(req.status).unwrap_or(RunStatus::Unspecified);
+        let filter = RunFilter {
+            prompt_id: (!req.prompt_id.is_empty()).then_some(req.prompt_id),
+            prompt_version: (req.prompt_version != 0).then_some(req.prompt_version),
+            model: (!req.model.is_empty()).then_some(req.model),
+            status: (status != RunStatus::Unspecified).then_some(status),
+        };
+        let (runs, next) = runs::list(
+            &self.db,
+            &caller.org_id,
+            &filter,
+            after.as_ref(),
+            page_size(page.page_size),
+        )
+        .await
+        .map_err(|e| ServiceError::unavailable("the execution database", e))?;
+        Ok(Response::new(ListRunsResponse {
+            runs,
+            next_page_token: next.map(|c| c.encode()).unwrap_or_default(),
+        }))
+    }
+
+    async fn get_run(&self, request: Request<GetRunRequest>) -> Result<Response<Run>> {
+        let (caller, _) = self.caller(&request, Permission::Read).await?;
+        let req = request.into_inner();
+        if Uuid::parse_str(&req.run_id).is_err() {
+            return Err(invalid("run_id", "must be a UUID").into());
+        }
+        read_your_write::wait_for(&self.db, PROJECTION, req.min_position.as_ref()).await?;
+        let run = runs::get(&self.db, &caller.org_id, &req.run_id)
+            .await
+            .map_err(|e| ServiceError::unavailable("the execution database", e))?
+            .ok_or_else(|| {
+                ServiceError::new(ErrorClass::NotFound, format!("run {} not found", req.run_id))
+            })?;
+        Ok(Response::new(run))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(text: &str) -> Vec<ChatMessage> {
+        vec![ChatMessage {
+            role: ChatRole::User as i32,
+            content: text.into(),
+        }]
+    }
+
+    #[test]
+    fn bad_input_is_refused_before_any_call_with_every_field_named() {
+        let err = prepare_messages(user("hi"), "openai/nope", Parameters::default()).unwrap_err();
+        assert_eq!(err.violations[0].field, "model");
+        let params = Parameters {
+            temperature: Some(9.0),
+            max_tokens: Some(0),
+            ..Default::default()
+        };
+        let err = prepare_messages(
+            vec![ChatMessage {
+                role: 0,
+                content: "x".into(),
+            }],
+            "mock/echo",
+            params,
+        )
+        .unwrap_err();
+        let fields: Vec<&str> = err.violations.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "parameters.temperature",
+                "parameters.max_tokens",
+                "messages[0].role"
+            ]
+        );
+    }
+
+    #[test]
+    fn input_over_the_context_window_is_counted_and_refused() {
+        let long = "word ".repeat(9_000);
+        let err = prepare_messages(user(&long), "mock/slow", Parameters::default()).unwrap_err();
+        assert!(
+            err.violations[0].description.contains("takes at most 8000"),
+            "{err:?}"
+        );
+        assert!(prepare_messages(user(&long), "mock/echo", Parameters::default()).is_ok());
+    }
+
+    #[test]
+    fn truncation_keeps_whole_characters() {
+        assert_eq!(truncate("héllo", 2), ("h".to_owned(), true));
+        assert_eq!(truncate("abc", 5), ("abc".to_owned(), false));
+    }
+}

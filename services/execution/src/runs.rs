@@ -1,0 +1,321 @@
+//! The `runs` read model: one row per run, folded from `EVT_EXECUTION`; the
+//! history API reads it.
+
+use promptops_eventlog::RecordedEvent;
+use promptops_eventlog::projection::Projection;
+use promptops_platform::db::Migration;
+use promptops_platform::paging::{Cursor, ms_from_timestamp, split_page, timestamp_from_ms};
+use promptops_proto::common::v1::{Actor, ActorKind};
+use promptops_proto::execution::v1::{
+    ExecutionCancelled, ExecutionCompleted, ExecutionFailed, ExecutionStarted, Run, RunStatus, Usage,
+};
+use prost::Message as _;
+use sqlx::{AnyConnection, AnyPool, FromRow};
+
+use crate::events::{CANCELLED, COMPLETED, FAILED, STARTED};
+
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "projection checkpoints",
+        statements: &[promptops_eventlog::projection::CHECKPOINT_TABLE],
+    },
+    Migration {
+        version: 2,
+        name: "runs",
+        statements: &[
+            "CREATE TABLE runs (
+                org_id TEXT NOT NULL,
+                run_id TEXT NOT NULL,
+                status BIGINT NOT NULL,
+                prompt_id TEXT NOT NULL,
+                prompt_version BIGINT NOT NULL,
+                label TEXT NOT NULL,
+                model TEXT NOT NULL,
+                output TEXT NOT NULL,
+                input_tokens BIGINT NOT NULL,
+                output_tokens BIGINT NOT NULL,
+                cached_input_tokens BIGINT NOT NULL,
+                estimated BIGINT NOT NULL,
+                cost_nano_usd BIGINT NOT NULL,
+                latency_us BIGINT NOT NULL,
+                ttft_us BIGINT NOT NULL,
+                error TEXT NOT NULL,
+                finish_reason TEXT NOT NULL,
+                created_at_ms BIGINT NOT NULL,
+                actor_kind BIGINT NOT NULL,
+                actor_id TEXT NOT NULL,
+                trace_id TEXT NOT NULL,
+                PRIMARY KEY (org_id, run_id)
+            )",
+            "CREATE INDEX runs_newest_first ON runs (org_id, created_at_ms, run_id)",
+            "CREATE INDEX runs_by_prompt ON runs (org_id, prompt_id, prompt_version, created_at_ms)",
+        ],
+    },
+];
+
+pub const PROJECTION: &str = "runs";
+
+#[derive(Debug, Default)]
+pub struct RunsProjection;
+
+fn decode_err(e: prost::DecodeError) -> sqlx::Error {
+    sqlx::Error::Decode(Box::new(e))
+}
+
+fn int(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// The trace id of a W3C `traceparent` (`00-<trace>-<span>-<flags>`).
+fn trace_id(traceparent: &str) -> &str {
+    traceparent.split('-').nth(1).unwrap_or_default()
+}
+
+impl Projection for RunsProjection {
+    fn name(&self) -> &'static str {
+        PROJECTION
+    }
+
+    async fn apply(&self, conn: &mut AnyConnection, event: &RecordedEvent) -> Result<(), sqlx::Error> {
+        let envelope = &event.envelope;
+        let payload = envelope.payload.as_slice();
+        let org = envelope.org_id.as_str();
+        match envelope.event_type.as_str() {
+            STARTED => {
+                let started = ExecutionStarted::decode(payload).map_err(decode_err)?;
+                let actor = envelope.actor.clone().unwrap_or_default();
+                sqlx::query(
+                    "INSERT INTO runs (org_id, run_id, status, prompt_id, prompt_version, label, model, output,
+                        input_tokens, output_tokens, cached_input_tokens, estimated, cost_nano_usd, latency_us,
+                        ttft_us, error, finish_reason, created_at_ms, actor_kind, actor_id, trace_id)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, '', $8, 0, 0, 1, 0, 0, 0, '', '', $9, $10, $11, $12)
+                     ON CONFLICT (org_id, run_id) DO NOTHING",
+                )
+                .bind(org)
+                .bind(&started.run_id)
+                .bind(RunStatus::Running as i64)
+                .bind(&started.prompt_id)
+                .bind(int(started.prompt_version))
+                .bind(&started.label)
+                .bind(&started.model)
+                .bind(int(started.input_tokens_counted))
+                .bind(ms_from_timestamp(envelope.occurred_at.as_ref()))
+                .bind(i64::from(actor.kind))
+                .bind(&actor.id)
+                .bind(trace_id(&envelope.traceparent))
+                .execute(&mut *conn)
+                .await?;
+            }
+            COMPLETED => {
+                let done = ExecutionCompleted::decode(payload).map_err(decode_err)?;
+                let usage = done.usage.unwrap_or_default();
+                sqlx::query(
+                    "UPDATE runs SET status = $3, output = $4, input_tokens = $5, output_tokens = $6,
+                        cached_input_tokens = $7, estimated = $8, cost_nano_usd = $9, latency_us = $10,
+                        ttft_us = $11, finish_reason = $12
+                     WHERE org_id = $1 AND run_id = $2",
+                )
+                .bind(org)
+                .bind(&done.run_id)
+                .bind(RunStatus::Completed as i64)
+                .bind(&done.output)
+                .bind(int(usage.input_tokens))
+                .bind(int(usage.output_tokens))
+                .bind(int(usage.cached_input_tokens))
+                .bind(i64::from(usage.estimated))
+                .bind(done.cost_nano_usd)
+                .bind(int(done.latency_us))
+                .bind(int(done.time_to_first_token_us))
+                .bind(&done.finish_reason)
+                .execute(&mut *conn)
+                .await?;
+            }
+            FAILED => {
+                let failed = ExecutionFailed::decode(payload).map_err(decode_err)?;
+                sqlx::query(
+                    "UPDATE runs SET status = $3, error = $4, latency_us = $5 WHERE org_id = $1 AND run_id = $2",
+                )
+                .bind(org)
+                .bind(&failed.run_id)
+                .bind(RunStatus::Failed as i64)
+                .bind(format!("{}: {}", failed.error_class, failed.message))
+                .bind(int(failed.latency_us))
+                .execute(&mut *conn)
+                .await?;
+            }
+            CANCELLED => {
+                let cancelled = ExecutionCancelled::decode(payload).map_err(decode_err)?;
+                let usage = cancelled.usage.unwrap_or_default();
+                sqlx::query(
+                    "UPDATE runs SET status = $3, output = $4, output_tokens = $5, cost_nano_usd = $6,
+                        latency_us = $7, estimated = $8
+                     WHERE org_id = $1 AND run_id = $2",
+                )
+                .bind(org)
+                .bind(&cancelled.run_id)
+                .bind(RunStatus::Cancelled as i64)
+                .bind(&cancelled.partial_output)
+                .bind(int(usage.output_tokens))
+                .bind(cancelled.cost_nano_usd)
+                .bind(int(cancelled.latency_us))
+                .bind(i64::from(usage.estimated))
+                .execute(&mut *conn)
+                .await?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    async fn reset(&self, conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM runs")
+            .execute(&mut *conn)
+            .await
+            .map(|_| ())
+    }
+}
+
+#[derive(Debug, FromRow)]
+struct RunRow {
+    run_id: String,
+    status: i64,
+    prompt_id: String,
+    prompt_version: i64,
+    label: String,
+    model: String,
+    output: String,
+    input_tokens: i64,
+    output_tokens: i64,
+    cached_input_tokens: i64,
+    estimated: i64,
+    cost_nano_usd: i64,
+    latency_us: i64,
+    ttft_us: i64,
+    error: String,
+    finish_reason: String,
+    created_at_ms: i64,
+    actor_kind: i64,
+    actor_id: String,
+    trace_id: String,
+}
+
+fn unsigned(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+impl From<RunRow> for Run {
+    fn from(r: RunRow) -> Self {
+        Run {
+            run_id: r.run_id,
+            status: i32::try_from(r.status).unwrap_or(0),
+            prompt_id: r.prompt_id,
+            prompt_version: unsigned(r.prompt_version),
+            label: r.label,
+            model: r.model,
+            output: r.output,
+            usage: Some(Usage {
+                input_tokens: unsigned(r.input_tokens),
+                output_tokens: unsigned(r.output_tokens),
+                cached_input_tokens: unsigned(r.cached_input_tokens),
+                estimated: r.estimated != 0,
+            }),
+            cost_nano_usd: r.cost_nano_usd,
+            latency_us: unsigned(r.latency_us),
+            time_to_first_token_us: unsigned(r.ttft_us),
+            error: r.error,
+            created_at: Some(timestamp_from_ms(r.created_at_ms)),
+            actor: Some(Actor {
+                kind: i32::try_from(r.actor_kind).unwrap_or(ActorKind::Unspecified as i32),
+                id: r.actor_id,
+            }),
+            trace_id: r.trace_id,
+            finish_reason: r.finish_reason,
+        }
+    }
+}
+
+const COLUMNS: &str =
+    "run_id, status, prompt_id, prompt_version, label, model, output, input_tokens, output_tokens,
+    cached_input_tokens, estimated, cost_nano_usd, latency_us, ttft_us, error, finish_reason, created_at_ms,
+    actor_kind, actor_id, trace_id";
+
+/// Which runs to list.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    pub prompt_id: Option<String>,
+    pub prompt_version: Option<u64>,
+    pub model: Option<String>,
+    pub status: Option<RunStatus>,
+}
+
+enum Bind {
+    Text(String),
+    Int(i64),
+}
+
+pub async fn get(pool: &AnyPool, org_id: &str, run_id: &str) -> Result<Option<Run>, sqlx::Error> {
+    let row: Option<RunRow> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM runs WHERE org_id = $1 AND run_id = $2"
+    ))
+    .bind(org_id)
+    .bind(run_id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(Run::from))
+}
+
+/// A page of runs, newest first.
+pub async fn list(
+    pool: &AnyPool,
+    org_id: &str,
+    filter: &RunFilter,
+    after: Option<&Cursor>,
+    page_size: u32,
+) -> Result<(Vec<Run>, Option<Cursor>), sqlx::Error> {
+    let mut sql = format!("SELECT {COLUMNS} FROM runs WHERE org_id = $1");
+    let mut binds = vec![Bind::Text(org_id.to_owned())];
+    let next = |bind: Bind, binds: &mut Vec<Bind>| {
+        binds.push(bind);
+        format!("${}", binds.len())
+    };
+    if let Some(prompt_id) = &filter.prompt_id {
+        let p = next(Bind::Text(prompt_id.clone()), &mut binds);
+        sql.push_str(&format!(" AND prompt_id = {p}"));
+    }
+    if let Some(version) = filter.prompt_version {
+        let p = next(Bind::Int(int(version)), &mut binds);
+        sql.push_str(&format!(" AND prompt_version = {p}"));
+    }
+    if let Some(model) = &filter.model {
+        let p = next(Bind::Text(model.clone()), &mut binds);
+        sql.push_str(&format!(" AND model = {p}"));
+    }
+    if let Some(status) = filter.status {
+        let p = next(Bind::Int(status as i64), &mut binds);
+        sql.push_str(&format!(" AND status = {p}"));
+    }
+    if let Some(cursor) = after {
+        let t = next(Bind::Int(cursor.time_ms), &mut binds);
+        let i = next(Bind::Text(cursor.id.clone()), &mut binds);
+        sql.push_str(&format!(
+            " AND (created_at_ms < {t} OR (created_at_ms = {t} AND run_id < {i}))"
+        ));
+    }
+    let limit = next(Bind::Int(i64::from(page_size) + 1), &mut binds);
+    sql.push_str(&format!(
+        " ORDER BY created_at_ms DESC, run_id DESC LIMIT {limit}"
+    ));
+    let mut query = sqlx::query_as::<_, RunRow>(&sql);
+    for bind in binds {
+        query = match bind {
+            Bind::Text(s) => query.bind(s),
+            Bind::Int(i) => query.bind(i),
+        };
+    }
+    let runs: Vec<Run> = query.fetch_all(pool).await?.into_iter().map(Run::from).collect();
+    Ok(split_page(runs, page_size, |r| Cursor {
+        time_ms: ms_from_timestamp(r.created_at.as_ref()),
+        id: r.run_id.clone(),
+    }))
+}
