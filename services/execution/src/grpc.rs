@@ -59,6 +59,7 @@ pub struct ExecutionApi {
     prompts: PromptServiceClient<Channel>,
     runs: TaskTracker,
     shutdown: CancellationToken,
+    run_timeout: Duration,
 }
 
 /// A validated request, ready to run.
@@ -183,6 +184,7 @@ impl ExecutionApi {
         prompts: PromptServiceClient<Channel>,
         runs: TaskTracker,
         shutdown: CancellationToken,
+        run_timeout: Duration,
     ) -> Self {
         Self {
             log,
@@ -191,6 +193,7 @@ impl ExecutionApi {
             prompts,
             runs,
             shutdown,
+            run_timeout,
         }
     }
 
@@ -315,12 +318,14 @@ impl ExecutionApi {
         let org_id = caller.org_id.clone();
         let actor = caller.actor.clone();
         let cancel = self.shutdown.child_token();
+        let timeout = self.run_timeout;
         self.runs
-            .spawn(async move { run(log, &org_id, actor, metadata, prepared, chunks, cancel).await })
+            .spawn(async move { run(log, &org_id, actor, metadata, prepared, chunks, cancel, timeout).await })
     }
 }
 
-/// One run, start to end, recorded.
+/// One run, start to end, recorded; the provider call is cut at `timeout`.
+#[allow(clippy::too_many_arguments, reason = "one run's inputs, passed once")]
 async fn run(
     log: EventLog,
     org_id: &str,
@@ -329,6 +334,7 @@ async fn run(
     prepared: Prepared,
     chunks: Option<mpsc::Sender<Result<ExecuteChunk>>>,
     cancel: CancellationToken,
+    timeout: Duration,
 ) -> std::result::Result<(Run, u64), ServiceError> {
     let run_id = Uuid::now_v7().to_string();
     let trace_id = metadata
@@ -385,14 +391,18 @@ async fn run(
     let (pieces_tx, mut pieces_rx) = mpsc::channel::<String>(64);
     let call_cancel = cancel.child_token();
     let call = async {
-        let result = mock::complete(
+        let call = mock::complete(
             spec,
             &prepared.messages,
             prepared.parameters.max_tokens,
             Some(&pieces_tx),
             &call_cancel,
-        )
-        .await;
+        );
+        let result = tokio::time::timeout(timeout, call).await.unwrap_or_else(|_| {
+            Err(CallError::Provider {
+                message: format!("no answer within the run timeout of {} s", timeout.as_secs()),
+            })
+        });
         drop(pieces_tx);
         result
     };

@@ -4,7 +4,9 @@
 //! `runs` read model; serves `promptops.execution.v1.ExecutionService`.
 //!
 //! - [`models`]: the model catalog (the built-in `mock` provider for now);
-//! - [`mock`]: the mock provider; [`tokens`]: token counting;
+//! - [`mock`]: the mock provider; [`mock_server`]: the same as a standalone
+//!   HTTP server (`promptops-mock-provider`, OpenAI and Anthropic formats);
+//!   [`tokens`]: token counting;
 //! - [`events`]: how a run is recorded (start, then exactly one end);
 //! - [`runs`]: the history read model;
 //! - [`grpc`]: the API.
@@ -12,8 +14,10 @@
 pub mod events;
 pub mod grpc;
 pub mod mock;
+pub mod mock_server;
 pub mod models;
 pub mod runs;
+pub mod sweeper;
 pub mod tokens;
 
 use std::sync::Arc;
@@ -40,6 +44,10 @@ pub struct Config {
     /// Where the prompts service is (`PROMPTOPS_PROMPTS_URL`), to
     /// render managed prompts.
     pub prompts_url: String,
+    /// The longest a run may take, provider call included
+    /// (`PROMPTOPS_RUN_TIMEOUT_SECS`, default 600); a run still open at twice
+    /// that is recorded as abandoned by the sweeper.
+    pub run_timeout: std::time::Duration,
 }
 
 /// Reads the configuration from the environment.
@@ -47,6 +55,7 @@ pub fn config_from_env(env: &Env) -> Result<Config, ConfigError> {
     Ok(Config {
         service: ServiceConfig::from_env(SERVICE, env)?,
         prompts_url: ServiceName::Prompts.url(env)?,
+        run_timeout: env.seconds("PROMPTOPS_RUN_TIMEOUT_SECS", 600)?,
     })
 }
 
@@ -69,6 +78,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         )
         .run(shutdown.clone()),
     );
+    background.spawn(
+        sweeper::Sweeper {
+            log: resources.log.clone(),
+            db: resources.db.clone(),
+            abandon_after: sweeper::abandon_after(config.run_timeout),
+        }
+        .run(shutdown.clone()),
+    );
     background.close();
 
     let prompts = tonic::transport::Endpoint::from_shared(config.prompts_url.clone())
@@ -83,6 +100,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         PromptServiceClient::new(prompts),
         runs.clone(),
         shutdown.clone(),
+        config.run_timeout,
     );
     let served = serve_grpc(
         listener,

@@ -457,3 +457,67 @@ async fn the_official_openai_python_package_works_unchanged() {
     assert!(output.status.success(), "{stdout}\n{stderr}");
     assert_eq!(stdout.matches("ok: ").count(), 7, "{stdout}");
 }
+
+#[tokio::test]
+async fn runs_are_cut_at_the_timeout_and_runs_of_a_killed_process_are_closed_as_abandoned() {
+    let mut all = AllInOne::start_with(&[("PROMPTOPS_RUN_TIMEOUT_SECS", "1")]).await;
+    let api = Api::new(all.http());
+    let (token, _) = signup(&all.http(), "sweep@acme.test").await;
+    let slow = json!({"model": "mock/slow", "messages": [{"role": "user", "content": "go"}]});
+
+    // mock/slow needs 1.05 s: over the 1 s run timeout.
+    let (status, problem) = api
+        .call(
+            Method::POST,
+            "/api/v1/executions",
+            Some(&token),
+            Some(slow.clone()),
+        )
+        .await;
+    assert_eq!(status, 503, "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("run timeout"),
+        "{problem}"
+    );
+
+    // Kill the process mid-run; after the restart the run is closed.
+    let mut body = slow;
+    body["stream"] = json!(true);
+    let mut response = api
+        .http
+        .post(format!("{}/api/v1/executions", all.http()))
+        .bearer_auth(&token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let mut text = String::new();
+    while !text.contains("\n\n") {
+        let chunk = response.chunk().await.unwrap().unwrap();
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let started: Value =
+        serde_json::from_str(text.lines().find_map(|l| l.strip_prefix("data: ")).unwrap()).unwrap();
+    let run_id = started["id"].as_str().unwrap().to_owned();
+    all.process.kill();
+    drop(response);
+    all.process.start();
+    assert!(
+        promptops_e2e::wait_http_ok(&format!("{}/readyz", all.http()), Duration::from_secs(30)).await,
+        "{}",
+        all.process.log()
+    );
+    let mut run = Value::Null;
+    for _ in 0..200 {
+        run = api
+            .call(Method::GET, &format!("/api/v1/runs/{run_id}"), Some(&token), None)
+            .await
+            .1;
+        if run["status"] == "failed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(run["status"], "failed", "{run}");
+    assert!(run["error"].as_str().unwrap().starts_with("abandoned"), "{run}");
+}

@@ -1,0 +1,496 @@
+//! The standalone mock provider: OpenAI's and Anthropic's wire formats
+//! (SSE included) over HTTP, answered by the built-in mock models, with
+//! latency and faults injected on request — for tests, benchmarks and demos.
+//!
+//! - `POST /v1/chat/completions` (OpenAI), `POST /v1/messages` (Anthropic),
+//!   `GET /v1/models`.
+//! - The model picks the behaviour: `echo`, `lorem`, `slow`, `fail`, with or
+//!   without a `mock/` prefix.
+//! - Per request, headers inject what a real provider does on a bad day:
+//!   `x-mock-latency-ms: 200` (before the first byte), `x-mock-status: 429`
+//!   (answer that status; with `x-mock-retry-after: 2` for 429),
+//!   `x-mock-malformed: true` (a body that is not JSON),
+//!   `x-mock-drop-after: 3` (close the stream after 3 chunks).
+//! - Server defaults for every request: [`MockConfig`] (`--latency-ms`,
+//!   `--error-rate`).
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures::StreamExt as _;
+use http::{HeaderMap, StatusCode, header};
+use promptops_proto::prompts::v1::{ChatMessage, ChatRole};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::mock;
+use crate::models::{self, ModelSpec};
+
+/// Defaults applied to every request.
+#[derive(Debug, Clone, Default)]
+pub struct MockConfig {
+    /// Added before the first byte of every answer.
+    pub latency_ms: u64,
+    /// The fraction of requests (0-1) answered 500.
+    pub error_rate: f64,
+}
+
+/// The mock provider's routes.
+pub fn router(config: MockConfig) -> axum::Router {
+    axum::Router::new()
+        .route("/v1/chat/completions", post(openai))
+        .route("/v1/messages", post(anthropic))
+        .route("/v1/models", get(list_models))
+        .with_state(config)
+}
+
+/// What the headers ask for.
+#[derive(Debug, Default)]
+struct Faults {
+    latency_ms: u64,
+    status: Option<u16>,
+    retry_after: Option<String>,
+    malformed: bool,
+    drop_after: Option<usize>,
+}
+
+fn faults(headers: &HeaderMap, config: &MockConfig) -> Faults {
+    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let random_error = config.error_rate > 0.0 && rand::random::<f64>() < config.error_rate;
+    Faults {
+        latency_ms: get("x-mock-latency-ms")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(config.latency_ms),
+        status: get("x-mock-status")
+            .and_then(|v| v.parse().ok())
+            .or(random_error.then_some(500)),
+        retry_after: get("x-mock-retry-after").map(str::to_owned),
+        malformed: get("x-mock-malformed") == Some("true"),
+        drop_after: get("x-mock-drop-after").and_then(|v| v.parse().ok()),
+    }
+}
+
+fn spec_for(model: &str) -> Option<&'static ModelSpec> {
+    let name = model.strip_prefix("mock/").unwrap_or(model);
+    models::find(&format!("mock/{name}"))
+}
+
+fn role(name: &str) -> ChatRole {
+    match name {
+        "system" | "developer" => ChatRole::System,
+        "assistant" => ChatRole::Assistant,
+        _ => ChatRole::User,
+    }
+}
+
+/// Message content as text: a string, or the text parts of a list.
+fn text_of(content: &Value) -> String {
+    match content {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts.iter().filter_map(|p| p["text"].as_str()).collect(),
+        _ => String::new(),
+    }
+}
+
+fn error(status: StatusCode, message: &str, retry_after: Option<&str>) -> Response {
+    let body = Json(json!({"error": {"message": message, "type": "mock_error", "code": status.as_u16()}}));
+    match retry_after {
+        Some(seconds) => (status, [(header::RETRY_AFTER, seconds.to_owned())], body).into_response(),
+        None => (status, body).into_response(),
+    }
+}
+
+/// Applies the faults that answer before any content; `Some` = answered.
+async fn before_content(faults: &Faults) -> Option<Response> {
+    if faults.latency_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(faults.latency_ms)).await;
+    }
+    if let Some(status) = faults.status {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return Some(error(
+            status,
+            "injected by x-mock-status",
+            faults.retry_after.as_deref(),
+        ));
+    }
+    if faults.malformed {
+        return Some(
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                "{\"id\": \"broken\", \"choices\": [",
+            )
+                .into_response(),
+        );
+    }
+    None
+}
+
+/// Runs the mock model, streaming pieces into the returned receiver.
+fn generate(
+    spec: &'static ModelSpec,
+    messages: Vec<ChatMessage>,
+    max_tokens: Option<u32>,
+) -> (
+    mpsc::Receiver<String>,
+    tokio::task::JoinHandle<Result<mock::Completion, mock::CallError>>,
+) {
+    let (tx, rx) = mpsc::channel(64);
+    #[allow(clippy::disallowed_methods, reason = "bounded by the response that reads it")]
+    let call = tokio::spawn(async move {
+        mock::complete(spec, &messages, max_tokens, Some(&tx), &CancellationToken::new()).await
+    });
+    (rx, call)
+}
+
+fn sse(lines: impl futures::Stream<Item = String> + Send + 'static) -> Response {
+    let body = Body::from_stream(lines.map(|line| Ok::<_, Infallible>(Bytes::from(line))));
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn openai(
+    State(config): State<MockConfig>,
+    headers: HeaderMap,
+    Json(request): Json<Value>,
+) -> Response {
+    let faults = faults(&headers, &config);
+    let model = request["model"].as_str().unwrap_or_default().to_owned();
+    let Some(spec) = spec_for(&model) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            &format!("model {model:?} does not exist"),
+            None,
+        );
+    };
+    if let Some(answered) = before_content(&faults).await {
+        return answered;
+    }
+    let messages: Vec<ChatMessage> = request["messages"]
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .map(|m| ChatMessage {
+                    role: role(m["role"].as_str().unwrap_or("user")) as i32,
+                    content: text_of(&m["content"]),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let max_tokens = request["max_completion_tokens"]
+        .as_u64()
+        .or(request["max_tokens"].as_u64())
+        .and_then(|m| u32::try_from(m).ok());
+    let id = format!("chatcmpl-mock-{}", uuid::Uuid::now_v7().simple());
+    let created = time::OffsetDateTime::now_utc().unix_timestamp();
+    let (mut pieces, call) = generate(spec, messages, max_tokens);
+    if request["stream"].as_bool() != Some(true) {
+        let mut output = String::new();
+        while let Some(piece) = pieces.recv().await {
+            output.push_str(&piece);
+        }
+        return match call.await {
+            Ok(Ok(done)) => Json(json!({
+                "id": id, "object": "chat.completion", "created": created, "model": model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": done.output},
+                    "finish_reason": done.finish_reason}],
+                "usage": {"prompt_tokens": done.input_tokens, "completion_tokens": done.output_tokens,
+                    "total_tokens": done.input_tokens + done.output_tokens},
+            }))
+            .into_response(),
+            Ok(Err(err)) => error(StatusCode::SERVICE_UNAVAILABLE, &err.to_string(), None),
+            Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, &err.to_string(), None),
+        };
+    }
+    let include_usage = request["stream_options"]["include_usage"].as_bool() == Some(true);
+    let drop_after = faults.drop_after;
+    let chunk = move |delta: Value, finish: Value| {
+        format!(
+            "data: {}\n\n",
+            json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+        )
+    };
+    let lines = async_stream(move |tx| async move {
+        let mut sent = 0;
+        if tx
+            .send(chunk(json!({"role": "assistant", "content": ""}), Value::Null))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        while let Some(piece) = pieces.recv().await {
+            if drop_after.is_some_and(|n| sent >= n) {
+                return; // the connection ends mid-stream
+            }
+            if tx
+                .send(chunk(json!({"content": piece}), Value::Null))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            sent += 1;
+        }
+        let Ok(Ok(done)) = call.await else {
+            let _ = tx
+                .send("data: {\"error\": {\"message\": \"the mock model failed\"}}\n\n".into())
+                .await;
+            return;
+        };
+        let _ = tx.send(chunk(json!({}), json!(done.finish_reason))).await;
+        if include_usage {
+            let usage = json!({"choices": [], "usage": {"prompt_tokens": done.input_tokens,
+                "completion_tokens": done.output_tokens,
+                "total_tokens": done.input_tokens + done.output_tokens}});
+            let _ = tx.send(format!("data: {usage}\n\n")).await;
+        }
+        let _ = tx.send("data: [DONE]\n\n".into()).await;
+    });
+    sse(lines)
+}
+
+async fn anthropic(
+    State(config): State<MockConfig>,
+    headers: HeaderMap,
+    Json(request): Json<Value>,
+) -> Response {
+    let faults = faults(&headers, &config);
+    let model = request["model"].as_str().unwrap_or_default().to_owned();
+    let Some(spec) = spec_for(&model) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            &format!("model {model:?} does not exist"),
+            None,
+        );
+    };
+    if let Some(answered) = before_content(&faults).await {
+        return answered;
+    }
+    let mut messages = Vec::new();
+    let system = text_of(&request["system"]);
+    if !system.is_empty() {
+        messages.push(ChatMessage {
+            role: ChatRole::System as i32,
+            content: system,
+        });
+    }
+    for m in request["messages"].as_array().into_iter().flatten() {
+        messages.push(ChatMessage {
+            role: role(m["role"].as_str().unwrap_or("user")) as i32,
+            content: text_of(&m["content"]),
+        });
+    }
+    let max_tokens = request["max_tokens"].as_u64().and_then(|m| u32::try_from(m).ok());
+    let id = format!("msg_mock_{}", uuid::Uuid::now_v7().simple());
+    let stop_reason = |finish: &str| {
+        if finish == "length" {
+            "max_tokens"
+        } else {
+            "end_turn"
+        }
+    };
+    let (mut pieces, call) = generate(spec, messages, max_tokens);
+    if request["stream"].as_bool() != Some(true) {
+        while pieces.recv().await.is_some() {}
+        return match call.await {
+            Ok(Ok(done)) => Json(json!({
+                "id": id, "type": "message", "role": "assistant", "model": model,
+                "content": [{"type": "text", "text": done.output}],
+                "stop_reason": stop_reason(done.finish_reason), "stop_sequence": null,
+                "usage": {"input_tokens": done.input_tokens, "output_tokens": done.output_tokens},
+            }))
+            .into_response(),
+            Ok(Err(err)) => error(StatusCode::SERVICE_UNAVAILABLE, &err.to_string(), None),
+            Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, &err.to_string(), None),
+        };
+    }
+    let drop_after = faults.drop_after;
+    let event = |name: &str, data: Value| format!("event: {name}\ndata: {data}\n\n");
+    let lines = async_stream(move |tx| async move {
+        let start = json!({"type": "message_start", "message": {"id": id, "type": "message",
+            "role": "assistant", "model": model, "content": [], "stop_reason": null,
+            "usage": {"input_tokens": 0, "output_tokens": 0}}});
+        let block = json!({"type": "content_block_start", "index": 0,
+            "content_block": {"type": "text", "text": ""}});
+        for line in [event("message_start", start), event("content_block_start", block)] {
+            if tx.send(line).await.is_err() {
+                return;
+            }
+        }
+        let mut sent = 0;
+        while let Some(piece) = pieces.recv().await {
+            if drop_after.is_some_and(|n| sent >= n) {
+                return;
+            }
+            let delta = json!({"type": "content_block_delta", "index": 0,
+                "delta": {"type": "text_delta", "text": piece}});
+            if tx.send(event("content_block_delta", delta)).await.is_err() {
+                return;
+            }
+            sent += 1;
+        }
+        let Ok(Ok(done)) = call.await else {
+            let _ = tx
+                .send(event(
+                    "error",
+                    json!({"type": "error", "error": {"type": "api_error",
+                    "message": "the mock model failed"}}),
+                ))
+                .await;
+            return;
+        };
+        let _ = tx
+            .send(event(
+                "content_block_stop",
+                json!({"type": "content_block_stop", "index": 0}),
+            ))
+            .await;
+        let _ = tx
+            .send(event(
+                "message_delta",
+                json!({"type": "message_delta", "delta": {"stop_reason": stop_reason(done.finish_reason)},
+                    "usage": {"input_tokens": done.input_tokens, "output_tokens": done.output_tokens}}),
+            ))
+            .await;
+        let _ = tx
+            .send(event("message_stop", json!({"type": "message_stop"})))
+            .await;
+    });
+    sse(lines)
+}
+
+async fn list_models() -> Json<Value> {
+    let data: Vec<Value> = models::BUILT_IN
+        .iter()
+        .map(|m| json!({"id": m.id, "object": "model", "created": 0, "owned_by": "mock"}))
+        .collect();
+    Json(json!({"object": "list", "data": data}))
+}
+
+/// A stream fed by `produce` through a channel (ends when it returns).
+fn async_stream<F, Fut>(produce: F) -> impl futures::Stream<Item = String> + Send + 'static
+where
+    F: FnOnce(mpsc::Sender<String>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(64);
+    #[allow(clippy::disallowed_methods, reason = "ends with the response that reads it")]
+    tokio::spawn(produce(tx));
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use http::Request;
+    use tower::ServiceExt as _;
+
+    use super::*;
+
+    async fn call(path: &str, headers: &[(&str, &str)], body: Value) -> (StatusCode, HeaderMap, String) {
+        let mut request = Request::post(path).header("content-type", "application/json");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = router(MockConfig::default())
+            .oneshot(request.body(Body::from(body.to_string())).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, headers, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    fn chat(stream: bool) -> Value {
+        json!({"model": "mock/echo", "stream": stream, "stream_options": {"include_usage": true},
+            "messages": [{"role": "user", "content": "one two"}]})
+    }
+
+    #[tokio::test]
+    async fn openai_format_whole_and_streamed() {
+        let (status, _, body) = call("/v1/chat/completions", &[], chat(false)).await;
+        assert_eq!(status, 200);
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["choices"][0]["message"]["content"], "one two");
+        assert_eq!(v["usage"]["completion_tokens"], 2);
+        let (_, headers, body) = call("/v1/chat/completions", &[], chat(true)).await;
+        assert_eq!(headers["content-type"], "text/event-stream");
+        assert!(body.ends_with("data: [DONE]\n\n"), "{body}");
+        assert_eq!(
+            body.matches("\"content\":\"").count(),
+            3,
+            "role chunk + 2 pieces: {body}"
+        );
+        assert!(body.contains("\"completion_tokens\":2"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn anthropic_format_whole_and_streamed() {
+        let request = json!({"model": "echo", "max_tokens": 100, "system": "be brief",
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "hi there"}]}]});
+        let (status, _, body) = call("/v1/messages", &[], request.clone()).await;
+        assert_eq!(status, 200);
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["content"][0]["text"], "hi there");
+        assert_eq!(v["stop_reason"], "end_turn");
+        let mut streamed = request;
+        streamed["stream"] = json!(true);
+        let (_, _, body) = call("/v1/messages", &[], streamed).await;
+        for event in [
+            "message_start",
+            "content_block_delta",
+            "message_delta",
+            "message_stop",
+        ] {
+            assert!(body.contains(&format!("event: {event}\n")), "{event}: {body}");
+        }
+    }
+
+    #[tokio::test]
+    async fn faults_are_injected_on_request() {
+        let (status, headers, _) = call(
+            "/v1/chat/completions",
+            &[("x-mock-status", "429"), ("x-mock-retry-after", "2")],
+            chat(false),
+        )
+        .await;
+        assert_eq!(
+            (status.as_u16(), headers["retry-after"].to_str().unwrap()),
+            (429, "2")
+        );
+        let (status, _, body) = call(
+            "/v1/chat/completions",
+            &[("x-mock-malformed", "true")],
+            chat(false),
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert!(serde_json::from_str::<Value>(&body).is_err());
+        let (_, _, body) = call("/v1/chat/completions", &[("x-mock-drop-after", "1")], chat(true)).await;
+        assert!(!body.contains("[DONE]"), "dropped mid-stream: {body}");
+        let (status, _, _) = call(
+            "/v1/chat/completions",
+            &[],
+            json!({"model": "gpt-9", "messages": []}),
+        )
+        .await;
+        assert_eq!(status, 404);
+    }
+}
