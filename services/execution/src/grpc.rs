@@ -9,10 +9,12 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::Stream;
 use promptops_auth::roles::Permission;
+use promptops_eventlog::aggregate::ExecuteError;
 use promptops_eventlog::{Context, EventLog, EventMetadata};
 use promptops_platform::authn::Authenticator;
 use promptops_platform::caller::{Caller, event_metadata, outgoing};
@@ -23,8 +25,10 @@ use promptops_proto::common::v1::LogPosition;
 use promptops_proto::execution::v1::execution_service_server::ExecutionService;
 use promptops_proto::execution::v1::{
     ExecuteChunk, ExecuteRequest, ExecuteResponse, ExecutionCancelled, ExecutionCompleted, ExecutionFailed,
-    ExecutionStarted, GetRunRequest, ListModelsRequest, ListModelsResponse, ListRunsRequest,
-    ListRunsResponse, Parameters, Run, RunStatus, Usage, execute_chunk,
+    ExecutionStarted, GetRunRequest, ListModelsRequest, ListModelsResponse, ListProvidersRequest,
+    ListProvidersResponse, ListRunsRequest, ListRunsResponse, Model, ModelSet, Parameters, Provider,
+    ProviderKind, ProviderSet, RemoveModelRequest, RemoveModelResponse, RemoveProviderRequest,
+    RemoveProviderResponse, Run, RunStatus, SetModelRequest, SetProviderRequest, Usage, execute_chunk,
 };
 use promptops_proto::prompts::v1::prompt_service_client::PromptServiceClient;
 use promptops_proto::prompts::v1::{ChatMessage, ChatRole, RenderPromptRequest, render_prompt_response};
@@ -36,10 +40,14 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
+use crate::catalog::{self, CatalogCommand, CatalogError, Catalogs};
 use crate::events::{Recorder, Terminal};
-use crate::mock::{self, CallError};
-use crate::models::{self, ModelSpec};
+use crate::mock::CallError;
+use crate::models::ModelSpec;
+use crate::models::{ApiFormat, HttpBackend};
+use crate::providers;
 use crate::runs::{self, PROJECTION, RunFilter};
+use crate::secrets::{Secret, mask};
 use crate::tokens;
 
 /// Output kept in a run's record (and its event); longer output is cut here.
@@ -53,19 +61,22 @@ type Result<T> = std::result::Result<T, Status>;
 
 #[derive(Debug, Clone)]
 pub struct ExecutionApi {
-    log: EventLog,
-    db: AnyPool,
-    auth: Authenticator,
-    prompts: PromptServiceClient<Channel>,
-    runs: TaskTracker,
-    shutdown: CancellationToken,
-    run_timeout: Duration,
+    pub(crate) log: EventLog,
+    pub(crate) db: AnyPool,
+    pub(crate) auth: Authenticator,
+    pub(crate) prompts: PromptServiceClient<Channel>,
+    /// Runs execute here, never in a request's future.
+    pub(crate) runs: TaskTracker,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) run_timeout: Duration,
+    pub(crate) models: Arc<Catalogs>,
+    pub(crate) http: reqwest::Client,
 }
 
 /// A validated request, ready to run.
 #[derive(Debug, Clone)]
 pub struct Prepared {
-    pub spec: &'static ModelSpec,
+    pub spec: Arc<ModelSpec>,
     pub messages: Vec<ChatMessage>,
     pub parameters: Parameters,
     pub prompt_id: String,
@@ -132,11 +143,12 @@ fn unknown_model(model: &str) -> ServiceError {
 /// The input as one run: the messages, the model and its limits checked.
 pub fn prepare_messages(
     messages: Vec<ChatMessage>,
+    spec: Option<Arc<ModelSpec>>,
     model: &str,
     parameters: Parameters,
-) -> std::result::Result<(&'static ModelSpec, Vec<ChatMessage>, Parameters, u64), ServiceError> {
-    let spec = models::find(model).ok_or_else(|| unknown_model(model))?;
-    let mut violations = validate_parameters(&parameters, spec);
+) -> std::result::Result<(Arc<ModelSpec>, Vec<ChatMessage>, Parameters, u64), ServiceError> {
+    let spec = spec.ok_or_else(|| unknown_model(model))?;
+    let mut violations = validate_parameters(&parameters, &spec);
     if messages.is_empty() {
         violations.push(FieldViolation::new("messages", "at least one message"));
     }
@@ -177,26 +189,6 @@ pub fn prepare_messages(
 }
 
 impl ExecutionApi {
-    pub fn new(
-        log: EventLog,
-        db: AnyPool,
-        auth: Authenticator,
-        prompts: PromptServiceClient<Channel>,
-        runs: TaskTracker,
-        shutdown: CancellationToken,
-        run_timeout: Duration,
-    ) -> Self {
-        Self {
-            log,
-            db,
-            auth,
-            prompts,
-            runs,
-            shutdown,
-            run_timeout,
-        }
-    }
-
     async fn caller<T>(&self, request: &Request<T>, permission: Permission) -> Result<(Caller, String)> {
         let caller = self.auth.authenticate(request.metadata()).await?;
         caller.require(permission)?;
@@ -213,6 +205,7 @@ impl ExecutionApi {
     /// or takes raw messages; checks the model, parameters and input size.
     async fn prepare(
         &self,
+        caller: &Caller,
         credential: &str,
         req: ExecuteRequest,
     ) -> std::result::Result<Prepared, ServiceError> {
@@ -275,7 +268,9 @@ impl ExecutionApi {
                     overrides.stop
                 },
             };
-            let (spec, messages, parameters, input_tokens) = prepare_messages(messages, &model, parameters)?;
+            let spec = self.models.resolve(&caller.org_id, &model).await?;
+            let (spec, messages, parameters, input_tokens) =
+                prepare_messages(messages, spec, &model, parameters)?;
             let prompt_id = rendered.prompt_id;
             Ok(Prepared {
                 spec,
@@ -291,8 +286,9 @@ impl ExecutionApi {
             if req.model.is_empty() {
                 return Err(invalid("model", "required with raw messages, e.g. mock/echo"));
             }
+            let spec = self.models.resolve(&caller.org_id, &req.model).await?;
             let (spec, messages, parameters, input_tokens) =
-                prepare_messages(req.messages, &req.model, req.parameters.unwrap_or_default())?;
+                prepare_messages(req.messages, spec, &req.model, req.parameters.unwrap_or_default())?;
             Ok(Prepared {
                 spec,
                 messages,
@@ -319,8 +315,13 @@ impl ExecutionApi {
         let actor = caller.actor.clone();
         let cancel = self.shutdown.child_token();
         let timeout = self.run_timeout;
-        self.runs
-            .spawn(async move { run(log, &org_id, actor, metadata, prepared, chunks, cancel, timeout).await })
+        let http = self.http.clone();
+        self.runs.spawn(async move {
+            run(
+                log, &http, &org_id, actor, metadata, prepared, chunks, cancel, timeout,
+            )
+            .await
+        })
     }
 }
 
@@ -328,6 +329,7 @@ impl ExecutionApi {
 #[allow(clippy::too_many_arguments, reason = "one run's inputs, passed once")]
 async fn run(
     log: EventLog,
+    http: &reqwest::Client,
     org_id: &str,
     actor: promptops_proto::common::v1::Actor,
     metadata: EventMetadata,
@@ -345,13 +347,13 @@ async fn run(
         .to_owned();
     let recorder = Recorder::new(log, org_id, &run_id, metadata)
         .map_err(|e| ServiceError::new(ErrorClass::Internal, e))?;
-    let spec = prepared.spec;
+    let spec = prepared.spec.clone();
     let started = ExecutionStarted {
         run_id: run_id.clone(),
         prompt_id: prepared.prompt_id.clone(),
         prompt_version: prepared.prompt_version,
         label: prepared.label.clone(),
-        model: spec.id.to_owned(),
+        model: spec.id.clone(),
         variables: prepared.variables.clone(),
         messages: prepared
             .messages
@@ -375,7 +377,7 @@ async fn run(
         prompt_id: prepared.prompt_id.clone(),
         prompt_version: prepared.prompt_version,
         label: prepared.label.clone(),
-        model: spec.id.to_owned(),
+        model: spec.id.clone(),
         usage: Some(Usage {
             input_tokens: prepared.input_tokens,
             estimated: true,
@@ -391,16 +393,19 @@ async fn run(
     let (pieces_tx, mut pieces_rx) = mpsc::channel::<String>(64);
     let call_cancel = cancel.child_token();
     let call = async {
-        let call = mock::complete(
-            spec,
+        let call = providers::complete(
+            http,
+            &spec,
             &prepared.messages,
             prepared.parameters.max_tokens,
-            Some(&pieces_tx),
+            &pieces_tx,
             &call_cancel,
         );
         let result = tokio::time::timeout(timeout, call).await.unwrap_or_else(|_| {
             Err(CallError::Provider {
                 message: format!("no answer within the run timeout of {} s", timeout.as_secs()),
+                retryable: false,
+                retry_after: None,
             })
         });
         drop(pieces_tx);
@@ -468,7 +473,7 @@ async fn run(
                 finish_reason: done.finish_reason.to_owned(),
             })
         }
-        Err(CallError::Provider { message }) => Terminal::Failed(ExecutionFailed {
+        Err(CallError::Provider { message, .. }) => Terminal::Failed(ExecutionFailed {
             run_id: run_id.clone(),
             error_class: "provider-error".into(),
             message: message.clone(),
@@ -521,8 +526,8 @@ async fn run(
     };
     record.latency_us = latency_us;
     record.time_to_first_token_us = ttft_us;
-    metrics::counter!("promptops_runs_total", "model" => spec.id, "status" => status).increment(1);
-    metrics::histogram!("promptops_run_duration_seconds", "model" => spec.id)
+    metrics::counter!("promptops_runs_total", "model" => spec.id.clone(), "status" => status).increment(1);
+    metrics::histogram!("promptops_run_duration_seconds", "model" => spec.id.clone())
         .record(Duration::from_micros(latency_us).as_secs_f64());
     if let Terminal::Failed(failed) = &terminal {
         let error = ServiceError::new(
@@ -548,6 +553,23 @@ async fn run(
     Ok((record, ended_at))
 }
 
+fn catalog_error(err: ExecuteError<CatalogError>) -> ServiceError {
+    match err {
+        ExecuteError::Domain(CatalogError::Invalid(violations)) => ServiceError::invalid(violations),
+        ExecuteError::Domain(CatalogError::NotFound(message)) => {
+            ServiceError::new(ErrorClass::NotFound, message)
+        }
+        ExecuteError::Domain(CatalogError::InUse(message)) => {
+            ServiceError::new(ErrorClass::FailedPrecondition, message)
+        }
+        ExecuteError::Domain(CatalogError::DataKeyChanged) | ExecuteError::Conflict => {
+            ServiceError::new(ErrorClass::Conflict, "the catalog changed concurrently; retry")
+        }
+        ExecuteError::Store(e) => ServiceError::unavailable("the event log", e),
+        ExecuteError::Invalid(reason) => ServiceError::new(ErrorClass::Internal, reason),
+    }
+}
+
 fn position(sequence: u64) -> LogPosition {
     LogPosition {
         stream: Context::Execution.stream_name().to_owned(),
@@ -560,15 +582,153 @@ type ChunkStream = Pin<Box<dyn Stream<Item = Result<ExecuteChunk>> + Send>>;
 #[tonic::async_trait]
 impl ExecutionService for ExecutionApi {
     async fn list_models(&self, request: Request<ListModelsRequest>) -> Result<Response<ListModelsResponse>> {
-        self.caller(&request, Permission::Read).await?;
-        Ok(Response::new(ListModelsResponse {
-            models: models::BUILT_IN.iter().map(ModelSpec::to_message).collect(),
+        let (caller, _) = self.caller(&request, Permission::Read).await?;
+        let org = self.models.org(&caller.org_id).await?;
+        let models = crate::models::built_in()
+            .iter()
+            .map(ModelSpec::to_message)
+            .chain(org.models.values().map(|m| m.to_message()))
+            .collect();
+        Ok(Response::new(ListModelsResponse { models }))
+    }
+
+    async fn list_providers(
+        &self,
+        request: Request<ListProvidersRequest>,
+    ) -> Result<Response<ListProvidersResponse>> {
+        let (caller, _) = self.caller(&request, Permission::Read).await?;
+        let org = self.models.org(&caller.org_id).await?;
+        Ok(Response::new(ListProvidersResponse {
+            providers: org
+                .state
+                .providers
+                .values()
+                .map(catalog::provider_message)
+                .collect(),
         }))
+    }
+
+    async fn set_provider(&self, request: Request<SetProviderRequest>) -> Result<Response<Provider>> {
+        let (caller, _) = self.caller(&request, Permission::ManageSettings).await?;
+        let req = request.into_inner();
+        let kind = ProviderKind::try_from(req.kind).unwrap_or(ProviderKind::Unspecified);
+        if req.api_key.len() > 4096 || req.api_key.chars().any(char::is_control) {
+            return Err(invalid("api_key", "at most 4096 characters, no control characters").into());
+        }
+        let api_key = (!req.api_key.is_empty()).then(|| Secret::new(req.api_key.clone()));
+        if !req.skip_validation && kind != ProviderKind::Unspecified {
+            let probe = HttpBackend {
+                format: if kind == ProviderKind::Anthropic {
+                    ApiFormat::Anthropic
+                } else {
+                    ApiFormat::OpenAi
+                },
+                base_url: req.base_url.clone(),
+                upstream_model: String::new(),
+                api_key: api_key.clone(),
+            };
+            if let Err(reason) = providers::validate(&self.http, &probe).await {
+                return Err(invalid(
+                    "base_url",
+                    format!("the provider did not accept the address or key: {reason}"),
+                )
+                .into());
+            }
+        }
+        let metadata = event_metadata(caller.actor.clone());
+        for _ in 0..3 {
+            let (sealed, new_data_key) = match &api_key {
+                Some(key) => {
+                    let (sealed, new_key) = self.models.seal(&caller.org_id, key.expose()).await?;
+                    (sealed, new_key)
+                }
+                None => (Vec::new(), None),
+            };
+            let provider = ProviderSet {
+                name: req.name.clone(),
+                kind: req.kind,
+                base_url: req.base_url.clone(),
+                credential_hint: api_key.as_ref().map(|k| mask(k.expose())).unwrap_or_default(),
+                sealed_credential: sealed,
+            };
+            let command = CatalogCommand::SetProvider {
+                provider: provider.clone(),
+                new_data_key,
+            };
+            match self.models.execute(&caller.org_id, command, &metadata).await {
+                Ok(_) => return Ok(Response::new(catalog::provider_message(&provider))),
+                Err(ExecuteError::Domain(CatalogError::DataKeyChanged)) => continue,
+                Err(err) => return Err(catalog_error(err).into()),
+            }
+        }
+        Err(ServiceError::new(ErrorClass::Conflict, "the catalog kept changing; retry").into())
+    }
+
+    async fn remove_provider(
+        &self,
+        request: Request<RemoveProviderRequest>,
+    ) -> Result<Response<RemoveProviderResponse>> {
+        let (caller, _) = self.caller(&request, Permission::ManageSettings).await?;
+        let name = request.into_inner().name;
+        self.models
+            .execute(
+                &caller.org_id,
+                CatalogCommand::RemoveProvider(name),
+                &event_metadata(caller.actor.clone()),
+            )
+            .await
+            .map_err(catalog_error)?;
+        Ok(Response::new(RemoveProviderResponse {}))
+    }
+
+    async fn set_model(&self, request: Request<SetModelRequest>) -> Result<Response<Model>> {
+        let (caller, _) = self.caller(&request, Permission::ManageSettings).await?;
+        let req = request.into_inner();
+        let model = ModelSet {
+            id: req.id.clone(),
+            upstream_model: req.upstream_model,
+            context_window: req.context_window,
+            max_output_tokens: req.max_output_tokens,
+            input_price_per_mtok: req.input_price_per_mtok,
+            output_price_per_mtok: req.output_price_per_mtok,
+            cached_input_price_per_mtok: req.cached_input_price_per_mtok,
+        };
+        self.models
+            .execute(
+                &caller.org_id,
+                CatalogCommand::SetModel(model),
+                &event_metadata(caller.actor.clone()),
+            )
+            .await
+            .map_err(catalog_error)?;
+        let resolved = self
+            .models
+            .resolve(&caller.org_id, &req.id)
+            .await?
+            .ok_or_else(|| ServiceError::new(ErrorClass::Internal, "the model just set is missing"))?;
+        Ok(Response::new(resolved.to_message()))
+    }
+
+    async fn remove_model(
+        &self,
+        request: Request<RemoveModelRequest>,
+    ) -> Result<Response<RemoveModelResponse>> {
+        let (caller, _) = self.caller(&request, Permission::ManageSettings).await?;
+        let id = request.into_inner().id;
+        self.models
+            .execute(
+                &caller.org_id,
+                CatalogCommand::RemoveModel(id),
+                &event_metadata(caller.actor.clone()),
+            )
+            .await
+            .map_err(catalog_error)?;
+        Ok(Response::new(RemoveModelResponse {}))
     }
 
     async fn execute(&self, request: Request<ExecuteRequest>) -> Result<Response<ExecuteResponse>> {
         let (caller, credential) = self.caller(&request, Permission::Write).await?;
-        let prepared = self.prepare(&credential, request.into_inner()).await?;
+        let prepared = self.prepare(&caller, &credential, request.into_inner()).await?;
         let handle = self.spawn_run(&caller, prepared, None);
         let (run, ended_at) = handle
             .await
@@ -586,7 +746,7 @@ impl ExecutionService for ExecutionApi {
         request: Request<ExecuteRequest>,
     ) -> Result<Response<Self::ExecuteStreamStream>> {
         let (caller, credential) = self.caller(&request, Permission::Write).await?;
-        let prepared = self.prepare(&credential, request.into_inner()).await?;
+        let prepared = self.prepare(&caller, &credential, request.into_inner()).await?;
         let (tx, rx) = mpsc::channel(64);
         // The handle is not awaited: the run reports through the stream.
         drop(self.spawn_run(&caller, prepared, Some(tx)));
@@ -644,6 +804,10 @@ impl ExecutionService for ExecutionApi {
 mod tests {
     use super::*;
 
+    fn spec(id: &str) -> Option<Arc<ModelSpec>> {
+        crate::models::find(id).map(|m| Arc::new(m.clone()))
+    }
+
     fn user(text: &str) -> Vec<ChatMessage> {
         vec![ChatMessage {
             role: ChatRole::User as i32,
@@ -653,7 +817,13 @@ mod tests {
 
     #[test]
     fn bad_input_is_refused_before_any_call_with_every_field_named() {
-        let err = prepare_messages(user("hi"), "openai/nope", Parameters::default()).unwrap_err();
+        let err = prepare_messages(
+            user("hi"),
+            spec("openai/nope"),
+            "openai/nope",
+            Parameters::default(),
+        )
+        .unwrap_err();
         assert_eq!(err.violations[0].field, "model");
         let params = Parameters {
             temperature: Some(9.0),
@@ -665,6 +835,7 @@ mod tests {
                 role: 0,
                 content: "x".into(),
             }],
+            spec("mock/echo"),
             "mock/echo",
             params,
         )
@@ -683,12 +854,13 @@ mod tests {
     #[test]
     fn input_over_the_context_window_is_counted_and_refused() {
         let long = "word ".repeat(9_000);
-        let err = prepare_messages(user(&long), "mock/slow", Parameters::default()).unwrap_err();
+        let err =
+            prepare_messages(user(&long), spec("mock/slow"), "mock/slow", Parameters::default()).unwrap_err();
         assert!(
             err.violations[0].description.contains("takes at most 8000"),
             "{err:?}"
         );
-        assert!(prepare_messages(user(&long), "mock/echo", Parameters::default()).is_ok());
+        assert!(prepare_messages(user(&long), spec("mock/echo"), "mock/echo", Parameters::default()).is_ok());
     }
 
     #[test]

@@ -11,12 +11,15 @@
 //! - [`runs`]: the history read model;
 //! - [`grpc`]: the API.
 
+pub mod catalog;
 pub mod events;
 pub mod grpc;
 pub mod mock;
 pub mod mock_server;
 pub mod models;
+pub mod providers;
 pub mod runs;
+pub mod secrets;
 pub mod sweeper;
 pub mod tokens;
 
@@ -48,20 +51,45 @@ pub struct Config {
     /// (`PROMPTOPS_RUN_TIMEOUT_SECS`, default 600); a run still open at twice
     /// that is recorded as abandoned by the sweeper.
     pub run_timeout: std::time::Duration,
+    /// `PROMPTOPS_MASTER_KEY` (base64 of 32 bytes; kept redacted) …
+    pub master_key: Option<secrets::Secret>,
+    /// … or `PROMPTOPS_MASTER_KEY_FILE`; neither: `$PROMPTOPS_DATA_DIR/master.key`.
+    pub master_key_file: Option<std::path::PathBuf>,
 }
 
 /// Reads the configuration from the environment.
 pub fn config_from_env(env: &Env) -> Result<Config, ConfigError> {
+    if let Some(value) = env.get("PROMPTOPS_MASTER_KEY") {
+        use base64::Engine as _;
+        let decoded = base64::engine::general_purpose::STANDARD.decode(value.trim());
+        if decoded.map(|k| k.len()) != Ok(32) {
+            return Err(ConfigError {
+                variable: "PROMPTOPS_MASTER_KEY".into(),
+                value: "[redacted]".into(),
+                reason: "must be base64 of 32 random bytes (openssl rand -base64 32)".into(),
+            });
+        }
+    }
     Ok(Config {
         service: ServiceConfig::from_env(SERVICE, env)?,
         prompts_url: ServiceName::Prompts.url(env)?,
         run_timeout: env.seconds("PROMPTOPS_RUN_TIMEOUT_SECS", 600)?,
+        master_key: env
+            .get("PROMPTOPS_MASTER_KEY")
+            .map(|k| secrets::Secret::new(k.to_owned())),
+        master_key_file: env.get("PROMPTOPS_MASTER_KEY_FILE").map(std::path::PathBuf::from),
     })
 }
 
 /// Runs the service until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
     let service = config.service;
+    let master = secrets::master_key(
+        config.master_key.as_ref().map(secrets::Secret::expose),
+        config.master_key_file.as_deref(),
+        &service.common.data_dir,
+    )
+    .map_err(|e| RunError::Other(format!("provider credentials: {e}")))?;
     let resources = open_resources(&service.common, SERVICE, MIGRATIONS).await?;
     let listener = bind(service.grpc_addr).await?;
     tracing::info!(addr = %service.grpc_addr, "execution service listening");
@@ -93,15 +121,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         .connect_lazy();
     let readiness = resources.readiness().with_authenticator(auth.clone());
     let runs = TaskTracker::new();
-    let api = grpc::ExecutionApi::new(
-        resources.log.clone(),
-        resources.db.clone(),
+    let api = grpc::ExecutionApi {
+        log: resources.log.clone(),
+        db: resources.db.clone(),
         auth,
-        PromptServiceClient::new(prompts),
-        runs.clone(),
-        shutdown.clone(),
-        config.run_timeout,
-    );
+        prompts: PromptServiceClient::new(prompts),
+        runs: runs.clone(),
+        shutdown: shutdown.clone(),
+        run_timeout: config.run_timeout,
+        models: Arc::new(catalog::Catalogs::new(resources.log.clone(), master)),
+        http: providers::http_client(),
+    };
     let served = serve_grpc(
         listener,
         GrpcService {

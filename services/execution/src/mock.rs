@@ -6,7 +6,7 @@ use promptops_proto::prompts::v1::{ChatMessage, ChatRole};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::models::{MockBehaviour, ModelSpec};
+use crate::models::{Backend, MockBehaviour, ModelSpec};
 use crate::tokens;
 
 /// What a finished call produced.
@@ -20,9 +20,16 @@ pub struct Completion {
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CallError {
-    /// The provider answered with an error.
+    /// The provider answered with an error (or none in time).
     #[error("{message}")]
-    Provider { message: String },
+    Provider {
+        message: String,
+        /// Worth trying again (a timeout, 429, 5xx, a dropped connection
+        /// before any output).
+        retryable: bool,
+        /// What the provider asked for (`Retry-After`).
+        retry_after: Option<Duration>,
+    },
     /// The caller went away (or the service is stopping).
     #[error("cancelled")]
     Cancelled { partial: String, output_tokens: u64 },
@@ -51,8 +58,8 @@ const LOREM: &[&str] = &[
 ];
 
 /// The output pieces (tokens) the mock answers `messages` with.
-fn pieces(spec: &ModelSpec, messages: &[ChatMessage]) -> Vec<String> {
-    match spec.behaviour {
+fn pieces(behaviour: MockBehaviour, messages: &[ChatMessage]) -> Vec<String> {
+    match behaviour {
         MockBehaviour::Echo => {
             let last_user = messages
                 .iter()
@@ -84,7 +91,14 @@ pub async fn complete(
         .map(|m| tokens::count(&m.content) + 3)
         .sum::<u64>()
         + 3;
-    let (first_delay, per_token) = match spec.behaviour {
+    let Backend::Mock(behaviour) = spec.backend else {
+        return Err(CallError::Provider {
+            message: format!("{} is not a mock model", spec.id),
+            retryable: false,
+            retry_after: None,
+        });
+    };
+    let (first_delay, per_token) = match behaviour {
         MockBehaviour::Echo => (0, 0),
         MockBehaviour::Generate {
             first_token_ms,
@@ -100,10 +114,12 @@ pub async fn complete(
                 })?;
             return Err(CallError::Provider {
                 message: format!("{} is unavailable (503 from the mock provider)", spec.id),
+                retryable: false,
+                retry_after: None,
             });
         }
     };
-    let mut all = pieces(spec, messages);
+    let mut all = pieces(behaviour, messages);
     let limit = max_tokens
         .unwrap_or(spec.max_output_tokens)
         .min(spec.max_output_tokens) as usize;

@@ -6,6 +6,10 @@
 //!   `GET /v1/models`.
 //! - The model picks the behaviour: `echo`, `lorem`, `slow`, `fail`, with or
 //!   without a `mock/` prefix.
+//! - The model name may carry faults after `;`, for clients that cannot send
+//!   headers (promptops itself): `echo;fail_first=2` answers 503 to the first
+//!   two requests for that name, `echo;status=429;retry_after=1`,
+//!   `echo;latency_ms=300`, `echo;drop_after=1`, `echo;malformed=true`.
 //! - Per request, headers inject what a real provider does on a bad day:
 //!   `x-mock-latency-ms: 200` (before the first byte), `x-mock-status: 429`
 //!   (answer that status; with `x-mock-retry-after: 2` for 429),
@@ -39,6 +43,8 @@ pub struct MockConfig {
     pub latency_ms: u64,
     /// The fraction of requests (0-1) answered 500.
     pub error_rate: f64,
+    /// Requests seen per model name (for `fail_first`).
+    pub seen: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, u64>>>,
 }
 
 /// The mock provider's routes.
@@ -60,8 +66,32 @@ struct Faults {
     drop_after: Option<usize>,
 }
 
-fn faults(headers: &HeaderMap, config: &MockConfig) -> Faults {
-    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+fn faults(headers: &HeaderMap, config: &MockConfig, model: &str) -> Faults {
+    let options: std::collections::HashMap<&str, &str> = model
+        .split(';')
+        .skip(1)
+        .filter_map(|kv| kv.split_once('='))
+        .collect();
+    let seen = {
+        let mut seen = config
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = seen.entry(model.to_owned()).or_insert(0);
+        *count += 1;
+        *count
+    };
+    let failing_first = options
+        .get("fail_first")
+        .and_then(|n| n.parse::<u64>().ok())
+        .is_some_and(|n| seen <= n);
+    let get = |name: &str| {
+        headers.get(name).and_then(|v| v.to_str().ok()).or_else(|| {
+            options
+                .get(name.trim_start_matches("x-mock-").replace('-', "_").as_str())
+                .copied()
+        })
+    };
     let random_error = config.error_rate > 0.0 && rand::random::<f64>() < config.error_rate;
     Faults {
         latency_ms: get("x-mock-latency-ms")
@@ -69,6 +99,7 @@ fn faults(headers: &HeaderMap, config: &MockConfig) -> Faults {
             .unwrap_or(config.latency_ms),
         status: get("x-mock-status")
             .and_then(|v| v.parse().ok())
+            .or(failing_first.then_some(503))
             .or(random_error.then_some(500)),
         retry_after: get("x-mock-retry-after").map(str::to_owned),
         malformed: get("x-mock-malformed") == Some("true"),
@@ -77,6 +108,7 @@ fn faults(headers: &HeaderMap, config: &MockConfig) -> Faults {
 }
 
 fn spec_for(model: &str) -> Option<&'static ModelSpec> {
+    let model = model.split(';').next().unwrap_or(model);
     let name = model.strip_prefix("mock/").unwrap_or(model);
     models::find(&format!("mock/{name}"))
 }
@@ -132,6 +164,28 @@ async fn before_content(faults: &Faults) -> Option<Response> {
     None
 }
 
+/// The model asked for and the faults to inject; or the answer already
+/// given (unknown model, or a fault that answers before any content).
+async fn admit(
+    headers: &HeaderMap,
+    config: &MockConfig,
+    request: &Value,
+) -> Result<(String, &'static ModelSpec, Faults), Response> {
+    let model = request["model"].as_str().unwrap_or_default().to_owned();
+    let faults = faults(headers, config, &model);
+    let Some(spec) = spec_for(&model) else {
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            &format!("model {model:?} does not exist"),
+            None,
+        ));
+    };
+    if let Some(answered) = before_content(&faults).await {
+        return Err(answered);
+    }
+    Ok((model, spec, faults))
+}
+
 /// Runs the mock model, streaming pieces into the returned receiver.
 fn generate(
     spec: &'static ModelSpec,
@@ -167,18 +221,10 @@ async fn openai(
     headers: HeaderMap,
     Json(request): Json<Value>,
 ) -> Response {
-    let faults = faults(&headers, &config);
-    let model = request["model"].as_str().unwrap_or_default().to_owned();
-    let Some(spec) = spec_for(&model) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            &format!("model {model:?} does not exist"),
-            None,
-        );
+    let (model, spec, faults) = match admit(&headers, &config, &request).await {
+        Ok(admitted) => admitted,
+        Err(answered) => return answered,
     };
-    if let Some(answered) = before_content(&faults).await {
-        return answered;
-    }
     let messages: Vec<ChatMessage> = request["messages"]
         .as_array()
         .map(|list| {
@@ -269,18 +315,10 @@ async fn anthropic(
     headers: HeaderMap,
     Json(request): Json<Value>,
 ) -> Response {
-    let faults = faults(&headers, &config);
-    let model = request["model"].as_str().unwrap_or_default().to_owned();
-    let Some(spec) = spec_for(&model) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            &format!("model {model:?} does not exist"),
-            None,
-        );
+    let (model, spec, faults) = match admit(&headers, &config, &request).await {
+        Ok(admitted) => admitted,
+        Err(answered) => return answered,
     };
-    if let Some(answered) = before_content(&faults).await {
-        return answered;
-    }
     let mut messages = Vec::new();
     let system = text_of(&request["system"]);
     if !system.is_empty() {
@@ -375,7 +413,7 @@ async fn anthropic(
 }
 
 async fn list_models() -> Json<Value> {
-    let data: Vec<Value> = models::BUILT_IN
+    let data: Vec<Value> = models::built_in()
         .iter()
         .map(|m| json!({"id": m.id, "object": "model", "created": 0, "owned_by": "mock"}))
         .collect();
@@ -461,6 +499,37 @@ mod tests {
         ] {
             assert!(body.contains(&format!("event: {event}\n")), "{event}: {body}");
         }
+    }
+
+    #[tokio::test]
+    async fn faults_can_ride_on_the_model_name() {
+        let app = router(MockConfig::default());
+        let request = |model: &str| {
+            Request::post("/v1/chat/completions")
+                .header("content-type", "application/json")
+                .body(Body::from(
+                    json!({"model": model, "messages": [{"role": "user", "content": "x"}]}).to_string(),
+                ))
+                .unwrap()
+        };
+        let mut statuses = Vec::new();
+        for _ in 0..3 {
+            statuses.push(
+                app.clone()
+                    .oneshot(request("echo;fail_first=2"))
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16(),
+            );
+        }
+        assert_eq!(statuses, [503, 503, 200]);
+        let limited = app
+            .oneshot(request("echo;status=429;retry_after=1"))
+            .await
+            .unwrap();
+        assert_eq!(limited.status(), 429);
+        assert_eq!(limited.headers()["retry-after"], "1");
     }
 
     #[tokio::test]

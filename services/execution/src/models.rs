@@ -10,21 +10,53 @@
 //! | `mock/slow` | 20 tokens after 100 ms, 50 ms a token (for cancellation) |
 //! | `mock/fail` | fails with a provider error after 5 ms |
 //!
+//! An org adds its own models on its providers (see [`crate::catalog`]);
+//! they resolve to the same [`ModelSpec`] with an HTTP backend.
+//!
 //! Prices are micro-USD per 1M tokens; billing will own them.
 
 use promptops_proto::execution::v1::Model;
 
-/// What a model can do, what it costs and how the mock behaves.
+use crate::secrets::Secret;
+
+/// What a model can do, what it costs and how it is reached.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelSpec {
-    pub id: &'static str,
-    pub description: &'static str,
+    pub id: String,
+    pub description: String,
     pub context_window: u32,
     pub max_output_tokens: u32,
     pub input_price_per_mtok: i64,
     pub output_price_per_mtok: i64,
     pub cached_input_price_per_mtok: i64,
-    pub behaviour: MockBehaviour,
+    pub backend: Backend,
+}
+
+/// Where a model's calls go.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Backend {
+    /// The built-in mock, in process.
+    Mock(MockBehaviour),
+    /// A provider over HTTP.
+    Http(HttpBackend),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Copy)]
+pub enum ApiFormat {
+    /// OpenAI's chat completions (OpenAI and every OpenAI-compatible server).
+    OpenAi,
+    /// Anthropic's Messages API.
+    Anthropic,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpBackend {
+    pub format: ApiFormat,
+    /// e.g. `https://api.openai.com/v1`.
+    pub base_url: String,
+    /// The model name the provider knows.
+    pub upstream_model: String,
+    pub api_key: Option<Secret>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -40,70 +72,92 @@ pub enum MockBehaviour {
     },
 }
 
-pub const BUILT_IN: &[ModelSpec] = &[
-    ModelSpec {
+struct BuiltIn {
+    id: &'static str,
+    description: &'static str,
+    context_window: u32,
+    max_output_tokens: u32,
+    prices: (i64, i64, i64),
+    behaviour: MockBehaviour,
+}
+
+const BUILT_IN: &[BuiltIn] = &[
+    BuiltIn {
         id: "mock/echo",
         description: "Answers with the last user message verbatim",
         context_window: 128_000,
         max_output_tokens: 16_384,
-        input_price_per_mtok: 500_000,
-        output_price_per_mtok: 1_500_000,
-        cached_input_price_per_mtok: 250_000,
+        prices: (500_000, 1_500_000, 250_000),
         behaviour: MockBehaviour::Echo,
     },
-    ModelSpec {
+    BuiltIn {
         id: "mock/lorem",
         description: "100 tokens of lorem ipsum, 10 ms to the first, 1 ms each",
         context_window: 32_000,
         max_output_tokens: 4_096,
-        input_price_per_mtok: 1_000_000,
-        output_price_per_mtok: 2_000_000,
-        cached_input_price_per_mtok: 500_000,
+        prices: (1_000_000, 2_000_000, 500_000),
         behaviour: MockBehaviour::Generate {
             tokens: 100,
             first_token_ms: 10,
             per_token_ms: 1,
         },
     },
-    ModelSpec {
+    BuiltIn {
         id: "mock/slow",
         description: "20 tokens, 100 ms to the first, 50 ms each",
         context_window: 8_000,
         max_output_tokens: 1_024,
-        input_price_per_mtok: 1_000_000,
-        output_price_per_mtok: 2_000_000,
-        cached_input_price_per_mtok: 500_000,
+        prices: (1_000_000, 2_000_000, 500_000),
         behaviour: MockBehaviour::Generate {
             tokens: 20,
             first_token_ms: 100,
             per_token_ms: 50,
         },
     },
-    ModelSpec {
+    BuiltIn {
         id: "mock/fail",
         description: "Fails with a provider error after 5 ms",
         context_window: 8_000,
         max_output_tokens: 1_024,
-        input_price_per_mtok: 0,
-        output_price_per_mtok: 0,
-        cached_input_price_per_mtok: 0,
+        prices: (0, 0, 0),
         behaviour: MockBehaviour::Fail { after_ms: 5 },
     },
 ];
 
-/// The model `id`, if the catalog has it.
+static BUILT_IN_SPECS: std::sync::LazyLock<Vec<ModelSpec>> = std::sync::LazyLock::new(|| {
+    BUILT_IN
+        .iter()
+        .map(|b| ModelSpec {
+            id: b.id.to_owned(),
+            description: b.description.to_owned(),
+            context_window: b.context_window,
+            max_output_tokens: b.max_output_tokens,
+            input_price_per_mtok: b.prices.0,
+            output_price_per_mtok: b.prices.1,
+            cached_input_price_per_mtok: b.prices.2,
+            backend: Backend::Mock(b.behaviour),
+        })
+        .collect()
+});
+
+/// The built-in models (the `mock` provider).
+pub fn built_in() -> &'static [ModelSpec] {
+    &BUILT_IN_SPECS
+}
+
+/// The built-in model `id`, if there is one.
 pub fn find(id: &str) -> Option<&'static ModelSpec> {
-    BUILT_IN.iter().find(|m| m.id == id)
+    built_in().iter().find(|m| m.id == id)
 }
 
 impl ModelSpec {
-    pub fn provider(&self) -> &'static str {
-        self.id.split_once('/').map_or(self.id, |(p, _)| p)
+    pub fn provider(&self) -> &str {
+        self.id.split_once('/').map_or(self.id.as_str(), |(p, _)| p)
     }
 
     pub fn to_message(&self) -> Model {
         Model {
-            id: self.id.to_owned(),
+            id: self.id.clone(),
             provider: self.provider().to_owned(),
             context_window: self.context_window,
             max_output_tokens: self.max_output_tokens,
@@ -112,7 +166,7 @@ impl ModelSpec {
             input_price_per_mtok: self.input_price_per_mtok,
             output_price_per_mtok: self.output_price_per_mtok,
             cached_input_price_per_mtok: self.cached_input_price_per_mtok,
-            description: self.description.to_owned(),
+            description: self.description.clone(),
         }
     }
 
@@ -145,9 +199,9 @@ mod tests {
 
     #[test]
     fn every_built_in_model_is_named_by_provider() {
-        for model in BUILT_IN {
+        for model in built_in() {
             assert_eq!(model.provider(), "mock");
-            assert!(find(model.id).is_some());
+            assert!(find(&model.id).is_some());
         }
         assert!(find("openai/gpt-4o").is_none());
     }

@@ -220,6 +220,22 @@ impl PromptsApi {
         Ok(folder)
     }
 
+    /// Authenticates, checks `permission` on the prompt the request names,
+    /// and runs the command made from it.
+    async fn change<T>(
+        &self,
+        request: Request<T>,
+        permission: Permission,
+        command: impl FnOnce(T) -> (String, PromptCommand),
+    ) -> Result<Response<PromptChangeResponse>> {
+        let caller = self.authenticated(&request).await?;
+        let (prompt_id, command) = command(request.into_inner());
+        let prompt_id = Self::checked_id(&prompt_id)?;
+        self.require_on_prompt(&caller, permission, &prompt_id).await?;
+        let done = self.run(&caller, &prompt_id, command).await.map_err(exec_error)?;
+        Ok(Self::change_response(&done))
+    }
+
     fn authorship(caller: &Caller) -> Authorship {
         Authorship {
             author: caller.actor.clone(),
@@ -530,17 +546,14 @@ impl PromptService for PromptsApi {
         &self,
         request: Request<UpdatePromptRequest>,
     ) -> Result<Response<PromptChangeResponse>> {
-        let caller = self.authenticated(&request).await?;
-        let req = request.into_inner();
-        let prompt_id = Self::checked_id(&req.prompt_id)?;
-        self.require_on_prompt(&caller, Permission::Write, &prompt_id)
-            .await?;
-        let command = PromptCommand::Update(UpdatePrompt {
-            description: req.description,
-            tags: req.set_tags.then_some(req.tags),
-        });
-        let done = self.run(&caller, &prompt_id, command).await.map_err(exec_error)?;
-        Ok(Self::change_response(&done))
+        self.change(request, Permission::Write, |req| {
+            let command = PromptCommand::Update(UpdatePrompt {
+                description: req.description,
+                tags: req.set_tags.then_some(req.tags),
+            });
+            (req.prompt_id, command)
+        })
+        .await
     }
 
     async fn create_version(
@@ -691,32 +704,20 @@ impl PromptService for PromptsApi {
         &self,
         request: Request<ArchivePromptRequest>,
     ) -> Result<Response<PromptChangeResponse>> {
-        let caller = self.authenticated(&request).await?;
-        let req = request.into_inner();
-        let prompt_id = Self::checked_id(&req.prompt_id)?;
-        self.require_on_prompt(&caller, Permission::Archive, &prompt_id)
-            .await?;
-        let done = self
-            .run(&caller, &prompt_id, PromptCommand::Archive { reason: req.reason })
-            .await
-            .map_err(exec_error)?;
-        Ok(Self::change_response(&done))
+        self.change(request, Permission::Archive, |req| {
+            (req.prompt_id, PromptCommand::Archive { reason: req.reason })
+        })
+        .await
     }
 
     async fn restore_prompt(
         &self,
         request: Request<RestorePromptRequest>,
     ) -> Result<Response<PromptChangeResponse>> {
-        let caller = self.authenticated(&request).await?;
-        let req = request.into_inner();
-        let prompt_id = Self::checked_id(&req.prompt_id)?;
-        self.require_on_prompt(&caller, Permission::Archive, &prompt_id)
-            .await?;
-        let done = self
-            .run(&caller, &prompt_id, PromptCommand::Restore { reason: req.reason })
-            .await
-            .map_err(exec_error)?;
-        Ok(Self::change_response(&done))
+        self.change(request, Permission::Archive, |req| {
+            (req.prompt_id, PromptCommand::Restore { reason: req.reason })
+        })
+        .await
     }
 
     async fn diff_versions(&self, request: Request<DiffVersionsRequest>) -> Result<Response<VersionDiff>> {

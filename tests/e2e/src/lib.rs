@@ -44,7 +44,8 @@ pub struct ServiceProcess {
 }
 
 impl ServiceProcess {
-    fn spawn(
+    /// Starts `binary` with `args` and `env`, its output appended to `log`.
+    pub fn spawn(
         name: &str,
         binary: PathBuf,
         args: Vec<String>,
@@ -238,11 +239,22 @@ impl Cluster {
     /// Waits until the service's `/readyz` (on its gRPC port) answers 200.
     pub async fn wait_ready(&self, service: &str) {
         let url = format!("{}/readyz", self.grpc_url(service));
-        assert!(
-            wait_http_ok(&url, Duration::from_secs(30)).await,
-            "{service} did not become ready; its log:\n{}",
-            self.processes[service].log()
-        );
+        if !wait_http_ok(&url, Duration::from_secs(30)).await {
+            let nats = self.nats.log();
+            let tail: String = nats
+                .lines()
+                .rev()
+                .take(20)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n");
+            panic!(
+                "{service} did not become ready; its log:\n{}\nnats-server's log (end):\n{tail}",
+                self.processes[service].log()
+            );
+        }
     }
 
     pub fn process(&mut self, service: &str) -> &mut ServiceProcess {
@@ -436,4 +448,37 @@ pub fn text_version(template: &str) -> Option<promptops_proto::prompts::v1::Vers
         }),
         ..Default::default()
     })
+}
+
+/// The standalone mock provider on a free port; its base URL for OpenAI's
+/// format is `{url}/v1`.
+pub async fn mock_provider(dir: &std::path::Path) -> (ServiceProcess, String) {
+    let port = promptops_testkit::free_port().unwrap();
+    let process = ServiceProcess::spawn(
+        "mock-provider",
+        workspace_binary("promptops-mock-provider").unwrap(),
+        vec!["--addr".into(), format!("127.0.0.1:{port}")],
+        Vec::new(),
+        dir.join("mock-provider.log"),
+    );
+    let url = format!("http://127.0.0.1:{port}");
+    assert!(
+        wait_http_ok(&format!("{url}/v1/models"), Duration::from_secs(10)).await,
+        "the mock provider did not start:\n{}",
+        process.log()
+    );
+    (process, url)
+}
+
+/// The `field` of each violation in a problem JSON.
+pub fn problem_fields(problem: &serde_json::Value) -> Vec<String> {
+    problem["errors"]
+        .as_array()
+        .map(|errors| {
+            errors
+                .iter()
+                .filter_map(|e| e["field"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
 }

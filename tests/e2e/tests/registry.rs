@@ -24,15 +24,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 fn fields(problem: &Value) -> Vec<String> {
-    problem["errors"]
-        .as_array()
-        .map(|errors| {
-            errors
-                .iter()
-                .map(|e| e["field"].as_str().unwrap().to_owned())
-                .collect()
-        })
-        .unwrap_or_default()
+    promptops_e2e::problem_fields(problem)
 }
 
 #[tokio::test]

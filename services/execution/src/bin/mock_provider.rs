@@ -53,6 +53,7 @@ fn main() -> ExitCode {
         let app = router(MockConfig {
             latency_ms: args.latency_ms,
             error_rate: args.error_rate,
+            ..MockConfig::default()
         });
         let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
             let _ = tcp.set_nodelay(true);

@@ -13,8 +13,9 @@ use promptops_platform::caller::outgoing;
 use promptops_platform::errors::{ErrorClass, Problem, ServiceError};
 use promptops_prompts::exchange::{MessageDoc, role_from_name};
 use promptops_proto::execution::v1::{
-    ExecuteRequest, GetRunRequest, ListModelsRequest, ListRunsRequest, Model, Parameters, Run, RunStatus,
-    execute_chunk,
+    ExecuteRequest, GetRunRequest, ListModelsRequest, ListProvidersRequest, ListRunsRequest, Model,
+    Parameters, Provider, ProviderKind, RemoveModelRequest, RemoveProviderRequest, Run, RunStatus,
+    SetModelRequest, SetProviderRequest, execute_chunk,
 };
 use promptops_proto::prompts::v1::{ChatMessage, PromptRef};
 use serde::{Deserialize, Serialize};
@@ -402,10 +403,260 @@ mod tests {
     use super::*;
 
     #[test]
+    fn prices_parse_exactly() {
+        assert_eq!(micro_usd("p", "0.15").unwrap(), 150_000);
+        assert_eq!(micro_usd("p", "2").unwrap(), 2_000_000);
+        assert_eq!(micro_usd("p", "0.000001").unwrap(), 1);
+        for bad in ["-1", "0.0000001", "1e3", "", ".5", "abc"] {
+            assert!(micro_usd("p", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn money_is_printed_exactly() {
         assert_eq!(usd_from_nano(1_200_000), "0.001200000");
         assert_eq!(usd_from_nano(2_500_000_001), "2.500000001");
         assert_eq!(usd_from_micro(150_000), "0.150000");
         assert_eq!(usd_from_micro(-1), "-0.000001");
     }
+}
+
+// ---- providers and models of the org --------------------------------------
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ProviderJson {
+    pub name: String,
+    /// `openai`, `anthropic` or `openai_compatible`.
+    pub kind: String,
+    pub base_url: String,
+    pub has_credential: bool,
+    /// e.g. `sk-…1234`; the key itself is never returned.
+    pub credential_hint: String,
+}
+
+fn kind_name(kind: i32) -> &'static str {
+    match ProviderKind::try_from(kind).unwrap_or(ProviderKind::Unspecified) {
+        ProviderKind::Openai => "openai",
+        ProviderKind::Anthropic => "anthropic",
+        ProviderKind::OpenaiCompatible => "openai_compatible",
+        ProviderKind::Unspecified => "unknown",
+    }
+}
+
+impl From<Provider> for ProviderJson {
+    fn from(p: Provider) -> Self {
+        Self {
+            name: p.name,
+            kind: kind_name(p.kind).to_owned(),
+            base_url: p.base_url,
+            has_credential: p.has_credential,
+            credential_hint: p.credential_hint,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ProviderListJson {
+    pub providers: Vec<ProviderJson>,
+}
+
+/// Body of `PUT /api/v1/providers/{name}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderBody {
+    /// `openai`, `anthropic` or `openai_compatible` (vLLM, TGI, Ollama, …).
+    pub kind: String,
+    /// e.g. `https://api.openai.com/v1`.
+    pub base_url: String,
+    /// Write-only: stored encrypted, shown masked, never logged.
+    pub api_key: Option<String>,
+    /// Skip the check call against the provider.
+    #[serde(default)]
+    pub skip_validation: bool,
+}
+
+/// Body of `POST /api/v1/models`: a model on one of your providers.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelBody {
+    /// `<provider>/<name>`.
+    pub id: String,
+    /// The provider's name for it.
+    pub upstream_model: String,
+    pub context_window: u32,
+    pub max_output_tokens: u32,
+    /// USD per 1M tokens as exact decimals (up to 6 places), e.g. `"0.15"`.
+    pub input_price_per_mtok_usd: String,
+    pub output_price_per_mtok_usd: String,
+    #[serde(default)]
+    pub cached_input_price_per_mtok_usd: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ModelIdParams {
+    pub id: String,
+}
+
+/// `"0.15"` → 150000 micro-USD; exact, no floats.
+pub fn micro_usd(field: &str, value: &str) -> Result<i64, ServiceError> {
+    let invalid = || {
+        bad_request(
+            field,
+            "a non-negative decimal with at most 6 places, e.g. \"0.15\"",
+        )
+    };
+    let (whole, fraction) = value.trim().split_once('.').unwrap_or((value.trim(), ""));
+    if whole.is_empty()
+        || fraction.len() > 6
+        || !whole.bytes().all(|b| b.is_ascii_digit())
+        || !fraction.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Err(invalid());
+    }
+    let whole: i64 = whole.parse().map_err(|_| invalid())?;
+    let fraction: i64 = format!("{fraction:0<6}").parse().map_err(|_| invalid())?;
+    whole
+        .checked_mul(1_000_000)
+        .and_then(|w| w.checked_add(fraction))
+        .ok_or_else(invalid)
+}
+
+/// Your org's providers.
+#[utoipa::path(get, path = "/api/v1/providers", tag = "execution",
+    responses((status = 200, description = "Providers (keys masked)", body = ProviderListJson)))]
+pub async fn list_providers(
+    State(state): State<AppState>,
+    Authenticated(_caller, credential): Authenticated,
+) -> Result<Json<ProviderListJson>, ServiceError> {
+    let providers = state
+        .execution
+        .clone()
+        .list_providers(outgoing(&credential, ListProvidersRequest {}))
+        .await
+        .map_err(|status| upstream(&status))?
+        .into_inner()
+        .providers;
+    Ok(Json(ProviderListJson {
+        providers: providers.into_iter().map(ProviderJson::from).collect(),
+    }))
+}
+
+/// Add or change a provider. Its address and key are checked with a cheap
+/// call (its model list) before anything is stored; the key is stored
+/// encrypted (AES-256-GCM, a data key per org wrapped by the master key).
+#[utoipa::path(put, path = "/api/v1/providers/{name}", tag = "execution", request_body = ProviderBody,
+    params(("name" = String, Path, description = "`[a-z0-9-]`, the first part of its models' ids")),
+    responses(
+        (status = 200, description = "Stored", body = ProviderJson),
+        (status = 400, description = "Invalid, or the provider refused the address or key", body = Problem, content_type = JSON_PROBLEMS),
+        (status = 403, description = "Needs settings:manage", body = Problem, content_type = JSON_PROBLEMS),
+    ))]
+pub async fn set_provider(
+    State(state): State<AppState>,
+    Authenticated(_caller, credential): Authenticated,
+    Path(name): Path<String>,
+    ApiJson(body): ApiJson<ProviderBody>,
+) -> Result<Json<ProviderJson>, ServiceError> {
+    let kind = match body.kind.as_str() {
+        "openai" => ProviderKind::Openai,
+        "anthropic" => ProviderKind::Anthropic,
+        "openai_compatible" => ProviderKind::OpenaiCompatible,
+        _ => {
+            return Err(bad_request(
+                "kind",
+                "must be openai, anthropic or openai_compatible",
+            ));
+        }
+    };
+    let request = SetProviderRequest {
+        name,
+        kind: kind as i32,
+        base_url: body.base_url,
+        api_key: body.api_key.unwrap_or_default(),
+        skip_validation: body.skip_validation,
+    };
+    let provider = state
+        .execution
+        .clone()
+        .set_provider(outgoing(&credential, request))
+        .await
+        .map_err(|status| upstream(&status))?
+        .into_inner();
+    Ok(Json(provider.into()))
+}
+
+/// Remove a provider (once it has no models).
+#[utoipa::path(delete, path = "/api/v1/providers/{name}", tag = "execution",
+    params(("name" = String, Path, description = "The provider")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 400, description = "It still has models", body = Problem, content_type = JSON_PROBLEMS),
+        (status = 404, description = "No such provider", body = Problem, content_type = JSON_PROBLEMS),
+    ))]
+pub async fn remove_provider(
+    State(state): State<AppState>,
+    Authenticated(_caller, credential): Authenticated,
+    Path(name): Path<String>,
+) -> Result<http::StatusCode, ServiceError> {
+    state
+        .execution
+        .clone()
+        .remove_provider(outgoing(&credential, RemoveProviderRequest { name }))
+        .await
+        .map_err(|status| upstream(&status))?;
+    Ok(http::StatusCode::NO_CONTENT)
+}
+
+/// Add or change a model on one of your providers.
+#[utoipa::path(post, path = "/api/v1/models", tag = "execution", request_body = ModelBody,
+    responses(
+        (status = 200, description = "Stored", body = ModelJson),
+        (status = 400, description = "Invalid (each field named)", body = Problem, content_type = JSON_PROBLEMS),
+    ))]
+pub async fn set_model(
+    State(state): State<AppState>,
+    Authenticated(_caller, credential): Authenticated,
+    ApiJson(body): ApiJson<ModelBody>,
+) -> Result<Json<ModelJson>, ServiceError> {
+    let request = SetModelRequest {
+        id: body.id,
+        upstream_model: body.upstream_model,
+        context_window: body.context_window,
+        max_output_tokens: body.max_output_tokens,
+        input_price_per_mtok: micro_usd("input_price_per_mtok_usd", &body.input_price_per_mtok_usd)?,
+        output_price_per_mtok: micro_usd("output_price_per_mtok_usd", &body.output_price_per_mtok_usd)?,
+        cached_input_price_per_mtok: match &body.cached_input_price_per_mtok_usd {
+            Some(price) => micro_usd("cached_input_price_per_mtok_usd", price)?,
+            None => micro_usd("input_price_per_mtok_usd", &body.input_price_per_mtok_usd)?,
+        },
+    };
+    let model = state
+        .execution
+        .clone()
+        .set_model(outgoing(&credential, request))
+        .await
+        .map_err(|status| upstream(&status))?
+        .into_inner();
+    Ok(Json(model.into()))
+}
+
+/// Remove a model of yours.
+#[utoipa::path(delete, path = "/api/v1/models", tag = "execution", params(ModelIdParams),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 404, description = "No such model", body = Problem, content_type = JSON_PROBLEMS),
+    ))]
+pub async fn remove_model(
+    State(state): State<AppState>,
+    Authenticated(_caller, credential): Authenticated,
+    ApiQuery(params): ApiQuery<ModelIdParams>,
+) -> Result<http::StatusCode, ServiceError> {
+    state
+        .execution
+        .clone()
+        .remove_model(outgoing(&credential, RemoveModelRequest { id: params.id }))
+        .await
+        .map_err(|status| upstream(&status))?;
+    Ok(http::StatusCode::NO_CONTENT)
 }

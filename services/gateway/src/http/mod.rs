@@ -102,7 +102,13 @@ pub fn api() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(members::force_logout))
         .routes(routes!(members::grant, members::revoke_grant))
         .routes(routes!(members::list_grants))
-        .routes(routes!(execution::list_models))
+        .routes(routes!(
+            execution::list_models,
+            execution::set_model,
+            execution::remove_model
+        ))
+        .routes(routes!(execution::list_providers))
+        .routes(routes!(execution::set_provider, execution::remove_provider))
         .routes(routes!(execution::execute))
         .routes(routes!(execution::list_runs))
         .routes(routes!(execution::get_run))

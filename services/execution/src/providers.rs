@@ -1,0 +1,432 @@
+//! Calling a model: the in-process mock, or a provider over HTTP in OpenAI's
+//! or Anthropic's wire format, always streamed (for time to first token),
+//! with timeouts and retries.
+//!
+//! - Connect timeout 5 s, first byte [`FIRST_BYTE_TIMEOUT`], the whole run
+//!   bounded by the run timeout of the caller.
+//! - A retryable failure (connection error, timeout, 429, 5xx, malformed or
+//!   dropped answer) **before any output** is tried again up to
+//!   [`MAX_ATTEMPTS`] times, after a jittered, growing wait — or after the
+//!   provider's `Retry-After`, when it gives one (at most 10 s). Once output
+//!   has reached the client, a failure is final: tokens cannot be unsent.
+
+use std::time::Duration;
+
+use promptops_proto::prompts::v1::{ChatMessage, ChatRole};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::mock::{self, CallError, Completion};
+use crate::models::{ApiFormat, Backend, HttpBackend, ModelSpec};
+use crate::tokens;
+
+pub const MAX_ATTEMPTS: u32 = 3;
+pub const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(30);
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
+
+/// One HTTP client for every provider call of the service.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build()
+        .unwrap_or_default()
+}
+
+/// Calls `spec` with `messages`, streaming pieces to `deltas`.
+pub async fn complete(
+    client: &reqwest::Client,
+    spec: &ModelSpec,
+    messages: &[ChatMessage],
+    max_tokens: Option<u32>,
+    deltas: &mpsc::Sender<String>,
+    cancel: &CancellationToken,
+) -> Result<Completion, CallError> {
+    let Backend::Http(http) = &spec.backend else {
+        return mock::complete(spec, messages, max_tokens, Some(deltas), cancel).await;
+    };
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let mut sent_any = false;
+        let result = call_http(client, http, messages, max_tokens, deltas, cancel, &mut sent_any).await;
+        match result {
+            Err(CallError::Provider {
+                retryable: true,
+                retry_after,
+                message,
+            }) if !sent_any && attempt < MAX_ATTEMPTS => {
+                metrics::counter!("promptops_provider_retries_total", "model" => spec.id.clone())
+                    .increment(1);
+                let wait = retry_after.map_or_else(
+                    || {
+                        let ceiling = 100_u64 << attempt;
+                        Duration::from_millis(rand::random::<u64>() % ceiling + ceiling / 2)
+                    },
+                    |after| after.min(MAX_RETRY_AFTER),
+                );
+                tracing::info!(model = %spec.id, attempt, ?wait, error = %message, "retrying the provider call");
+                tokio::select! {
+                    () = cancel.cancelled() => return Err(CallError::Cancelled { partial: String::new(), output_tokens: 0 }),
+                    () = tokio::time::sleep(wait) => {}
+                }
+            }
+            other => return other,
+        }
+    }
+}
+
+fn provider_error(message: String, retryable: bool, retry_after: Option<Duration>) -> CallError {
+    CallError::Provider {
+        message,
+        retryable,
+        retry_after,
+    }
+}
+
+fn role_name(role: i32) -> &'static str {
+    match ChatRole::try_from(role).unwrap_or(ChatRole::User) {
+        ChatRole::System => "system",
+        ChatRole::Assistant => "assistant",
+        _ => "user",
+    }
+}
+
+fn request_for(http: &HttpBackend, messages: &[ChatMessage], max_tokens: Option<u32>) -> (String, Value) {
+    let base = http.base_url.trim_end_matches('/');
+    match http.format {
+        ApiFormat::OpenAi => {
+            let messages: Vec<Value> = messages
+                .iter()
+                .map(|m| json!({"role": role_name(m.role), "content": m.content}))
+                .collect();
+            let mut body = json!({"model": http.upstream_model, "messages": messages, "stream": true,
+                "stream_options": {"include_usage": true}});
+            if let Some(max) = max_tokens {
+                body["max_tokens"] = json!(max);
+            }
+            (format!("{base}/chat/completions"), body)
+        }
+        ApiFormat::Anthropic => {
+            let system: Vec<&str> = messages
+                .iter()
+                .filter(|m| m.role == ChatRole::System as i32)
+                .map(|m| m.content.as_str())
+                .collect();
+            let turns: Vec<Value> = messages
+                .iter()
+                .filter(|m| m.role != ChatRole::System as i32)
+                .map(|m| json!({"role": role_name(m.role), "content": m.content}))
+                .collect();
+            let mut body = json!({"model": http.upstream_model, "messages": turns, "stream": true,
+                "max_tokens": max_tokens.unwrap_or(1024)});
+            if !system.is_empty() {
+                body["system"] = json!(system.join("\n\n"));
+            }
+            (format!("{base}/messages"), body)
+        }
+    }
+}
+
+/// The provider's key in the provider's way (and Anthropic's API version).
+fn authorize(request: reqwest::RequestBuilder, http: &HttpBackend) -> reqwest::RequestBuilder {
+    match (&http.api_key, http.format) {
+        (None, ApiFormat::OpenAi) => request,
+        (None, ApiFormat::Anthropic) => request.header("anthropic-version", "2023-06-01"),
+        (Some(key), ApiFormat::OpenAi) => request.bearer_auth(key.expose()),
+        (Some(key), ApiFormat::Anthropic) => request
+            .header("x-api-key", key.expose())
+            .header("anthropic-version", "2023-06-01"),
+    }
+}
+
+fn retry_after(response: &reqwest::Response) -> Option<Duration> {
+    response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
+}
+
+/// What the stream said so far.
+#[derive(Debug, Default)]
+struct Progress {
+    output: String,
+    output_tokens: u64,
+    input_tokens: Option<u64>,
+    reported_output_tokens: Option<u64>,
+    finish_reason: Option<String>,
+    done: bool,
+}
+
+/// One call; `sent_any` tells the caller whether output reached `deltas`.
+async fn call_http(
+    client: &reqwest::Client,
+    http: &HttpBackend,
+    messages: &[ChatMessage],
+    max_tokens: Option<u32>,
+    deltas: &mpsc::Sender<String>,
+    cancel: &CancellationToken,
+    sent_any: &mut bool,
+) -> Result<Completion, CallError> {
+    let (url, body) = request_for(http, messages, max_tokens);
+    let request = authorize(client.post(&url).json(&body), http);
+    let cancelled = |progress: &Progress| CallError::Cancelled {
+        partial: progress.output.clone(),
+        output_tokens: progress.output_tokens,
+    };
+    let mut progress = Progress::default();
+    let sent = tokio::select! {
+        () = cancel.cancelled() => return Err(cancelled(&progress)),
+        sent = tokio::time::timeout(FIRST_BYTE_TIMEOUT, request.send()) => sent,
+    };
+    let mut response = match sent {
+        Err(_) => {
+            return Err(provider_error(
+                format!("no answer from {url} within {} s", FIRST_BYTE_TIMEOUT.as_secs()),
+                true,
+                None,
+            ));
+        }
+        // The error's text names the URL, never a header: the key stays out.
+        Ok(Err(err)) => {
+            return Err(provider_error(
+                format!("cannot reach the provider: {}", err.without_url()),
+                true,
+                None,
+            ));
+        }
+        Ok(Ok(response)) => response,
+    };
+    let status = response.status();
+    if !status.is_success() {
+        let after = retry_after(&response);
+        let text = response.text().await.unwrap_or_default();
+        let detail: String = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| text.chars().take(200).collect());
+        let retryable = status.as_u16() == 429 || status.is_server_error();
+        return Err(provider_error(
+            format!("the provider answered {}: {detail}", status.as_u16()),
+            retryable,
+            after,
+        ));
+    }
+    let mut buffer = String::new();
+    loop {
+        let chunk = tokio::select! {
+            () = cancel.cancelled() => return Err(cancelled(&progress)),
+            chunk = response.chunk() => chunk,
+        };
+        let chunk = match chunk {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break,
+            Err(err) => {
+                return Err(provider_error(
+                    format!("the provider's stream broke: {}", err.without_url()),
+                    true,
+                    None,
+                ));
+            }
+        };
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buffer.find("\n\n") {
+            let event: String = buffer.drain(..end + 2).collect();
+            for data in event
+                .lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .map(str::trim)
+            {
+                let piece = apply_event(http.format, data, &mut progress)?;
+                if let Some(piece) = piece.filter(|p| !p.is_empty()) {
+                    if deltas.send(piece.clone()).await.is_err() {
+                        return Err(cancelled(&progress));
+                    }
+                    *sent_any = true;
+                    progress.output.push_str(&piece);
+                    progress.output_tokens += 1;
+                }
+            }
+        }
+        if progress.done {
+            break;
+        }
+    }
+    if progress.finish_reason.is_none() && !progress.done {
+        return Err(provider_error(
+            "the provider's stream ended before the answer did".into(),
+            true,
+            None,
+        ));
+    }
+    let counted_input = messages
+        .iter()
+        .map(|m| tokens::count(&m.content) + 3)
+        .sum::<u64>()
+        + 3;
+    Ok(Completion {
+        input_tokens: progress.input_tokens.unwrap_or(counted_input),
+        output_tokens: progress.reported_output_tokens.unwrap_or(progress.output_tokens),
+        output: progress.output,
+        finish_reason: match progress.finish_reason.as_deref() {
+            Some("length" | "max_tokens") => "length",
+            _ => "stop",
+        },
+    })
+}
+
+/// Folds one SSE `data:` payload into `progress`; returns new output text.
+fn apply_event(format: ApiFormat, data: &str, progress: &mut Progress) -> Result<Option<String>, CallError> {
+    if data == "[DONE]" {
+        progress.done = true;
+        return Ok(None);
+    }
+    let value: Value = serde_json::from_str(data)
+        .map_err(|_| provider_error("the provider sent malformed JSON".into(), true, None))?;
+    if let Some(message) = value["error"]["message"].as_str() {
+        return Err(provider_error(
+            format!("the provider failed: {message}"),
+            true,
+            None,
+        ));
+    }
+    match format {
+        ApiFormat::OpenAi => {
+            if let Some(usage) = value.get("usage").filter(|u| u.is_object()) {
+                progress.input_tokens = usage["prompt_tokens"].as_u64();
+                progress.reported_output_tokens = usage["completion_tokens"].as_u64();
+            }
+            let choice = &value["choices"][0];
+            if let Some(reason) = choice["finish_reason"].as_str() {
+                progress.finish_reason = Some(reason.to_owned());
+            }
+            Ok(choice["delta"]["content"].as_str().map(str::to_owned))
+        }
+        ApiFormat::Anthropic => match value["type"].as_str() {
+            Some("message_start") => {
+                progress.input_tokens = value["message"]["usage"]["input_tokens"]
+                    .as_u64()
+                    .filter(|n| *n > 0);
+                Ok(None)
+            }
+            Some("content_block_delta") => Ok(value["delta"]["text"].as_str().map(str::to_owned)),
+            Some("message_delta") => {
+                progress.finish_reason = value["delta"]["stop_reason"].as_str().map(str::to_owned);
+                if let Some(n) = value["usage"]["input_tokens"].as_u64() {
+                    progress.input_tokens = Some(n);
+                }
+                progress.reported_output_tokens = value["usage"]["output_tokens"].as_u64();
+                Ok(None)
+            }
+            Some("message_stop") => {
+                progress.done = true;
+                Ok(None)
+            }
+            _ => Ok(None),
+        },
+    }
+}
+
+/// A cheap call that proves a provider's address and key work: its model list.
+pub async fn validate(client: &reqwest::Client, http: &HttpBackend) -> Result<(), String> {
+    let base = http.base_url.trim_end_matches('/');
+    let request = authorize(client.get(format!("{base}/models")), http);
+    match tokio::time::timeout(Duration::from_secs(10), request.send()).await {
+        Err(_) => Err("no answer within 10 s".into()),
+        Ok(Err(err)) => Err(format!("cannot reach it: {}", err.without_url())),
+        Ok(Ok(response)) if response.status().is_success() => Ok(()),
+        Ok(Ok(response)) => Err(format!(
+            "it answered {} to GET {base}/models",
+            response.status().as_u16()
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openai_stream_events_fold_into_output_usage_and_finish() {
+        let mut p = Progress::default();
+        assert_eq!(
+            apply_event(
+                ApiFormat::OpenAi,
+                r#"{"choices":[{"delta":{"content":"Hi"}}]}"#,
+                &mut p
+            )
+            .unwrap(),
+            Some("Hi".into())
+        );
+        apply_event(
+            ApiFormat::OpenAi,
+            r#"{"choices":[{"delta":{},"finish_reason":"length"}]}"#,
+            &mut p,
+        )
+        .unwrap();
+        apply_event(
+            ApiFormat::OpenAi,
+            r#"{"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":1}}"#,
+            &mut p,
+        )
+        .unwrap();
+        apply_event(ApiFormat::OpenAi, "[DONE]", &mut p).unwrap();
+        assert_eq!(
+            (p.input_tokens, p.reported_output_tokens, p.done),
+            (Some(9), Some(1), true)
+        );
+        assert_eq!(p.finish_reason.as_deref(), Some("length"));
+        assert!(matches!(
+            apply_event(ApiFormat::OpenAi, "{not json", &mut p),
+            Err(CallError::Provider { retryable: true, .. })
+        ));
+    }
+
+    #[test]
+    fn anthropic_stream_events_fold_too() {
+        let mut p = Progress::default();
+        let delta = r#"{"type":"content_block_delta","delta":{"type":"text_delta","text":"yo"}}"#;
+        assert_eq!(
+            apply_event(ApiFormat::Anthropic, delta, &mut p).unwrap(),
+            Some("yo".into())
+        );
+        let end = r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"input_tokens":4,"output_tokens":1}}"#;
+        apply_event(ApiFormat::Anthropic, end, &mut p).unwrap();
+        apply_event(ApiFormat::Anthropic, r#"{"type":"message_stop"}"#, &mut p).unwrap();
+        assert_eq!(
+            (p.input_tokens, p.reported_output_tokens, p.done),
+            (Some(4), Some(1), true)
+        );
+    }
+
+    #[test]
+    fn anthropic_requests_move_system_messages_to_the_system_field() {
+        let http = HttpBackend {
+            format: ApiFormat::Anthropic,
+            base_url: "http://x/v1/".into(),
+            upstream_model: "claude".into(),
+            api_key: None,
+        };
+        let messages = vec![
+            ChatMessage {
+                role: ChatRole::System as i32,
+                content: "brief".into(),
+            },
+            ChatMessage {
+                role: ChatRole::User as i32,
+                content: "hi".into(),
+            },
+        ];
+        let (url, body) = request_for(&http, &messages, None);
+        assert_eq!(url, "http://x/v1/messages");
+        assert_eq!(body["system"], "brief");
+        assert_eq!(body["messages"].as_array().unwrap().len(), 1);
+    }
+}

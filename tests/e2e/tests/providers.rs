@@ -1,0 +1,191 @@
+//! An org's own providers and models, over HTTP to the standalone mock
+//! provider in OpenAI's and Anthropic's formats: keys stored encrypted and
+//! never seen again, retries, and failures recorded.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "integration tests: a panic is a failed assertion"
+)]
+
+use promptops_e2e::{AllInOne, Api, mock_provider, signup};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const OPENAI_KEY: &str = "sk-test-0123456789-PLAINTEXTMARKER-openai";
+const ANTHROPIC_KEY: &str = "sk-ant-9876543210-PLAINTEXTMARKER-anthropic";
+
+fn model(id: &str, upstream: &str) -> Value {
+    json!({"id": id, "upstream_model": upstream, "context_window": 8000, "max_output_tokens": 1000,
+        "input_price_per_mtok_usd": "0.15", "output_price_per_mtok_usd": "0.60"})
+}
+
+async fn run(api: &Api, token: &str, model: &str) -> (reqwest::StatusCode, Value) {
+    api.call(
+        Method::POST,
+        "/api/v1/executions",
+        Some(token),
+        Some(
+            json!({"model": model, "messages": [{"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "hello over http"}]}),
+        ),
+    )
+    .await
+}
+
+/// Every file under `dir`, searched for `needle`.
+fn files_containing(dir: &std::path::Path, needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(current) = pending.pop() {
+        for entry in std::fs::read_dir(&current).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if let Ok(bytes) = std::fs::read(&path)
+                && bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
+            {
+                found.push(path.display().to_string());
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn org_providers_over_http_with_encrypted_keys_retries_and_recorded_failures() {
+    let all = AllInOne::start().await;
+    let (_mock, mock_url) = mock_provider(all.dir.path()).await;
+    let api = Api::new(all.http());
+    let (token, _) = signup(&all.http(), "providers@acme.test").await;
+    let t = Some(token.as_str());
+
+    // A provider whose address answers; one that does not is refused.
+    let (status, provider) = api
+        .call(
+            Method::PUT,
+            "/api/v1/providers/local",
+            t,
+            Some(json!({"kind": "openai_compatible", "base_url": format!("{mock_url}/v1"), "api_key": OPENAI_KEY})),
+        )
+        .await;
+    assert_eq!(status, 200, "{provider}");
+    assert_eq!(provider["credential_hint"], "sk-…enai");
+    assert!(!provider.to_string().contains("PLAINTEXTMARKER"));
+    let (status, refused) = api
+        .call(
+            Method::PUT,
+            "/api/v1/providers/dead",
+            t,
+            Some(json!({"kind": "openai_compatible", "base_url": "http://127.0.0.1:1/v1"})),
+        )
+        .await;
+    assert_eq!(status, 400, "{refused}");
+    assert_eq!(refused["errors"][0]["field"], "base_url");
+    let (status, _) = api
+        .call(
+            Method::PUT,
+            "/api/v1/providers/claude",
+            t,
+            Some(
+                json!({"kind": "anthropic", "base_url": format!("{mock_url}/v1"), "api_key": ANTHROPIC_KEY}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 200);
+
+    // Models on them; bad ones named field by field.
+    for (id, upstream) in [
+        ("local/echo", "echo"),
+        ("local/flaky", "echo;fail_first=2"),
+        ("local/limited", "echo;status=429;retry_after=1"),
+        ("local/dropping", "lorem;drop_after=3"),
+        ("local/garbled", "echo;malformed=true"),
+        ("claude/echo", "echo"),
+    ] {
+        let (status, body) = api
+            .call(Method::POST, "/api/v1/models", t, Some(model(id, upstream)))
+            .await;
+        assert_eq!(status, 200, "{id}: {body}");
+    }
+    let mut bad = model("nobody/x", "x");
+    bad["output_price_per_mtok_usd"] = json!("-1");
+    let (status, problem) = api.call(Method::POST, "/api/v1/models", t, Some(bad)).await;
+    assert_eq!(status, 400, "{problem}");
+    let (status, problem) = api
+        .call(Method::POST, "/api/v1/models", t, Some(model("nobody/x", "x")))
+        .await;
+    assert_eq!(
+        (status.as_u16(), problem["errors"][0]["field"].clone()),
+        (400, json!("id")),
+        "{problem}"
+    );
+    let (_, listed) = api.call(Method::GET, "/api/v1/models", t, None).await;
+    assert!(
+        listed["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["id"] == "claude/echo")
+    );
+
+    // OpenAI's and Anthropic's formats, priced with the org's prices.
+    for id in ["local/echo", "claude/echo"] {
+        let (status, done) = run(&api, &token, id).await;
+        assert_eq!(status, 200, "{id}: {done}");
+        let run = &done["run"];
+        assert_eq!(run["output"], "hello over http", "{id}");
+        let input = run["usage"]["input_tokens"].as_u64().unwrap();
+        let output = run["usage"]["output_tokens"].as_u64().unwrap();
+        assert_eq!(output, 3);
+        let nano = (input * 150_000 + output * 600_000 + 500) / 1000;
+        assert_eq!(run["cost_usd"], format!("0.{nano:09}"), "{id}");
+    }
+
+    // Two 503s then an answer: retried, completed.
+    let (status, done) = run(&api, &token, "local/flaky").await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["run"]["status"], "completed");
+    // Always 429 (Retry-After 1 s): three attempts, then a clear failure.
+    let (status, failed) = run(&api, &token, "local/limited").await;
+    assert_eq!(status, 503, "{failed}");
+    assert!(failed["detail"].as_str().unwrap().contains("429"), "{failed}");
+    // Dropped mid-stream and malformed JSON: failures, recorded.
+    for id in ["local/dropping", "local/garbled"] {
+        let (status, failed) = run(&api, &token, id).await;
+        assert_eq!(status, 503, "{id}: {failed}");
+        assert!(
+            failed["detail"].as_str().unwrap().contains("recorded as failed"),
+            "{failed}"
+        );
+    }
+
+    // Removing a provider that still has models is refused.
+    let (status, _) = api
+        .call(Method::DELETE, "/api/v1/providers/claude", t, None)
+        .await;
+    assert_eq!(status, 400);
+    let (status, _) = api
+        .call(Method::DELETE, "/api/v1/models?id=claude/echo", t, None)
+        .await;
+    assert_eq!(status, 204);
+    let (status, _) = api
+        .call(Method::DELETE, "/api/v1/providers/claude", t, None)
+        .await;
+    assert_eq!(status, 204);
+
+    // The keys are nowhere at rest: not in the databases, the event log, the
+    // master key file or the logs.
+    // (The scan finds what is there: the account's address is.)
+    assert!(!files_containing(all.dir.path(), "providers@acme.test").is_empty());
+    for key in [OPENAI_KEY, ANTHROPIC_KEY] {
+        assert_eq!(
+            files_containing(all.dir.path(), key),
+            Vec::<String>::new(),
+            "{key}"
+        );
+    }
+    let (_, providers) = api.call(Method::GET, "/api/v1/providers", t, None).await;
+    assert!(!providers.to_string().contains("PLAINTEXTMARKER"), "{providers}");
+}
