@@ -46,6 +46,7 @@ use crate::mock::CallError;
 use crate::models::ModelSpec;
 use crate::models::{ApiFormat, HttpBackend};
 use crate::providers;
+use crate::resilience::{self, Resilience};
 use crate::runs::{self, PROJECTION, RunFilter};
 use crate::secrets::{Secret, mask};
 use crate::tokens;
@@ -71,6 +72,7 @@ pub struct ExecutionApi {
     pub(crate) run_timeout: Duration,
     pub(crate) models: Arc<Catalogs>,
     pub(crate) http: reqwest::Client,
+    pub(crate) resilience: Arc<Resilience>,
 }
 
 /// A validated request, ready to run.
@@ -84,6 +86,8 @@ pub struct Prepared {
     pub label: String,
     pub variables: HashMap<String, String>,
     pub input_tokens: u64,
+    /// Tried in order when the model fails before any output.
+    pub fallbacks: Vec<Arc<ModelSpec>>,
 }
 
 fn invalid(field: &str, message: impl Into<String>) -> ServiceError {
@@ -281,6 +285,9 @@ impl ExecutionApi {
                 label: req.label,
                 variables: req.variables,
                 input_tokens,
+                fallbacks: self
+                    .fallbacks(caller, &req.fallback_models, &configured.fallback_models)
+                    .await?,
             })
         } else {
             if req.model.is_empty() {
@@ -298,8 +305,36 @@ impl ExecutionApi {
                 label: String::new(),
                 variables: req.variables,
                 input_tokens,
+                fallbacks: self.fallbacks(caller, &req.fallback_models, &[]).await?,
             })
         }
+    }
+
+    /// The fallback models: the request's, else the prompt version's; each
+    /// must exist.
+    async fn fallbacks(
+        &self,
+        caller: &Caller,
+        requested: &[String],
+        configured: &[String],
+    ) -> std::result::Result<Vec<Arc<ModelSpec>>, ServiceError> {
+        let ids = if requested.is_empty() {
+            configured
+        } else {
+            requested
+        };
+        if ids.len() > 5 {
+            return Err(invalid("fallback_models", "at most 5"));
+        }
+        let mut specs = Vec::with_capacity(ids.len());
+        for (i, id) in ids.iter().enumerate() {
+            let spec =
+                self.models.resolve(&caller.org_id, id).await?.ok_or_else(|| {
+                    invalid(&format!("fallback_models[{i}]"), format!("unknown model {id:?}"))
+                })?;
+            specs.push(spec);
+        }
+        Ok(specs)
     }
 
     /// Starts the run in the tracker; its result arrives on the handle.
@@ -316,9 +351,19 @@ impl ExecutionApi {
         let cancel = self.shutdown.child_token();
         let timeout = self.run_timeout;
         let http = self.http.clone();
+        let resilience = self.resilience.clone();
         self.runs.spawn(async move {
             run(
-                log, &http, &org_id, actor, metadata, prepared, chunks, cancel, timeout,
+                log,
+                &http,
+                &resilience,
+                &org_id,
+                actor,
+                metadata,
+                prepared,
+                chunks,
+                cancel,
+                timeout,
             )
             .await
         })
@@ -330,6 +375,7 @@ impl ExecutionApi {
 async fn run(
     log: EventLog,
     http: &reqwest::Client,
+    resilience: &Resilience,
     org_id: &str,
     actor: promptops_proto::common::v1::Actor,
     metadata: EventMetadata,
@@ -392,24 +438,30 @@ async fn run(
     let span = tracing::info_span!("provider call", model = spec.id, run_id = %run_id);
     let (pieces_tx, mut pieces_rx) = mpsc::channel::<String>(64);
     let call_cancel = cancel.child_token();
+    let candidates: Vec<Arc<ModelSpec>> = std::iter::once(spec.clone())
+        .chain(prepared.fallbacks.iter().cloned())
+        .collect();
     let call = async {
-        let call = providers::complete(
+        let call = resilience::complete(
+            resilience,
             http,
-            &spec,
+            org_id,
+            &candidates,
             &prepared.messages,
             prepared.parameters.max_tokens,
             &pieces_tx,
             &call_cancel,
         );
-        let result = tokio::time::timeout(timeout, call).await.unwrap_or_else(|_| {
-            Err(CallError::Provider {
+        let outcome = tokio::time::timeout(timeout, call).await.unwrap_or_else(|_| {
+            let error = CallError::Provider {
                 message: format!("no answer within the run timeout of {} s", timeout.as_secs()),
                 retryable: false,
                 retry_after: None,
-            })
+            };
+            (Err(error), None)
         });
         drop(pieces_tx);
-        result
+        outcome
     };
     let forward = async {
         let mut first_token = None;
@@ -449,8 +501,11 @@ async fn run(
         }
         first_token
     };
-    let (result, first_token) =
+    let ((result, answered_by), first_token) =
         tracing::Instrument::instrument(async { tokio::join!(call, forward) }, span).await;
+    // Priced and recorded as the model that answered (a fallback, maybe).
+    let spec = answered_by.unwrap_or(spec);
+    record.model = spec.id.clone();
     let latency_us = u64::try_from(clock.elapsed().as_micros()).unwrap_or(u64::MAX);
     let ttft_us = first_token.map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
     let terminal = match &result {
@@ -471,6 +526,7 @@ async fn run(
                 latency_us,
                 time_to_first_token_us: ttft_us,
                 finish_reason: done.finish_reason.to_owned(),
+                model: spec.id.clone(),
             })
         }
         Err(CallError::Provider { message, .. }) => Terminal::Failed(ExecutionFailed {

@@ -18,6 +18,7 @@ pub mod mock;
 pub mod mock_server;
 pub mod models;
 pub mod providers;
+pub mod resilience;
 pub mod runs;
 pub mod secrets;
 pub mod sweeper;
@@ -131,6 +132,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         run_timeout: config.run_timeout,
         models: Arc::new(catalog::Catalogs::new(resources.log.clone(), master)),
         http: providers::http_client(),
+        resilience: Arc::new(resilience::Resilience::default()),
     };
     let served = serve_grpc(
         listener,

@@ -35,7 +35,8 @@ pub fn http_client() -> reqwest::Client {
         .unwrap_or_default()
 }
 
-/// Calls `spec` with `messages`, streaming pieces to `deltas`.
+/// Calls `spec` with `messages`, streaming pieces to `deltas`; `sent_any`
+/// tells whether any output reached `deltas` (then nothing may be retried).
 pub async fn complete(
     client: &reqwest::Client,
     spec: &ModelSpec,
@@ -43,21 +44,24 @@ pub async fn complete(
     max_tokens: Option<u32>,
     deltas: &mpsc::Sender<String>,
     cancel: &CancellationToken,
+    sent_any: &mut bool,
 ) -> Result<Completion, CallError> {
     let Backend::Http(http) = &spec.backend else {
-        return mock::complete(spec, messages, max_tokens, Some(deltas), cancel).await;
+        // The mock fails (if at all) before its first piece.
+        return mock::complete(spec, messages, max_tokens, Some(deltas), cancel)
+            .await
+            .inspect(|_| *sent_any = true);
     };
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let mut sent_any = false;
-        let result = call_http(client, http, messages, max_tokens, deltas, cancel, &mut sent_any).await;
+        let result = call_http(client, http, messages, max_tokens, deltas, cancel, sent_any).await;
         match result {
             Err(CallError::Provider {
                 retryable: true,
                 retry_after,
                 message,
-            }) if !sent_any && attempt < MAX_ATTEMPTS => {
+            }) if !*sent_any && attempt < MAX_ATTEMPTS => {
                 metrics::counter!("promptops_provider_retries_total", "model" => spec.id.clone())
                     .increment(1);
                 let wait = retry_after.map_or_else(

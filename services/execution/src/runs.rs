@@ -113,7 +113,8 @@ impl Projection for RunsProjection {
                 sqlx::query(
                     "UPDATE runs SET status = $3, output = $4, input_tokens = $5, output_tokens = $6,
                         cached_input_tokens = $7, estimated = $8, cost_nano_usd = $9, latency_us = $10,
-                        ttft_us = $11, finish_reason = $12
+                        ttft_us = $11, finish_reason = $12,
+                        model = CASE WHEN $13 = '' THEN model ELSE $13 END
                      WHERE org_id = $1 AND run_id = $2",
                 )
                 .bind(org)
@@ -128,6 +129,7 @@ impl Projection for RunsProjection {
                 .bind(int(done.latency_us))
                 .bind(int(done.time_to_first_token_us))
                 .bind(&done.finish_reason)
+                .bind(&done.model)
                 .execute(&mut *conn)
                 .await?;
             }

@@ -139,6 +139,40 @@ async fn runs_on_the_mock_provider_are_recorded_listed_and_priced() {
         failed["detail"].as_str().unwrap().contains("recorded as failed"),
         "{failed}"
     );
+    // A fallback answers instead, and the run names it; unknown fallbacks are refused.
+    let failing = json!({"model": "mock/fail", "fallback_models": ["mock/echo"],
+        "messages": [{"role": "user", "content": "saved"}]});
+    let (status, saved) = api
+        .call(Method::POST, "/api/v1/executions", t, Some(failing))
+        .await;
+    assert_eq!(status, 200, "{saved}");
+    assert_eq!(saved["run"]["model"], "mock/echo");
+    assert_eq!(saved["run"]["output"], "saved");
+    let (status, problem) = api
+        .call(
+            Method::POST,
+            "/api/v1/executions",
+            t,
+            Some(json!({"model": "mock/echo", "fallback_models": ["nope/x"],
+                "messages": [{"role": "user", "content": "x"}]})),
+        )
+        .await;
+    assert_eq!(status, 400, "{problem}");
+    assert_eq!(fields(&problem), ["fallback_models[0]"]);
+    // Five failures in a row open mock/fail's circuit: the next call fails at once.
+    let fail = json!({"model": "mock/fail", "messages": [{"role": "user", "content": "x"}]});
+    for _ in 0..3 {
+        let (status, _) = api
+            .call(Method::POST, "/api/v1/executions", t, Some(fail.clone()))
+            .await;
+        assert_eq!(status, 503);
+    }
+    let (status, open) = api.call(Method::POST, "/api/v1/executions", t, Some(fail)).await;
+    assert_eq!(status, 503);
+    assert!(
+        open["detail"].as_str().unwrap().contains("circuit open"),
+        "{open}"
+    );
 
     // History: the prompt's runs, and the failed one by status.
     let position = managed["position"].as_str().unwrap();

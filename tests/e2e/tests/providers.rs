@@ -161,6 +161,22 @@ async fn org_providers_over_http_with_encrypted_keys_retries_and_recorded_failur
         );
     }
 
+    // A failing provider model falls back to another provider's.
+    let (status, saved) = api
+        .call(
+            Method::POST,
+            "/api/v1/executions",
+            t,
+            Some(
+                json!({"model": "local/garbled", "fallback_models": ["claude/echo"],
+                "messages": [{"role": "user", "content": "rescued"}]}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 200, "{saved}");
+    assert_eq!(saved["run"]["model"], "claude/echo");
+    assert_eq!(saved["run"]["output"], "rescued");
+
     // Removing a provider that still has models is refused.
     let (status, _) = api
         .call(Method::DELETE, "/api/v1/providers/claude", t, None)

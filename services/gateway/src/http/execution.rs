@@ -185,6 +185,10 @@ pub struct ExecuteBody {
     /// Answer as server-sent events: `started`, `delta`…, `completed`.
     #[serde(default)]
     pub stream: bool,
+    /// Tried in order when the model fails before any output (default: the
+    /// prompt version's fallbacks).
+    #[serde(default)]
+    pub fallback_models: Vec<String>,
 }
 
 pub fn messages_from_docs(docs: Vec<MessageDoc>, field: &str) -> Result<Vec<ChatMessage>, ServiceError> {
@@ -280,6 +284,7 @@ pub async fn execute(
             max_tokens: body.parameters.max_tokens,
             stop: body.parameters.stop,
         }),
+        fallback_models: body.fallback_models,
     };
     let mut client = state.execution.clone();
     if !body.stream {

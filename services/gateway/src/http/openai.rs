@@ -112,6 +112,9 @@ struct ChatRequest {
     /// promptops: the managed prompt's variables.
     #[serde(default)]
     variables: HashMap<String, String>,
+    /// promptops: models to try in order when `model` fails.
+    #[serde(default)]
+    fallback_models: Vec<String>,
 }
 
 /// A managed prompt named in `model`.
@@ -240,6 +243,7 @@ pub async fn chat_completions(
                 messages,
                 model: String::new(),
                 parameters,
+                fallback_models: request.fallback_models,
             }
         }
         None => ExecuteRequest {
@@ -250,6 +254,7 @@ pub async fn chat_completions(
             messages,
             model: request.model,
             parameters,
+            fallback_models: request.fallback_models,
         },
     };
     let mut client = state.execution.clone();

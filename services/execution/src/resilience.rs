@@ -1,0 +1,266 @@
+//! Around every provider call: a circuit breaker per org and model, a
+//! concurrency limit per org and provider, and fallback models.
+//!
+//! - **Breaker**: after [`FAILURES_TO_OPEN`] provider failures in a row
+//!   (after retries) a model's circuit opens for [`OPEN_FOR`]: calls to it fail
+//!   at once (or go to a fallback). Then one trial call is let through
+//!   (half-open): success closes the circuit, failure opens it again.
+//! - **Limit**: at most [`CONCURRENT_PER_PROVIDER`] calls in flight per org
+//!   and provider; more wait their turn (within the run timeout).
+//! - **Fallbacks**: when a model fails (or its circuit is open) before any
+//!   output was sent, the next model in the run's fallback list is tried; the
+//!   run records the model that answered.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use promptops_proto::prompts::v1::ChatMessage;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::mock::{CallError, Completion};
+use crate::models::ModelSpec;
+use crate::providers;
+
+pub const FAILURES_TO_OPEN: u32 = 5;
+pub const OPEN_FOR: Duration = Duration::from_secs(30);
+pub const CONCURRENT_PER_PROVIDER: usize = 64;
+
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+struct Breaker {
+    failures: u32,
+    open_until: Option<Instant>,
+    /// A half-open trial is in flight.
+    trial: bool,
+}
+
+/// What a breaker says about a call now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    Closed,
+    /// The one call allowed after the open period.
+    Trial,
+    Open {
+        retry_in: Duration,
+    },
+}
+
+/// Breakers and limits of one replica.
+#[derive(Debug)]
+pub struct Resilience {
+    breakers: Mutex<HashMap<(String, String), Breaker>>,
+    limits: Mutex<HashMap<(String, String), Arc<Semaphore>>>,
+    open_for: Duration,
+    failures_to_open: u32,
+}
+
+impl Default for Resilience {
+    fn default() -> Self {
+        Self::new(FAILURES_TO_OPEN, OPEN_FOR)
+    }
+}
+
+impl Resilience {
+    pub fn new(failures_to_open: u32, open_for: Duration) -> Self {
+        Self {
+            breakers: Mutex::new(HashMap::new()),
+            limits: Mutex::new(HashMap::new()),
+            open_for,
+            failures_to_open,
+        }
+    }
+
+    /// May a call to `model` of `org_id` go ahead?
+    pub fn admit(&self, org_id: &str, model: &str, now: Instant) -> Admission {
+        let mut breakers = self.breakers.lock().unwrap_or_else(PoisonError::into_inner);
+        let breaker = breakers.entry((org_id.to_owned(), model.to_owned())).or_default();
+        match breaker.open_until {
+            None => Admission::Closed,
+            Some(until) if now < until => Admission::Open {
+                retry_in: until - now,
+            },
+            Some(_) if breaker.trial => Admission::Open {
+                retry_in: Duration::from_secs(1),
+            },
+            Some(_) => {
+                breaker.trial = true;
+                Admission::Trial
+            }
+        }
+    }
+
+    /// The outcome of an admitted call (`Cancelled` outcomes are not recorded).
+    pub fn record(&self, org_id: &str, model: &str, success: bool, now: Instant) {
+        let mut breakers = self.breakers.lock().unwrap_or_else(PoisonError::into_inner);
+        let breaker = breakers.entry((org_id.to_owned(), model.to_owned())).or_default();
+        breaker.trial = false;
+        if success {
+            *breaker = Breaker::default();
+        } else {
+            breaker.failures += 1;
+            if breaker.open_until.is_some() || breaker.failures >= self.failures_to_open {
+                breaker.open_until = Some(now + self.open_for);
+                metrics::counter!("promptops_circuit_opened_total", "model" => model.to_owned()).increment(1);
+            }
+        }
+        metrics::gauge!("promptops_circuit_open", "model" => model.to_owned())
+            .set(if breaker.open_until.is_some() { 1.0 } else { 0.0 });
+    }
+
+    fn limit(&self, org_id: &str, provider: &str) -> Arc<Semaphore> {
+        let mut limits = self.limits.lock().unwrap_or_else(PoisonError::into_inner);
+        limits
+            .entry((org_id.to_owned(), provider.to_owned()))
+            .or_insert_with(|| Arc::new(Semaphore::new(CONCURRENT_PER_PROVIDER)))
+            .clone()
+    }
+}
+
+/// Calls the first model that answers: `candidates[0]`, then its
+/// fallbacks, each through its breaker and its provider's limit. Returns the
+/// outcome and the model that produced it.
+#[allow(clippy::too_many_arguments, reason = "one call's inputs, passed once")]
+pub async fn complete(
+    resilience: &Resilience,
+    client: &reqwest::Client,
+    org_id: &str,
+    candidates: &[Arc<ModelSpec>],
+    messages: &[ChatMessage],
+    max_tokens: Option<u32>,
+    deltas: &mpsc::Sender<String>,
+    cancel: &CancellationToken,
+) -> (Result<Completion, CallError>, Option<Arc<ModelSpec>>) {
+    let mut last_error = CallError::Provider {
+        message: "no model to run".into(),
+        retryable: false,
+        retry_after: None,
+    };
+    let mut tried = Vec::new();
+    for spec in candidates {
+        if let Admission::Open { retry_in } = resilience.admit(org_id, &spec.id, Instant::now()) {
+            tried.push(format!(
+                "{}: circuit open for {} s more",
+                spec.id,
+                retry_in.as_secs().max(1)
+            ));
+            last_error = CallError::Provider {
+                message: tried.join("; "),
+                retryable: true,
+                retry_after: Some(retry_in),
+            };
+            continue;
+        }
+        let limit = resilience.limit(org_id, spec.provider());
+        let permit = tokio::select! {
+            () = cancel.cancelled() => {
+                return (Err(CallError::Cancelled { partial: String::new(), output_tokens: 0 }), None);
+            }
+            permit = limit.acquire_owned() => permit,
+        };
+        let mut sent_any = false;
+        let result =
+            providers::complete(client, spec, messages, max_tokens, deltas, cancel, &mut sent_any).await;
+        drop(permit);
+        match &result {
+            Ok(_) => resilience.record(org_id, &spec.id, true, Instant::now()),
+            Err(CallError::Provider { message, .. }) => {
+                resilience.record(org_id, &spec.id, false, Instant::now());
+                if !sent_any {
+                    tried.push(format!("{}: {message}", spec.id));
+                    if candidates.len() > 1 {
+                        metrics::counter!("promptops_fallbacks_total", "model" => spec.id.clone())
+                            .increment(1);
+                    }
+                    last_error = CallError::Provider {
+                        message: tried.join("; "),
+                        retryable: false,
+                        retry_after: None,
+                    };
+                    continue;
+                }
+            }
+            Err(CallError::Cancelled { .. }) => {}
+        }
+        return (result, Some(spec.clone()));
+    }
+    (Err(last_error), None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_breaker_opens_after_repeated_failures_then_lets_one_trial_through() {
+        let r = Resilience::new(3, Duration::from_secs(10));
+        let t0 = Instant::now();
+        for _ in 0..2 {
+            assert_eq!(r.admit("o", "m", t0), Admission::Closed);
+            r.record("o", "m", false, t0);
+        }
+        assert_eq!(r.admit("o", "m", t0), Admission::Closed);
+        r.record("o", "m", false, t0);
+        assert!(matches!(r.admit("o", "m", t0), Admission::Open { .. }));
+        assert_eq!(r.admit("other-org", "m", t0), Admission::Closed, "per org");
+        let later = t0 + Duration::from_secs(11);
+        assert_eq!(r.admit("o", "m", later), Admission::Trial);
+        assert!(
+            matches!(r.admit("o", "m", later), Admission::Open { .. }),
+            "one trial at a time"
+        );
+        // The trial fails: open again at once.
+        r.record("o", "m", false, later);
+        assert!(matches!(r.admit("o", "m", later), Admission::Open { .. }));
+        let much_later = later + Duration::from_secs(11);
+        assert_eq!(r.admit("o", "m", much_later), Admission::Trial);
+        r.record("o", "m", true, much_later);
+        assert_eq!(
+            r.admit("o", "m", much_later),
+            Admission::Closed,
+            "a successful trial closes it"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failing_model_falls_back_and_the_answering_model_is_named() {
+        let fail = Arc::new(crate::models::find("mock/fail").unwrap().clone());
+        let echo = Arc::new(crate::models::find("mock/echo").unwrap().clone());
+        let messages = vec![ChatMessage {
+            role: promptops_proto::prompts::v1::ChatRole::User as i32,
+            content: "hi".into(),
+        }];
+        let (tx, _rx) = mpsc::channel(16);
+        let r = Resilience::default();
+        let client = reqwest::Client::new();
+        let (result, used) = complete(
+            &r,
+            &client,
+            "o",
+            &[fail.clone(), echo],
+            &messages,
+            None,
+            &tx,
+            &CancellationToken::new(),
+        )
+        .await;
+        assert_eq!(result.unwrap().output, "hi");
+        assert_eq!(used.unwrap().id, "mock/echo");
+        let (result, used) = complete(
+            &r,
+            &client,
+            "o",
+            &[fail],
+            &messages,
+            None,
+            &tx,
+            &CancellationToken::new(),
+        )
+        .await;
+        let Err(CallError::Provider { message, .. }) = result else {
+            panic!("expected a provider error");
+        };
+        assert!(message.starts_with("mock/fail: "), "{message}");
+        assert!(used.is_none());
+    }
+}
