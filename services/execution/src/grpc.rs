@@ -24,11 +24,12 @@ use promptops_platform::read_your_write;
 use promptops_proto::common::v1::LogPosition;
 use promptops_proto::execution::v1::execution_service_server::ExecutionService;
 use promptops_proto::execution::v1::{
-    ExecuteChunk, ExecuteRequest, ExecuteResponse, ExecutionCancelled, ExecutionCompleted, ExecutionFailed,
-    ExecutionStarted, GetRunRequest, ListModelsRequest, ListModelsResponse, ListProvidersRequest,
-    ListProvidersResponse, ListRunsRequest, ListRunsResponse, Model, ModelSet, Parameters, Provider,
-    ProviderKind, ProviderSet, RemoveModelRequest, RemoveModelResponse, RemoveProviderRequest,
-    RemoveProviderResponse, Run, RunStatus, SetModelRequest, SetProviderRequest, Usage, execute_chunk,
+    CompareRequest, CompareResponse, CompareResult, ExecuteChunk, ExecuteRequest, ExecuteResponse,
+    ExecutionCancelled, ExecutionCompleted, ExecutionFailed, ExecutionStarted, GetRunRequest,
+    ListModelsRequest, ListModelsResponse, ListProvidersRequest, ListProvidersResponse, ListRunsRequest,
+    ListRunsResponse, Model, ModelSet, Parameters, Provider, ProviderKind, ProviderSet, RemoveModelRequest,
+    RemoveModelResponse, RemoveProviderRequest, RemoveProviderResponse, Run, RunStatus, SetModelRequest,
+    SetProviderRequest, Usage, execute_chunk,
 };
 use promptops_proto::prompts::v1::prompt_service_client::PromptServiceClient;
 use promptops_proto::prompts::v1::{ChatMessage, ChatRole, RenderPromptRequest, render_prompt_response};
@@ -642,8 +643,11 @@ impl ExecutionService for ExecutionApi {
         let org = self.models.org(&caller.org_id).await?;
         let models = crate::models::built_in()
             .iter()
-            .map(ModelSpec::to_message)
-            .chain(org.models.values().map(|m| m.to_message()))
+            .chain(org.models.values().map(AsRef::as_ref))
+            .map(|spec| Model {
+                rate_limits: self.resilience.rate_limits(&caller.org_id, &spec.id),
+                ..spec.to_message()
+            })
             .collect();
         Ok(Response::new(ListModelsResponse { models }))
     }
@@ -809,6 +813,67 @@ impl ExecutionService for ExecutionApi {
         Ok(Response::new(
             Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)) as Self::ExecuteStreamStream,
         ))
+    }
+
+    async fn compare(&self, request: Request<CompareRequest>) -> Result<Response<CompareResponse>> {
+        let (caller, credential) = self.caller(&request, Permission::Write).await?;
+        let req = request.into_inner();
+        let input = req.input.unwrap_or_default();
+        let managed = input
+            .prompt
+            .as_ref()
+            .is_some_and(|p| !p.prompt_id.is_empty() || !p.name.is_empty());
+        if !req.versions.is_empty() && !managed {
+            return Err(invalid("versions", "comparing versions needs a managed prompt").into());
+        }
+        let variants: Vec<(String, ExecuteRequest)> = req
+            .models
+            .iter()
+            .map(|model| {
+                let mut variant = input.clone();
+                variant.model.clone_from(model);
+                (format!("model:{model}"), variant)
+            })
+            .chain(req.versions.iter().map(|&version| {
+                let mut variant = input.clone();
+                variant.version = version;
+                variant.label.clear();
+                (format!("version:{version}"), variant)
+            }))
+            .collect();
+        if variants.is_empty() || variants.len() > 10 {
+            return Err(invalid("models", "give 1-10 models and/or versions to compare").into());
+        }
+        // Prepared one by one (cheap), run all at once.
+        let mut pending = Vec::with_capacity(variants.len());
+        for (variant, variant_request) in variants {
+            match self.prepare(&caller, &credential, variant_request).await {
+                Ok(prepared) => pending.push((variant, Ok(self.spawn_run(&caller, prepared, None)))),
+                Err(err) => pending.push((variant, Err(err))),
+            }
+        }
+        let mut results = Vec::with_capacity(pending.len());
+        for (variant, started) in pending {
+            let outcome = match started {
+                Ok(handle) => handle
+                    .await
+                    .unwrap_or_else(|e| Err(ServiceError::new(ErrorClass::Internal, e.to_string()))),
+                Err(err) => Err(err),
+            };
+            results.push(match outcome {
+                Ok((run, _)) => CompareResult {
+                    variant,
+                    run: Some(run),
+                    error: String::new(),
+                },
+                Err(err) => CompareResult {
+                    variant,
+                    run: None,
+                    error: err.message,
+                },
+            });
+        }
+        Ok(Response::new(CompareResponse { results }))
     }
 
     async fn list_runs(&self, request: Request<ListRunsRequest>) -> Result<Response<ListRunsResponse>> {

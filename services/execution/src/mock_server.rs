@@ -64,6 +64,8 @@ struct Faults {
     retry_after: Option<String>,
     malformed: bool,
     drop_after: Option<usize>,
+    /// Requests seen for this model name, this one included.
+    seen: u64,
 }
 
 fn faults(headers: &HeaderMap, config: &MockConfig, model: &str) -> Faults {
@@ -104,6 +106,7 @@ fn faults(headers: &HeaderMap, config: &MockConfig, model: &str) -> Faults {
         retry_after: get("x-mock-retry-after").map(str::to_owned),
         malformed: get("x-mock-malformed") == Some("true"),
         drop_after: get("x-mock-drop-after").and_then(|v| v.parse().ok()),
+        seen,
     }
 }
 
@@ -203,6 +206,35 @@ fn generate(
     (rx, call)
 }
 
+/// The provider-style rate-limit headers: 10,000 requests a minute, one used
+/// per request seen for the model.
+fn with_rate_limits(mut response: Response, faults: &Faults, anthropic: bool) -> Response {
+    let remaining = 10_000_u64.saturating_sub(faults.seen).to_string();
+    let names: [&str; 3] = if anthropic {
+        [
+            "anthropic-ratelimit-requests-limit",
+            "anthropic-ratelimit-requests-remaining",
+            "anthropic-ratelimit-requests-reset",
+        ]
+    } else {
+        [
+            "x-ratelimit-limit-requests",
+            "x-ratelimit-remaining-requests",
+            "x-ratelimit-reset-requests",
+        ]
+    };
+    let headers = response.headers_mut();
+    for (name, value) in names.into_iter().zip(["10000", remaining.as_str(), "60s"]) {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(name.as_bytes()),
+            http::HeaderValue::from_str(value),
+        ) {
+            headers.insert(name, value);
+        }
+    }
+    response
+}
+
 fn sse(lines: impl futures::Stream<Item = String> + Send + 'static) -> Response {
     let body = Body::from_stream(lines.map(|line| Ok::<_, Infallible>(Bytes::from(line))));
     (
@@ -249,14 +281,18 @@ async fn openai(
             output.push_str(&piece);
         }
         return match call.await {
-            Ok(Ok(done)) => Json(json!({
-                "id": id, "object": "chat.completion", "created": created, "model": model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": done.output},
-                    "finish_reason": done.finish_reason}],
-                "usage": {"prompt_tokens": done.input_tokens, "completion_tokens": done.output_tokens,
-                    "total_tokens": done.input_tokens + done.output_tokens},
-            }))
-            .into_response(),
+            Ok(Ok(done)) => with_rate_limits(
+                Json(json!({
+                    "id": id, "object": "chat.completion", "created": created, "model": model,
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": done.output},
+                        "finish_reason": done.finish_reason}],
+                    "usage": {"prompt_tokens": done.input_tokens, "completion_tokens": done.output_tokens,
+                        "total_tokens": done.input_tokens + done.output_tokens},
+                }))
+                .into_response(),
+                &faults,
+                false,
+            ),
             Ok(Err(err)) => error(StatusCode::SERVICE_UNAVAILABLE, &err.to_string(), None),
             Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, &err.to_string(), None),
         };
@@ -307,7 +343,7 @@ async fn openai(
         }
         let _ = tx.send("data: [DONE]\n\n".into()).await;
     });
-    sse(lines)
+    with_rate_limits(sse(lines), &faults, false)
 }
 
 async fn anthropic(
@@ -346,13 +382,17 @@ async fn anthropic(
     if request["stream"].as_bool() != Some(true) {
         while pieces.recv().await.is_some() {}
         return match call.await {
-            Ok(Ok(done)) => Json(json!({
-                "id": id, "type": "message", "role": "assistant", "model": model,
-                "content": [{"type": "text", "text": done.output}],
-                "stop_reason": stop_reason(done.finish_reason), "stop_sequence": null,
-                "usage": {"input_tokens": done.input_tokens, "output_tokens": done.output_tokens},
-            }))
-            .into_response(),
+            Ok(Ok(done)) => with_rate_limits(
+                Json(json!({
+                    "id": id, "type": "message", "role": "assistant", "model": model,
+                    "content": [{"type": "text", "text": done.output}],
+                    "stop_reason": stop_reason(done.finish_reason), "stop_sequence": null,
+                    "usage": {"input_tokens": done.input_tokens, "output_tokens": done.output_tokens},
+                }))
+                .into_response(),
+                &faults,
+                true,
+            ),
             Ok(Err(err)) => error(StatusCode::SERVICE_UNAVAILABLE, &err.to_string(), None),
             Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, &err.to_string(), None),
         };
@@ -409,7 +449,7 @@ async fn anthropic(
             .send(event("message_stop", json!({"type": "message_stop"})))
             .await;
     });
-    sse(lines)
+    with_rate_limits(sse(lines), &faults, true)
 }
 
 async fn list_models() -> Json<Value> {

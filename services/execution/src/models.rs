@@ -167,6 +167,7 @@ impl ModelSpec {
             output_price_per_mtok: self.output_price_per_mtok,
             cached_input_price_per_mtok: self.cached_input_price_per_mtok,
             description: self.description.clone(),
+            rate_limits: None,
         }
     }
 

@@ -17,6 +17,8 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use promptops_proto::execution::v1::RateLimits;
+
 use crate::mock::{self, CallError, Completion};
 use crate::models::{ApiFormat, Backend, HttpBackend, ModelSpec};
 use crate::tokens;
@@ -35,8 +37,16 @@ pub fn http_client() -> reqwest::Client {
         .unwrap_or_default()
 }
 
-/// Calls `spec` with `messages`, streaming pieces to `deltas`; `sent_any`
-/// tells whether any output reached `deltas` (then nothing may be retried).
+/// What a call reports besides its outcome.
+#[derive(Debug, Default, Clone)]
+pub struct CallReport {
+    /// Output reached `deltas` (then nothing may be retried or fall back).
+    pub sent_any: bool,
+    /// The provider's rate-limit headers on its last answer.
+    pub rate_limits: Option<RateLimits>,
+}
+
+/// Calls `spec` with `messages`, streaming pieces to `deltas`.
 pub async fn complete(
     client: &reqwest::Client,
     spec: &ModelSpec,
@@ -44,24 +54,24 @@ pub async fn complete(
     max_tokens: Option<u32>,
     deltas: &mpsc::Sender<String>,
     cancel: &CancellationToken,
-    sent_any: &mut bool,
+    report: &mut CallReport,
 ) -> Result<Completion, CallError> {
     let Backend::Http(http) = &spec.backend else {
         // The mock fails (if at all) before its first piece.
         return mock::complete(spec, messages, max_tokens, Some(deltas), cancel)
             .await
-            .inspect(|_| *sent_any = true);
+            .inspect(|_| report.sent_any = true);
     };
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let result = call_http(client, http, messages, max_tokens, deltas, cancel, sent_any).await;
+        let result = call_http(client, http, messages, max_tokens, deltas, cancel, report).await;
         match result {
             Err(CallError::Provider {
                 retryable: true,
                 retry_after,
                 message,
-            }) if !*sent_any && attempt < MAX_ATTEMPTS => {
+            }) if !report.sent_any && attempt < MAX_ATTEMPTS => {
                 metrics::counter!("promptops_provider_retries_total", "model" => spec.id.clone())
                     .increment(1);
                 let wait = retry_after.map_or_else(
@@ -169,7 +179,42 @@ struct Progress {
     done: bool,
 }
 
-/// One call; `sent_any` tells the caller whether output reached `deltas`.
+/// The rate-limit headers of an answer (OpenAI's `x-ratelimit-*`,
+/// Anthropic's `anthropic-ratelimit-*`), if it has any.
+pub fn rate_limits_of(headers: &reqwest::header::HeaderMap) -> Option<RateLimits> {
+    let text = |names: [&str; 2]| {
+        names
+            .iter()
+            .find_map(|n| headers.get(*n).and_then(|v| v.to_str().ok()))
+            .map(str::to_owned)
+    };
+    let number = |names: [&str; 2]| text(names).and_then(|v| v.trim().parse::<u64>().ok());
+    let limits = RateLimits {
+        limit_requests: number(["x-ratelimit-limit-requests", "anthropic-ratelimit-requests-limit"]),
+        remaining_requests: number([
+            "x-ratelimit-remaining-requests",
+            "anthropic-ratelimit-requests-remaining",
+        ]),
+        limit_tokens: number(["x-ratelimit-limit-tokens", "anthropic-ratelimit-tokens-limit"]),
+        remaining_tokens: number([
+            "x-ratelimit-remaining-tokens",
+            "anthropic-ratelimit-tokens-remaining",
+        ]),
+        reset_requests: text(["x-ratelimit-reset-requests", "anthropic-ratelimit-requests-reset"])
+            .unwrap_or_default(),
+        reset_tokens: text(["x-ratelimit-reset-tokens", "anthropic-ratelimit-tokens-reset"])
+            .unwrap_or_default(),
+        observed_at: Some(prost_types::Timestamp::from(std::time::SystemTime::now())),
+    };
+    let any = limits.limit_requests.is_some()
+        || limits.remaining_requests.is_some()
+        || limits.limit_tokens.is_some()
+        || limits.remaining_tokens.is_some();
+    any.then_some(limits)
+}
+
+/// One call; `report` says whether output reached `deltas` and what the
+/// rate-limit headers said.
 async fn call_http(
     client: &reqwest::Client,
     http: &HttpBackend,
@@ -177,7 +222,7 @@ async fn call_http(
     max_tokens: Option<u32>,
     deltas: &mpsc::Sender<String>,
     cancel: &CancellationToken,
-    sent_any: &mut bool,
+    report: &mut CallReport,
 ) -> Result<Completion, CallError> {
     let (url, body) = request_for(http, messages, max_tokens);
     let request = authorize(client.post(&url).json(&body), http);
@@ -208,6 +253,9 @@ async fn call_http(
         }
         Ok(Ok(response)) => response,
     };
+    if let Some(observed) = rate_limits_of(response.headers()) {
+        report.rate_limits = Some(observed);
+    }
     let status = response.status();
     if !status.is_success() {
         let after = retry_after(&response);
@@ -253,7 +301,7 @@ async fn call_http(
                     if deltas.send(piece.clone()).await.is_err() {
                         return Err(cancelled(&progress));
                     }
-                    *sent_any = true;
+                    report.sent_any = true;
                     progress.output.push_str(&piece);
                     progress.output_tokens += 1;
                 }
@@ -391,6 +439,22 @@ mod tests {
             apply_event(ApiFormat::OpenAi, "{not json", &mut p),
             Err(CallError::Provider { retryable: true, .. })
         ));
+    }
+
+    #[test]
+    fn rate_limit_headers_of_either_provider_are_read() {
+        let mut headers = reqwest::header::HeaderMap::new();
+        assert!(rate_limits_of(&headers).is_none());
+        headers.insert("x-ratelimit-remaining-requests", "99".parse().unwrap());
+        headers.insert("x-ratelimit-reset-requests", "1s".parse().unwrap());
+        let limits = rate_limits_of(&headers).unwrap();
+        assert_eq!(
+            (limits.remaining_requests, limits.reset_requests.as_str()),
+            (Some(99), "1s")
+        );
+        let mut anthropic = reqwest::header::HeaderMap::new();
+        anthropic.insert("anthropic-ratelimit-tokens-remaining", "12345".parse().unwrap());
+        assert_eq!(rate_limits_of(&anthropic).unwrap().remaining_tokens, Some(12345));
     }
 
     #[test]

@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use promptops_proto::execution::v1::RateLimits;
 use promptops_proto::prompts::v1::ChatMessage;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -50,6 +51,8 @@ pub enum Admission {
 #[derive(Debug)]
 pub struct Resilience {
     breakers: Mutex<HashMap<(String, String), Breaker>>,
+    /// The last rate-limit headers per org and model.
+    rate_limits: Mutex<HashMap<(String, String), RateLimits>>,
     limits: Mutex<HashMap<(String, String), Arc<Semaphore>>>,
     open_for: Duration,
     failures_to_open: u32,
@@ -65,6 +68,7 @@ impl Resilience {
     pub fn new(failures_to_open: u32, open_for: Duration) -> Self {
         Self {
             breakers: Mutex::new(HashMap::new()),
+            rate_limits: Mutex::new(HashMap::new()),
             limits: Mutex::new(HashMap::new()),
             open_for,
             failures_to_open,
@@ -106,6 +110,35 @@ impl Resilience {
         }
         metrics::gauge!("promptops_circuit_open", "model" => model.to_owned())
             .set(if breaker.open_until.is_some() { 1.0 } else { 0.0 });
+    }
+
+    /// The provider's last rate-limit headers for `model` of `org_id`.
+    pub fn rate_limits(&self, org_id: &str, model: &str) -> Option<RateLimits> {
+        self.rate_limits
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&(org_id.to_owned(), model.to_owned()))
+            .cloned()
+    }
+
+    fn observe(&self, org_id: &str, model: &str, limits: RateLimits) {
+        for (kind, remaining) in [
+            ("requests", limits.remaining_requests),
+            ("tokens", limits.remaining_tokens),
+        ] {
+            if let Some(remaining) = remaining {
+                metrics::gauge!(
+                    "promptops_provider_ratelimit_remaining",
+                    "model" => model.to_owned(),
+                    "kind" => kind
+                )
+                .set(remaining as f64);
+            }
+        }
+        self.rate_limits
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert((org_id.to_owned(), model.to_owned()), limits);
     }
 
     fn limit(&self, org_id: &str, provider: &str) -> Arc<Semaphore> {
@@ -158,15 +191,18 @@ pub async fn complete(
             }
             permit = limit.acquire_owned() => permit,
         };
-        let mut sent_any = false;
+        let mut report = providers::CallReport::default();
         let result =
-            providers::complete(client, spec, messages, max_tokens, deltas, cancel, &mut sent_any).await;
+            providers::complete(client, spec, messages, max_tokens, deltas, cancel, &mut report).await;
         drop(permit);
+        if let Some(limits) = report.rate_limits {
+            resilience.observe(org_id, &spec.id, limits);
+        }
         match &result {
             Ok(_) => resilience.record(org_id, &spec.id, true, Instant::now()),
             Err(CallError::Provider { message, .. }) => {
                 resilience.record(org_id, &spec.id, false, Instant::now());
-                if !sent_any {
+                if !report.sent_any {
                     tried.push(format!("{}: {message}", spec.id));
                     if candidates.len() > 1 {
                         metrics::counter!("promptops_fallbacks_total", "model" => spec.id.clone())

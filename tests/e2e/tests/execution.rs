@@ -185,7 +185,7 @@ async fn runs_on_the_mock_provider_are_recorded_listed_and_priced() {
         )
         .await;
     assert_eq!(status, 200, "{runs}");
-    assert_eq!(runs["runs"].as_array().unwrap().len(), 1);
+    assert_eq!(runs["runs"].as_array().unwrap().len(), 1, "{runs}");
     let mut failed_runs = Value::Null;
     for _ in 0..100 {
         failed_runs = api
@@ -208,6 +208,45 @@ async fn runs_on_the_mock_provider_are_recorded_listed_and_priced() {
     );
     let (status, _) = api.call(Method::GET, "/api/v1/runs?status=weird", t, None).await;
     assert_eq!(status, 400);
+
+    // Side by side: the prompt's version on two models, results in order.
+    let (status, compared) = api
+        .call(
+            Method::POST,
+            "/api/v1/executions/compare",
+            t,
+            Some(
+                json!({"folder": "demo", "name": "say", "variables": {"thing": "yo"},
+                "models": ["mock/echo", "mock/lorem", "mock/fail"]}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 200, "{compared}");
+    let results = compared["results"].as_array().unwrap();
+    assert_eq!(results[0]["variant"], "model:mock/echo");
+    assert_eq!(results[0]["run"]["output"], "Say yo twice");
+    assert!(
+        results[1]["run"]["output"]
+            .as_str()
+            .unwrap()
+            .starts_with("Lorem ipsum")
+    );
+    assert!(
+        results[2]["error"]
+            .as_str()
+            .unwrap()
+            .contains("recorded as failed"),
+        "{compared}"
+    );
+    let (status, _) = api
+        .call(
+            Method::POST,
+            "/api/v1/executions/compare",
+            t,
+            Some(json!({"folder": "demo", "name": "say"})),
+        )
+        .await;
+    assert_eq!(status, 400, "nothing to compare");
 
     // Another org sees none of it.
     let (other, _) = signup(&all.http(), "runs@globex.test").await;

@@ -143,6 +143,22 @@ async fn org_providers_over_http_with_encrypted_keys_retries_and_recorded_failur
         assert_eq!(run["cost_usd"], format!("0.{nano:09}"), "{id}");
     }
 
+    // The providers' rate-limit headers are tracked and shown.
+    let (_, listed) = api.call(Method::GET, "/api/v1/models", t, None).await;
+    for id in ["local/echo", "claude/echo"] {
+        let model = listed["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["id"] == id)
+            .unwrap();
+        assert_eq!(model["rate_limits"]["limit_requests"], 10_000, "{id}: {model}");
+        assert!(
+            model["rate_limits"]["remaining_requests"].as_u64().unwrap() < 10_000,
+            "{model}"
+        );
+    }
+
     // Two 503s then an answer: retried, completed.
     let (status, done) = run(&api, &token, "local/flaky").await;
     assert_eq!(status, 200, "{done}");

@@ -13,8 +13,8 @@ use promptops_platform::caller::outgoing;
 use promptops_platform::errors::{ErrorClass, Problem, ServiceError};
 use promptops_prompts::exchange::{MessageDoc, role_from_name};
 use promptops_proto::execution::v1::{
-    ExecuteRequest, GetRunRequest, ListModelsRequest, ListProvidersRequest, ListRunsRequest, Model,
-    Parameters, Provider, ProviderKind, RemoveModelRequest, RemoveProviderRequest, Run, RunStatus,
+    CompareRequest, ExecuteRequest, GetRunRequest, ListModelsRequest, ListProvidersRequest, ListRunsRequest,
+    Model, Parameters, Provider, ProviderKind, RemoveModelRequest, RemoveProviderRequest, Run, RunStatus,
     SetModelRequest, SetProviderRequest, execute_chunk,
 };
 use promptops_proto::prompts::v1::{ChatMessage, PromptRef};
@@ -43,6 +43,20 @@ pub struct ModelJson {
     pub input_price_per_mtok_usd: String,
     pub output_price_per_mtok_usd: String,
     pub cached_input_price_per_mtok_usd: String,
+    /// The provider's rate-limit headers on its last answer (absent before).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limits: Option<RateLimitsJson>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RateLimitsJson {
+    pub limit_requests: Option<u64>,
+    pub remaining_requests: Option<u64>,
+    pub limit_tokens: Option<u64>,
+    pub remaining_tokens: Option<u64>,
+    pub reset_requests: String,
+    pub reset_tokens: String,
+    pub observed_at: String,
 }
 
 /// Micro-USD as an exact decimal string.
@@ -72,6 +86,15 @@ impl From<Model> for ModelJson {
             input_price_per_mtok_usd: usd_from_micro(m.input_price_per_mtok),
             output_price_per_mtok_usd: usd_from_micro(m.output_price_per_mtok),
             cached_input_price_per_mtok_usd: usd_from_micro(m.cached_input_price_per_mtok),
+            rate_limits: m.rate_limits.map(|r| RateLimitsJson {
+                limit_requests: r.limit_requests,
+                remaining_requests: r.remaining_requests,
+                limit_tokens: r.limit_tokens,
+                remaining_tokens: r.remaining_tokens,
+                reset_requests: r.reset_requests,
+                reset_tokens: r.reset_tokens,
+                observed_at: rfc3339(r.observed_at.as_ref()),
+            }),
         }
     }
 }
@@ -664,4 +687,101 @@ pub async fn remove_model(
         .await
         .map_err(|status| upstream(&status))?;
     Ok(http::StatusCode::NO_CONTENT)
+}
+
+/// Body of `POST /api/v1/executions/compare`: the input of an execution,
+/// and what to vary.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CompareBody {
+    pub prompt_id: Option<String>,
+    pub folder: Option<String>,
+    pub name: Option<String>,
+    pub label: Option<String>,
+    #[serde(default)]
+    pub variables: HashMap<String, String>,
+    #[serde(default)]
+    pub messages: Vec<MessageDoc>,
+    #[serde(default)]
+    pub parameters: ParametersJson,
+    /// Run the input on each of these models …
+    #[serde(default)]
+    pub models: Vec<String>,
+    /// … and/or on each of these versions of the managed prompt.
+    #[serde(default)]
+    pub versions: Vec<u64>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CompareResultJson {
+    /// `model:<id>` or `version:<n>`.
+    pub variant: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run: Option<RunJson>,
+    /// Why this variant has no completed run (recorded as failed, or refused).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub error: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CompareJson {
+    pub results: Vec<CompareResultJson>,
+}
+
+/// Side by side: one input on several models or prompt versions at once,
+/// every run recorded, the results together in the order asked.
+#[utoipa::path(post, path = "/api/v1/executions/compare", tag = "execution", request_body = CompareBody,
+    responses(
+        (status = 200, description = "One result per variant", body = CompareJson),
+        (status = 400, description = "Nothing to compare, or invalid input", body = Problem, content_type = JSON_PROBLEMS),
+    ))]
+pub async fn compare(
+    State(state): State<AppState>,
+    Authenticated(_caller, credential): Authenticated,
+    ApiJson(body): ApiJson<CompareBody>,
+) -> Result<Json<CompareJson>, ServiceError> {
+    let input = ExecuteRequest {
+        prompt: Some(PromptRef {
+            prompt_id: body.prompt_id.unwrap_or_default(),
+            folder: body.folder.unwrap_or_default(),
+            name: body.name.unwrap_or_default(),
+        }),
+        label: body.label.unwrap_or_default(),
+        version: 0,
+        variables: body.variables,
+        messages: messages_from_docs(body.messages, "messages")?,
+        model: String::new(),
+        parameters: Some(Parameters {
+            temperature: body.parameters.temperature,
+            top_p: body.parameters.top_p,
+            max_tokens: body.parameters.max_tokens,
+            stop: body.parameters.stop,
+        }),
+        fallback_models: Vec::new(),
+    };
+    let response = state
+        .execution
+        .clone()
+        .compare(outgoing(
+            &credential,
+            CompareRequest {
+                input: Some(input),
+                models: body.models,
+                versions: body.versions,
+            },
+        ))
+        .await
+        .map_err(|status| upstream(&status))?
+        .into_inner();
+    Ok(Json(CompareJson {
+        results: response
+            .results
+            .into_iter()
+            .map(|r| CompareResultJson {
+                variant: r.variant,
+                run: r.run.map(RunJson::from),
+                error: r.error,
+            })
+            .collect(),
+    }))
 }

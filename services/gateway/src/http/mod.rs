@@ -110,6 +110,7 @@ pub fn api() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(execution::list_providers))
         .routes(routes!(execution::set_provider, execution::remove_provider))
         .routes(routes!(execution::execute))
+        .routes(routes!(execution::compare))
         .routes(routes!(execution::list_runs))
         .routes(routes!(execution::get_run))
         .routes(routes!(openai::chat_completions))
