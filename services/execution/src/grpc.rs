@@ -74,6 +74,7 @@ pub struct ExecutionApi {
     pub(crate) models: Arc<Catalogs>,
     pub(crate) http: reqwest::Client,
     pub(crate) resilience: Arc<Resilience>,
+    pub(crate) health: Arc<crate::health::HealthBoard>,
 }
 
 /// A validated request, ready to run.
@@ -646,6 +647,7 @@ impl ExecutionService for ExecutionApi {
             .chain(org.models.values().map(AsRef::as_ref))
             .map(|spec| Model {
                 rate_limits: self.resilience.rate_limits(&caller.org_id, &spec.id),
+                health: self.health.get(&caller.org_id, &spec.id),
                 ..spec.to_message()
             })
             .collect();
@@ -766,7 +768,13 @@ impl ExecutionService for ExecutionApi {
             .resolve(&caller.org_id, &req.id)
             .await?
             .ok_or_else(|| ServiceError::new(ErrorClass::Internal, "the model just set is missing"))?;
-        Ok(Response::new(resolved.to_message()))
+        // A new model is checked at once, then with every round.
+        let health = crate::health::check(&self.http, &resolved).await;
+        self.health.record(&caller.org_id, &resolved.id, health.clone());
+        Ok(Response::new(Model {
+            health: Some(health),
+            ..resolved.to_message()
+        }))
     }
 
     async fn remove_model(

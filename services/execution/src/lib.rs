@@ -14,6 +14,7 @@
 pub mod catalog;
 pub mod events;
 pub mod grpc;
+pub mod health;
 pub mod mock;
 pub mod mock_server;
 pub mod models;
@@ -56,6 +57,9 @@ pub struct Config {
     pub master_key: Option<secrets::Secret>,
     /// … or `PROMPTOPS_MASTER_KEY_FILE`; neither: `$PROMPTOPS_DATA_DIR/master.key`.
     pub master_key_file: Option<std::path::PathBuf>,
+    /// How often every configured model is checked
+    /// (`PROMPTOPS_MODEL_HEALTH_CHECK_SECS`, default 300).
+    pub health_check_every: std::time::Duration,
 }
 
 /// Reads the configuration from the environment.
@@ -79,6 +83,7 @@ pub fn config_from_env(env: &Env) -> Result<Config, ConfigError> {
             .get("PROMPTOPS_MASTER_KEY")
             .map(|k| secrets::Secret::new(k.to_owned())),
         master_key_file: env.get("PROMPTOPS_MASTER_KEY_FILE").map(std::path::PathBuf::from),
+        health_check_every: env.seconds("PROMPTOPS_MODEL_HEALTH_CHECK_SECS", 300)?,
     })
 }
 
@@ -115,6 +120,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         }
         .run(shutdown.clone()),
     );
+    let catalogs = Arc::new(catalog::Catalogs::new(resources.log.clone(), master));
+    let health = Arc::new(health::HealthBoard::default());
+    let http = providers::http_client();
+    background.spawn(
+        health::HealthChecker {
+            db: resources.db.clone(),
+            catalogs: catalogs.clone(),
+            board: health.clone(),
+            client: http.clone(),
+            every: config.health_check_every,
+        }
+        .run(shutdown.clone()),
+    );
     background.close();
 
     let prompts = tonic::transport::Endpoint::from_shared(config.prompts_url.clone())
@@ -130,9 +148,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         runs: runs.clone(),
         shutdown: shutdown.clone(),
         run_timeout: config.run_timeout,
-        models: Arc::new(catalog::Catalogs::new(resources.log.clone(), master)),
-        http: providers::http_client(),
+        models: catalogs,
+        http,
         resilience: Arc::new(resilience::Resilience::default()),
+        health,
     };
     let served = serve_grpc(
         listener,

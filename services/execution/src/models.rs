@@ -168,6 +168,7 @@ impl ModelSpec {
             cached_input_price_per_mtok: self.cached_input_price_per_mtok,
             description: self.description.clone(),
             rate_limits: None,
+            health: None,
         }
     }
 

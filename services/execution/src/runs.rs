@@ -52,6 +52,11 @@ pub const MIGRATIONS: &[Migration] = &[
             "CREATE INDEX runs_by_prompt ON runs (org_id, prompt_id, prompt_version, created_at_ms)",
         ],
     },
+    Migration {
+        version: 3,
+        name: "orgs with a model catalog",
+        statements: &["CREATE TABLE catalog_orgs (org_id TEXT NOT NULL PRIMARY KEY)"],
+    },
 ];
 
 pub const PROJECTION: &str = "runs";
@@ -81,6 +86,14 @@ impl Projection for RunsProjection {
         let envelope = &event.envelope;
         let payload = envelope.payload.as_slice();
         let org = envelope.org_id.as_str();
+        if envelope.aggregate_type == crate::catalog::AGGREGATE_TYPE {
+            // The health checker visits every org with a catalog.
+            sqlx::query("INSERT INTO catalog_orgs (org_id) VALUES ($1) ON CONFLICT (org_id) DO NOTHING")
+                .bind(org)
+                .execute(&mut *conn)
+                .await?;
+            return Ok(());
+        }
         match envelope.event_type.as_str() {
             STARTED => {
                 let started = ExecutionStarted::decode(payload).map_err(decode_err)?;
@@ -171,6 +184,9 @@ impl Projection for RunsProjection {
     }
 
     async fn reset(&self, conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM catalog_orgs")
+            .execute(&mut *conn)
+            .await?;
         sqlx::query("DELETE FROM runs")
             .execute(&mut *conn)
             .await

@@ -55,8 +55,8 @@ fn files_containing(dir: &std::path::Path, needle: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn org_providers_over_http_with_encrypted_keys_retries_and_recorded_failures() {
-    let all = AllInOne::start().await;
-    let (_mock, mock_url) = mock_provider(all.dir.path()).await;
+    let all = AllInOne::start_with(&[("PROMPTOPS_MODEL_HEALTH_CHECK_SECS", "1")]).await;
+    let (mut mock, mock_url) = mock_provider(all.dir.path()).await;
     let api = Api::new(all.http());
     let (token, _) = signup(&all.http(), "providers@acme.test").await;
     let t = Some(token.as_str());
@@ -220,4 +220,41 @@ async fn org_providers_over_http_with_encrypted_keys_retries_and_recorded_failur
     }
     let (_, providers) = api.call(Method::GET, "/api/v1/providers", t, None).await;
     assert!(!providers.to_string().contains("PLAINTEXTMARKER"), "{providers}");
+
+    // Health checks: every model is checked (here every second); when the
+    // provider goes away, its models turn unhealthy, over the API and metrics.
+    let health = |listed: &Value| {
+        listed["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["id"] == "local/echo")
+            .map(|m| m["health"].clone())
+            .unwrap()
+    };
+    let (_, listed) = api.call(Method::GET, "/api/v1/models", t, None).await;
+    assert_eq!(health(&listed)["healthy"], true, "{listed}");
+    mock.kill();
+    let mut last = Value::Null;
+    for _ in 0..100 {
+        last = health(&api.call(Method::GET, "/api/v1/models", t, None).await.1);
+        if last["healthy"] == false {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(last["healthy"], false, "{last}");
+    assert!(last["error"].as_str().unwrap().contains("cannot reach"), "{last}");
+    let metrics = reqwest::get(format!("{}/metrics", all.http()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("promptops_model_up{model=\"local/echo\"} 0")),
+        "{metrics}"
+    );
 }

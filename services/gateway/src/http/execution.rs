@@ -46,6 +46,17 @@ pub struct ModelJson {
     /// The provider's rate-limit headers on its last answer (absent before).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_limits: Option<RateLimitsJson>,
+    /// The last health check (absent before the first).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthJson>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct HealthJson {
+    pub healthy: bool,
+    pub error: String,
+    pub latency_us: u64,
+    pub checked_at: String,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -94,6 +105,12 @@ impl From<Model> for ModelJson {
                 reset_requests: r.reset_requests,
                 reset_tokens: r.reset_tokens,
                 observed_at: rfc3339(r.observed_at.as_ref()),
+            }),
+            health: m.health.map(|h| HealthJson {
+                healthy: h.healthy,
+                error: h.error,
+                latency_us: h.latency_us,
+                checked_at: rfc3339(h.checked_at.as_ref()),
             }),
         }
     }
