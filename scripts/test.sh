@@ -23,6 +23,8 @@ missing=()
 have nats-server || missing+=(nats-server)
 have initdb || missing+=(postgresql)
 have psql || missing+=(postgresql-client)
+# The venv for the openai package (below) needs python3's venv module.
+python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         echo "installing ${missing[*]}" >&2
