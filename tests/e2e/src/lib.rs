@@ -241,15 +241,13 @@ impl Cluster {
         let url = format!("{}/readyz", self.grpc_url(service));
         if !wait_http_ok(&url, Duration::from_secs(30)).await {
             let nats = self.nats.log();
-            let tail: String = nats
-                .lines()
-                .rev()
-                .take(20)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect::<Vec<_>>()
-                .join("\n");
+            let lines: Vec<&str> = nats.lines().collect();
+            // A crash: from its panic line; otherwise the end of the log.
+            let from = lines
+                .iter()
+                .position(|l| l.starts_with("panic:") || l.contains("fatal error"))
+                .unwrap_or(lines.len().saturating_sub(20));
+            let tail = lines[from..lines.len().min(from + 30)].join("\n");
             panic!(
                 "{service} did not become ready; its log:\n{}\nnats-server's log (end):\n{tail}",
                 self.processes[service].log()
