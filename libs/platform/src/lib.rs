@@ -23,6 +23,7 @@ pub mod errors;
 pub mod eventlog;
 pub mod metrics;
 pub mod paging;
+pub mod query;
 pub mod read_your_write;
 pub mod revocation;
 pub mod runtime;

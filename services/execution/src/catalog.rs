@@ -365,7 +365,7 @@ impl Catalogs {
     /// The model `id` for `org_id`: built in, or from the org's catalog.
     pub async fn resolve(&self, org_id: &str, id: &str) -> Result<Option<Arc<ModelSpec>>, ServiceError> {
         if let Some(builtin) = models::find(id) {
-            return Ok(Some(Arc::new(builtin.clone())));
+            return Ok(Some(builtin.clone()));
         }
         Ok(self.org(org_id).await?.models.get(id).cloned())
     }

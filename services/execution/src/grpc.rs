@@ -32,7 +32,9 @@ use promptops_proto::execution::v1::{
     SetProviderRequest, Usage, execute_chunk,
 };
 use promptops_proto::prompts::v1::prompt_service_client::PromptServiceClient;
-use promptops_proto::prompts::v1::{ChatMessage, ChatRole, RenderPromptRequest, render_prompt_response};
+use promptops_proto::prompts::v1::{
+    ChatMessage, ChatRole, PromptRef, RenderPromptRequest, render_prompt_response,
+};
 use sqlx::AnyPool;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -139,6 +141,11 @@ pub fn validate_parameters(parameters: &Parameters, spec: &ModelSpec) -> Vec<Fie
     violations
 }
 
+/// Whether a request's prompt reference names a managed prompt.
+fn names_a_prompt(reference: &PromptRef) -> bool {
+    !reference.prompt_id.is_empty() || !reference.name.is_empty()
+}
+
 fn unknown_model(model: &str) -> ServiceError {
     invalid(
         "model",
@@ -176,11 +183,7 @@ pub fn prepare_messages(
     if !violations.is_empty() {
         return Err(ServiceError::invalid(violations));
     }
-    let input_tokens = messages
-        .iter()
-        .map(|m| tokens::count(&m.content) + 3)
-        .sum::<u64>()
-        + 3;
+    let input_tokens = tokens::count_messages(&messages);
     let wanted_output = u64::from(parameters.max_tokens.unwrap_or(0));
     if input_tokens + wanted_output > u64::from(spec.context_window) {
         return Err(invalid(
@@ -215,10 +218,7 @@ impl ExecutionApi {
         credential: &str,
         req: ExecuteRequest,
     ) -> std::result::Result<Prepared, ServiceError> {
-        let managed = req
-            .prompt
-            .as_ref()
-            .is_some_and(|p| !p.prompt_id.is_empty() || !p.name.is_empty());
+        let managed = req.prompt.as_ref().is_some_and(names_a_prompt);
         if managed {
             let rendered = self
                 .prompts
@@ -644,7 +644,7 @@ impl ExecutionService for ExecutionApi {
         let org = self.models.org(&caller.org_id).await?;
         let models = crate::models::built_in()
             .iter()
-            .chain(org.models.values().map(AsRef::as_ref))
+            .chain(org.models.values())
             .map(|spec| Model {
                 rate_limits: self.resilience.rate_limits(&caller.org_id, &spec.id),
                 health: self.health.get(&caller.org_id, &spec.id),
@@ -827,10 +827,7 @@ impl ExecutionService for ExecutionApi {
         let (caller, credential) = self.caller(&request, Permission::Write).await?;
         let req = request.into_inner();
         let input = req.input.unwrap_or_default();
-        let managed = input
-            .prompt
-            .as_ref()
-            .is_some_and(|p| !p.prompt_id.is_empty() || !p.name.is_empty());
+        let managed = input.prompt.as_ref().is_some_and(names_a_prompt);
         if !req.versions.is_empty() && !managed {
             return Err(invalid("versions", "comparing versions needs a managed prompt").into());
         }
@@ -934,7 +931,7 @@ mod tests {
     use super::*;
 
     fn spec(id: &str) -> Option<Arc<ModelSpec>> {
-        crate::models::find(id).map(|m| Arc::new(m.clone()))
+        crate::models::find(id).cloned()
     }
 
     fn user(text: &str) -> Vec<ChatMessage> {

@@ -39,27 +39,34 @@ impl HealthBoard {
     }
 }
 
-/// Checks one model now.
+/// Checks one model now and publishes the result as metrics.
 pub async fn check(client: &reqwest::Client, spec: &ModelSpec) -> ModelHealth {
+    let health = probe(client, spec).await;
+    publish(spec, &health);
+    health
+}
+
+/// Whether the model's provider answers the cheap call (the same answer for
+/// every model on one provider).
+async fn probe(client: &reqwest::Client, spec: &ModelSpec) -> ModelHealth {
     let started = Instant::now();
     let result = match &spec.backend {
         Backend::Mock(_) => Ok(()),
         Backend::Http(http) => providers::validate(client, http).await,
     };
-    let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-    metrics::gauge!("promptops_model_up", "model" => spec.id.clone()).set(if result.is_ok() {
-        1.0
-    } else {
-        0.0
-    });
-    metrics::histogram!("promptops_model_health_check_seconds", "model" => spec.id.clone())
-        .record(started.elapsed().as_secs_f64());
     ModelHealth {
         healthy: result.is_ok(),
         error: result.err().unwrap_or_default(),
-        latency_us,
+        latency_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
         checked_at: Some(prost_types::Timestamp::from(std::time::SystemTime::now())),
     }
+}
+
+fn publish(spec: &ModelSpec, health: &ModelHealth) {
+    let up = if health.healthy { 1.0 } else { 0.0 };
+    metrics::gauge!("promptops_model_up", "model" => spec.id.clone()).set(up);
+    metrics::histogram!("promptops_model_health_check_seconds", "model" => spec.id.clone())
+        .record(Duration::from_micros(health.latency_us).as_secs_f64());
 }
 
 #[derive(Debug, Clone)]
@@ -94,8 +101,18 @@ impl HealthChecker {
         let mut checked = 0;
         for org_id in orgs {
             let catalog = self.catalogs.org(&org_id).await.map_err(|e| e.message)?;
+            // One call per provider, however many of its models the org has.
+            let mut by_provider: HashMap<&str, ModelHealth> = HashMap::new();
             for spec in catalog.models.values() {
-                let health = check(&self.client, spec).await;
+                let health = match by_provider.get(spec.provider()) {
+                    Some(health) => health.clone(),
+                    None => {
+                        let health = probe(&self.client, spec).await;
+                        by_provider.insert(spec.provider(), health.clone());
+                        health
+                    }
+                };
+                publish(spec, &health);
                 if !health.healthy {
                     tracing::warn!(org = %org_id, model = %spec.id, error = %health.error, "model unhealthy");
                 }

@@ -86,11 +86,7 @@ pub async fn complete(
     deltas: Option<&mpsc::Sender<String>>,
     cancel: &CancellationToken,
 ) -> Result<Completion, CallError> {
-    let input_tokens = messages
-        .iter()
-        .map(|m| tokens::count(&m.content) + 3)
-        .sum::<u64>()
-        + 3;
+    let input_tokens = tokens::count_messages(messages);
     let Backend::Mock(behaviour) = spec.backend else {
         return Err(CallError::Provider {
             message: format!("{} is not a mock model", spec.id),

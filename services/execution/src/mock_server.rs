@@ -113,7 +113,7 @@ fn faults(headers: &HeaderMap, config: &MockConfig, model: &str) -> Faults {
 fn spec_for(model: &str) -> Option<&'static ModelSpec> {
     let model = model.split(';').next().unwrap_or(model);
     let name = model.strip_prefix("mock/").unwrap_or(model);
-    models::find(&format!("mock/{name}"))
+    models::find(&format!("mock/{name}")).map(AsRef::as_ref)
 }
 
 fn role(name: &str) -> ChatRole {

@@ -124,29 +124,31 @@ const BUILT_IN: &[BuiltIn] = &[
     },
 ];
 
-static BUILT_IN_SPECS: std::sync::LazyLock<Vec<ModelSpec>> = std::sync::LazyLock::new(|| {
+static BUILT_IN_SPECS: std::sync::LazyLock<Vec<std::sync::Arc<ModelSpec>>> = std::sync::LazyLock::new(|| {
     BUILT_IN
         .iter()
-        .map(|b| ModelSpec {
-            id: b.id.to_owned(),
-            description: b.description.to_owned(),
-            context_window: b.context_window,
-            max_output_tokens: b.max_output_tokens,
-            input_price_per_mtok: b.prices.0,
-            output_price_per_mtok: b.prices.1,
-            cached_input_price_per_mtok: b.prices.2,
-            backend: Backend::Mock(b.behaviour),
+        .map(|b| {
+            std::sync::Arc::new(ModelSpec {
+                id: b.id.to_owned(),
+                description: b.description.to_owned(),
+                context_window: b.context_window,
+                max_output_tokens: b.max_output_tokens,
+                input_price_per_mtok: b.prices.0,
+                output_price_per_mtok: b.prices.1,
+                cached_input_price_per_mtok: b.prices.2,
+                backend: Backend::Mock(b.behaviour),
+            })
         })
         .collect()
 });
 
 /// The built-in models (the `mock` provider).
-pub fn built_in() -> &'static [ModelSpec] {
+pub fn built_in() -> &'static [std::sync::Arc<ModelSpec>] {
     &BUILT_IN_SPECS
 }
 
 /// The built-in model `id`, if there is one.
-pub fn find(id: &str) -> Option<&'static ModelSpec> {
+pub fn find(id: &str) -> Option<&'static std::sync::Arc<ModelSpec>> {
     built_in().iter().find(|m| m.id == id)
 }
 

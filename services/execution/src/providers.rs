@@ -318,11 +318,7 @@ async fn call_http(
             None,
         ));
     }
-    let counted_input = messages
-        .iter()
-        .map(|m| tokens::count(&m.content) + 3)
-        .sum::<u64>()
-        + 3;
+    let counted_input = tokens::count_messages(messages);
     Ok(Completion {
         input_tokens: progress.input_tokens.unwrap_or(counted_input),
         output_tokens: progress.reported_output_tokens.unwrap_or(progress.output_tokens),

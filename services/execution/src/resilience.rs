@@ -260,8 +260,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_failing_model_falls_back_and_the_answering_model_is_named() {
-        let fail = Arc::new(crate::models::find("mock/fail").unwrap().clone());
-        let echo = Arc::new(crate::models::find("mock/echo").unwrap().clone());
+        let fail = crate::models::find("mock/fail").unwrap().clone();
+        let echo = crate::models::find("mock/echo").unwrap().clone();
         let messages = vec![ChatMessage {
             role: promptops_proto::prompts::v1::ChatRole::User as i32,
             content: "hi".into(),

@@ -5,6 +5,7 @@ use promptops_eventlog::RecordedEvent;
 use promptops_eventlog::projection::Projection;
 use promptops_platform::db::Migration;
 use promptops_platform::paging::{Cursor, ms_from_timestamp, split_page, timestamp_from_ms};
+use promptops_platform::query::ListQuery;
 use promptops_proto::common::v1::{Actor, ActorKind};
 use promptops_proto::execution::v1::{
     ExecutionCancelled, ExecutionCompleted, ExecutionFailed, ExecutionStarted, Run, RunStatus, Usage,
@@ -267,11 +268,6 @@ pub struct RunFilter {
     pub status: Option<RunStatus>,
 }
 
-enum Bind {
-    Text(String),
-    Int(i64),
-}
-
 pub async fn get(pool: &AnyPool, org_id: &str, run_id: &str) -> Result<Option<Run>, sqlx::Error> {
     let row: Option<RunRow> = sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM runs WHERE org_id = $1 AND run_id = $2"
@@ -291,47 +287,30 @@ pub async fn list(
     after: Option<&Cursor>,
     page_size: u32,
 ) -> Result<(Vec<Run>, Option<Cursor>), sqlx::Error> {
-    let mut sql = format!("SELECT {COLUMNS} FROM runs WHERE org_id = $1");
-    let mut binds = vec![Bind::Text(org_id.to_owned())];
-    let next = |bind: Bind, binds: &mut Vec<Bind>| {
-        binds.push(bind);
-        format!("${}", binds.len())
-    };
+    let mut q = ListQuery::new(format!("SELECT {COLUMNS} FROM runs WHERE org_id = $1"), org_id);
     if let Some(prompt_id) = &filter.prompt_id {
-        let p = next(Bind::Text(prompt_id.clone()), &mut binds);
-        sql.push_str(&format!(" AND prompt_id = {p}"));
+        let p = q.bind(prompt_id.clone());
+        q.push(&format!(" AND prompt_id = {p}"));
     }
     if let Some(version) = filter.prompt_version {
-        let p = next(Bind::Int(int(version)), &mut binds);
-        sql.push_str(&format!(" AND prompt_version = {p}"));
+        let p = q.bind(int(version));
+        q.push(&format!(" AND prompt_version = {p}"));
     }
     if let Some(model) = &filter.model {
-        let p = next(Bind::Text(model.clone()), &mut binds);
-        sql.push_str(&format!(" AND model = {p}"));
+        let p = q.bind(model.clone());
+        q.push(&format!(" AND model = {p}"));
     }
     if let Some(status) = filter.status {
-        let p = next(Bind::Int(status as i64), &mut binds);
-        sql.push_str(&format!(" AND status = {p}"));
+        let p = q.bind(status as i64);
+        q.push(&format!(" AND status = {p}"));
     }
-    if let Some(cursor) = after {
-        let t = next(Bind::Int(cursor.time_ms), &mut binds);
-        let i = next(Bind::Text(cursor.id.clone()), &mut binds);
-        sql.push_str(&format!(
-            " AND (created_at_ms < {t} OR (created_at_ms = {t} AND run_id < {i}))"
-        ));
-    }
-    let limit = next(Bind::Int(i64::from(page_size) + 1), &mut binds);
-    sql.push_str(&format!(
-        " ORDER BY created_at_ms DESC, run_id DESC LIMIT {limit}"
-    ));
-    let mut query = sqlx::query_as::<_, RunRow>(&sql);
-    for bind in binds {
-        query = match bind {
-            Bind::Text(s) => query.bind(s),
-            Bind::Int(i) => query.bind(i),
-        };
-    }
-    let runs: Vec<Run> = query.fetch_all(pool).await?.into_iter().map(Run::from).collect();
+    q.newest_first_page("run_id", after, page_size);
+    let runs: Vec<Run> = q
+        .fetch_all::<RunRow>(pool)
+        .await?
+        .into_iter()
+        .map(Run::from)
+        .collect();
     Ok(split_page(runs, page_size, |r| Cursor {
         time_ms: ms_from_timestamp(r.created_at.as_ref()),
         id: r.run_id.clone(),

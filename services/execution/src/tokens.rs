@@ -40,6 +40,12 @@ pub fn split(text: &str) -> Vec<String> {
     pieces
 }
 
+/// How many tokens a chat input is: each message's content plus 3 for its
+/// framing, plus 3 for the reply's priming (OpenAI's accounting).
+pub fn count_messages(messages: &[promptops_proto::prompts::v1::ChatMessage]) -> u64 {
+    messages.iter().map(|m| count(&m.content) + 3).sum::<u64>() + 3
+}
+
 /// How many tokens `text` is.
 pub fn count(text: &str) -> u64 {
     split(text).len() as u64

@@ -236,6 +236,29 @@ impl PromptsApi {
         Ok(Self::change_response(&done))
     }
 
+    /// A label move or removal: the caller needs `labels:move` on the prompt,
+    /// and the command is made knowing the org's protected labels and
+    /// whether the caller may move them there.
+    async fn label_change<T>(
+        &self,
+        request: Request<T>,
+        prompt_id_of: impl FnOnce(&T) -> String,
+        command: impl FnOnce(T, &LabelRights) -> PromptCommand,
+    ) -> Result<Response<PromptChangeResponse>> {
+        let caller = self.authenticated(&request).await?;
+        let req = request.into_inner();
+        let prompt_id = Self::checked_id(&prompt_id_of(&req))?;
+        let folder = self
+            .require_on_prompt(&caller, Permission::MoveLabel, &prompt_id)
+            .await?;
+        let rights = self.label_rights(&caller, &prompt_id, &folder).await?;
+        let done = self
+            .run(&caller, &prompt_id, command(req, &rights))
+            .await
+            .map_err(exec_error)?;
+        Ok(Self::change_response(&done))
+    }
+
     fn authorship(caller: &Caller) -> Authorship {
         Authorship {
             author: caller.actor.clone(),
@@ -660,44 +683,42 @@ impl PromptService for PromptsApi {
     }
 
     async fn move_label(&self, request: Request<MoveLabelRequest>) -> Result<Response<PromptChangeResponse>> {
-        let caller = self.authenticated(&request).await?;
-        let req = request.into_inner();
-        let prompt_id = Self::checked_id(&req.prompt_id)?;
-        let folder = self
-            .require_on_prompt(&caller, Permission::MoveLabel, &prompt_id)
+        let response = self
+            .label_change(
+                request,
+                |req| req.prompt_id.clone(),
+                |req, rights| {
+                    PromptCommand::MoveLabel(MoveLabel {
+                        protected: rights.protected_labels.contains(&req.label),
+                        may_move_protected: rights.may_move_protected,
+                        label: req.label,
+                        version: req.version,
+                        reason: req.reason,
+                    })
+                },
+            )
             .await?;
-        let rights = self.label_rights(&caller, &prompt_id, &folder).await?;
-        let command = PromptCommand::MoveLabel(MoveLabel {
-            protected: rights.protected_labels.contains(&req.label),
-            may_move_protected: rights.may_move_protected,
-            label: req.label,
-            version: req.version,
-            reason: req.reason,
-        });
-        let done = self.run(&caller, &prompt_id, command).await.map_err(exec_error)?;
         metrics::counter!("promptops_prompt_commands_total", "command" => "move_label").increment(1);
-        Ok(Self::change_response(&done))
+        Ok(response)
     }
 
     async fn remove_label(
         &self,
         request: Request<RemoveLabelRequest>,
     ) -> Result<Response<PromptChangeResponse>> {
-        let caller = self.authenticated(&request).await?;
-        let req = request.into_inner();
-        let prompt_id = Self::checked_id(&req.prompt_id)?;
-        let folder = self
-            .require_on_prompt(&caller, Permission::MoveLabel, &prompt_id)
-            .await?;
-        let rights = self.label_rights(&caller, &prompt_id, &folder).await?;
-        let command = PromptCommand::RemoveLabel(RemoveLabel {
-            protected: rights.protected_labels.contains(&req.label),
-            may_move_protected: rights.may_move_protected,
-            label: req.label,
-            reason: req.reason,
-        });
-        let done = self.run(&caller, &prompt_id, command).await.map_err(exec_error)?;
-        Ok(Self::change_response(&done))
+        self.label_change(
+            request,
+            |req| req.prompt_id.clone(),
+            |req, rights| {
+                PromptCommand::RemoveLabel(RemoveLabel {
+                    protected: rights.protected_labels.contains(&req.label),
+                    may_move_protected: rights.may_move_protected,
+                    label: req.label,
+                    reason: req.reason,
+                })
+            },
+        )
+        .await
     }
 
     async fn archive_prompt(

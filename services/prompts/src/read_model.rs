@@ -8,6 +8,7 @@ use promptops_eventlog::RecordedEvent;
 use promptops_eventlog::projection::Projection;
 use promptops_platform::db::Migration;
 use promptops_platform::paging::{Cursor, ms_from_timestamp, split_page, timestamp_from_ms};
+use promptops_platform::query::ListQuery;
 use promptops_proto::common::v1::{Actor, ActorKind};
 use promptops_proto::prompts::v1::{Prompt, PromptVersion};
 use sqlx::{AnyConnection, AnyPool, FromRow};
@@ -307,11 +308,6 @@ fn like_escape(text: &str) -> String {
     text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
 }
 
-enum Bind {
-    Text(String),
-    Int(i64),
-}
-
 /// A page of `org_id`'s prompts matching `filter`, newest first, and the
 /// next page's cursor.
 pub async fn list(
@@ -321,63 +317,39 @@ pub async fn list(
     after: Option<&Cursor>,
     page_size: u32,
 ) -> Result<(Vec<Prompt>, Option<Cursor>), sqlx::Error> {
-    let mut sql = String::from(
+    let mut q = ListQuery::new(
         "SELECT prompt_id, name, folder, description, tags, labels, latest_version, archived, created_at_ms,
                 created_by_kind, created_by_id, updated_at_ms
          FROM prompt_catalog c WHERE org_id = $1",
+        org_id,
     );
-    let mut binds = vec![Bind::Text(org_id.to_owned())];
-    let next = |bind: Bind, binds: &mut Vec<Bind>| {
-        binds.push(bind);
-        format!("${}", binds.len())
-    };
     if !filter.include_archived {
-        sql.push_str(" AND archived = 0");
+        q.push(" AND archived = 0");
     }
     if let Some(folder) = &filter.folder {
         if !filter.recursive {
-            let p = next(Bind::Text(folder.clone()), &mut binds);
-            sql.push_str(&format!(" AND folder = {p}"));
+            let p = q.bind(folder.clone());
+            q.push(&format!(" AND folder = {p}"));
         } else if !folder.is_empty() {
-            let p = next(Bind::Text(folder.clone()), &mut binds);
-            let q = next(Bind::Text(format!("{}/%", like_escape(folder))), &mut binds);
-            sql.push_str(&format!(" AND (folder = {p} OR folder LIKE {q} ESCAPE '\\')"));
+            let p = q.bind(folder.clone());
+            let below = q.bind(format!("{}/%", like_escape(folder)));
+            q.push(&format!(" AND (folder = {p} OR folder LIKE {below} ESCAPE '\\')"));
         }
     }
     if let Some(tag) = &filter.tag {
-        let p = next(Bind::Text(tag.clone()), &mut binds);
-        sql.push_str(&format!(
+        let p = q.bind(tag.clone());
+        q.push(&format!(
             " AND EXISTS (SELECT 1 FROM prompt_tags t WHERE t.org_id = c.org_id AND t.prompt_id = c.prompt_id AND t.tag = {p})"
         ));
     }
     if let Some(query) = &filter.query {
-        let p = next(
-            Bind::Text(format!("%{}%", like_escape(&query.to_lowercase()))),
-            &mut binds,
-        );
-        sql.push_str(&format!(
+        let p = q.bind(format!("%{}%", like_escape(&query.to_lowercase())));
+        q.push(&format!(
             " AND (search_details LIKE {p} ESCAPE '\\' OR search_template LIKE {p} ESCAPE '\\')"
         ));
     }
-    if let Some(cursor) = after {
-        let t = next(Bind::Int(cursor.time_ms), &mut binds);
-        let i = next(Bind::Text(cursor.id.clone()), &mut binds);
-        sql.push_str(&format!(
-            " AND (created_at_ms < {t} OR (created_at_ms = {t} AND prompt_id < {i}))"
-        ));
-    }
-    let limit = next(Bind::Int(i64::from(page_size) + 1), &mut binds);
-    sql.push_str(&format!(
-        " ORDER BY created_at_ms DESC, prompt_id DESC LIMIT {limit}"
-    ));
-    let mut query = sqlx::query_as::<_, CatalogRow>(&sql);
-    for bind in binds {
-        query = match bind {
-            Bind::Text(s) => query.bind(s),
-            Bind::Int(i) => query.bind(i),
-        };
-    }
-    let rows = query.fetch_all(pool).await?;
+    q.newest_first_page("prompt_id", after, page_size);
+    let rows: Vec<CatalogRow> = q.fetch_all(pool).await?;
     let prompts: Vec<Prompt> = rows.into_iter().map(Prompt::from).collect();
     Ok(split_page(prompts, page_size, |p| Cursor {
         time_ms: ms_from_timestamp(p.created_at.as_ref()),
