@@ -15,7 +15,7 @@ use promptops_proto::execution::v1::{
 };
 use prost::Message as _;
 
-use crate::models::{self, ApiFormat, Backend, HttpBackend, ModelSpec};
+use crate::models::{self, ApiFormat, Backend, CallLimits, HttpBackend, ModelSpec};
 use crate::secrets::{Key256, Secret};
 
 pub const AGGREGATE_TYPE: &str = "catalog";
@@ -105,6 +105,9 @@ pub fn decide(state: &CatalogState, command: CatalogCommand) -> Result<Vec<Catal
                     "base_url",
                     "an http(s) URL, e.g. https://api.openai.com/v1",
                 ));
+            }
+            if let Some(limits) = &provider.limits {
+                violations.extend(CallLimits::violations(limits));
             }
             if !violations.is_empty() {
                 return Err(CatalogError::Invalid(violations));
@@ -258,6 +261,7 @@ pub fn provider_message(p: &ProviderSet) -> Provider {
         base_url: p.base_url.clone(),
         has_credential: !p.sealed_credential.is_empty(),
         credential_hint: p.credential_hint.clone(),
+        limits: Some(CallLimits::from_proto(p.limits.as_ref()).to_proto()),
     }
 }
 
@@ -354,6 +358,7 @@ impl Catalogs {
                         upstream_model: model.upstream_model.clone(),
                         api_key,
                     }),
+                    limits: CallLimits::from_proto(provider.limits.as_ref()),
                 }),
             );
         }

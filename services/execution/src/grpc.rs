@@ -47,12 +47,11 @@ use crate::catalog::{self, CatalogCommand, CatalogError, Catalogs};
 use crate::events::{Recorder, Terminal};
 use crate::mock::CallError;
 use crate::models::ModelSpec;
-use crate::models::{ApiFormat, HttpBackend};
+use crate::models::{ApiFormat, CallLimits, HttpBackend};
 use crate::providers;
 use crate::resilience::{self, Resilience};
 use crate::runs::{self, PROJECTION, RunFilter};
 use crate::secrets::{Secret, mask};
-use crate::tokens;
 
 /// Output kept in a run's record (and its event); longer output is cut here.
 pub const MAX_RECORDED_OUTPUT_BYTES: usize = 64 * 1024;
@@ -183,7 +182,7 @@ pub fn prepare_messages(
     if !violations.is_empty() {
         return Err(ServiceError::invalid(violations));
     }
-    let input_tokens = tokens::count_messages(&messages);
+    let input_tokens = spec.tokenizer().count_messages(&messages);
     let wanted_output = u64::from(parameters.max_tokens.unwrap_or(0));
     if input_tokens + wanted_output > u64::from(spec.context_window) {
         return Err(invalid(
@@ -450,7 +449,7 @@ async fn run(
             org_id,
             &candidates,
             &prepared.messages,
-            prepared.parameters.max_tokens,
+            &prepared.parameters,
             &pieces_tx,
             &call_cancel,
         );
@@ -516,14 +515,18 @@ async fn run(
             let usage = Usage {
                 input_tokens: done.input_tokens,
                 output_tokens: done.output_tokens,
-                cached_input_tokens: 0,
-                estimated: false,
+                cached_input_tokens: done.cached_input_tokens,
+                estimated: !done.usage_reported,
             };
             Terminal::Completed(ExecutionCompleted {
                 run_id: run_id.clone(),
                 output,
                 output_truncated,
-                cost_nano_usd: spec.cost_nano_usd(usage.input_tokens, usage.output_tokens, 0),
+                cost_nano_usd: spec.cost_nano_usd(
+                    usage.input_tokens,
+                    usage.output_tokens,
+                    usage.cached_input_tokens,
+                ),
                 usage: Some(usage),
                 latency_us,
                 time_to_first_token_us: ttft_us,
@@ -677,6 +680,12 @@ impl ExecutionService for ExecutionApi {
         if req.api_key.len() > 4096 || req.api_key.chars().any(char::is_control) {
             return Err(invalid("api_key", "at most 4096 characters, no control characters").into());
         }
+        if let Some(limits) = &req.limits {
+            let violations = CallLimits::violations(limits);
+            if !violations.is_empty() {
+                return Err(ServiceError::invalid(violations).into());
+            }
+        }
         let api_key = (!req.api_key.is_empty()).then(|| Secret::new(req.api_key.clone()));
         if !req.skip_validation && kind != ProviderKind::Unspecified {
             let probe = HttpBackend {
@@ -712,6 +721,7 @@ impl ExecutionService for ExecutionApi {
                 base_url: req.base_url.clone(),
                 credential_hint: api_key.as_ref().map(|k| mask(k.expose())).unwrap_or_default(),
                 sealed_credential: sealed,
+                limits: req.limits,
             };
             let command = CatalogCommand::SetProvider {
                 provider: provider.clone(),

@@ -15,6 +15,11 @@ pub struct Completion {
     pub output: String,
     pub input_tokens: u64,
     pub output_tokens: u64,
+    /// Input tokens the provider served from its prompt cache (part of
+    /// `input_tokens`, priced as cached).
+    pub cached_input_tokens: u64,
+    /// The provider reported the token counts (otherwise they are ours).
+    pub usage_reported: bool,
     pub finish_reason: &'static str,
 }
 
@@ -86,7 +91,7 @@ pub async fn complete(
     deltas: Option<&mpsc::Sender<String>>,
     cancel: &CancellationToken,
 ) -> Result<Completion, CallError> {
-    let input_tokens = tokens::count_messages(messages);
+    let input_tokens = tokens::Tokenizer::Words.count_messages(messages);
     let Backend::Mock(behaviour) = spec.backend else {
         return Err(CallError::Provider {
             message: format!("{} is not a mock model", spec.id),
@@ -147,6 +152,9 @@ pub async fn complete(
         output,
         input_tokens,
         output_tokens: sent,
+        cached_input_tokens: 0,
+        // The mock is its own provider: its counts are the real ones.
+        usage_reported: true,
         finish_reason,
     })
 }

@@ -15,9 +15,13 @@
 //!
 //! Prices are micro-USD per 1M tokens; billing will own them.
 
-use promptops_proto::execution::v1::Model;
+use std::time::Duration;
+
+use promptops_platform::errors::FieldViolation;
+use promptops_proto::execution::v1::{Model, ProviderLimits};
 
 use crate::secrets::Secret;
+use crate::tokens::Tokenizer;
 
 /// What a model can do, what it costs and how it is reached.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,6 +34,87 @@ pub struct ModelSpec {
     pub output_price_per_mtok: i64,
     pub cached_input_price_per_mtok: i64,
     pub backend: Backend,
+    /// Its provider's limits.
+    pub limits: CallLimits,
+}
+
+/// How calls to one provider are bounded (set per provider; the built-in
+/// mock has the defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallLimits {
+    /// Calls in flight at once per org, provider and replica.
+    pub max_concurrent_calls: usize,
+    pub first_byte_timeout: Duration,
+    /// Consecutive failures of a model that open its circuit.
+    pub failures_to_open: u32,
+    /// How long an open circuit rejects calls before one trial.
+    pub open_for: Duration,
+}
+
+impl CallLimits {
+    pub const DEFAULT: Self = Self {
+        max_concurrent_calls: 64,
+        first_byte_timeout: Duration::from_secs(30),
+        failures_to_open: 5,
+        open_for: Duration::from_secs(30),
+    };
+
+    /// The limits `set` asks for, with the defaults where it says 0.
+    pub fn from_proto(set: Option<&ProviderLimits>) -> Self {
+        let d = Self::DEFAULT;
+        let Some(set) = set else { return d };
+        let ms = |v: u32, default: Duration| {
+            if v == 0 {
+                default
+            } else {
+                Duration::from_millis(u64::from(v))
+            }
+        };
+        Self {
+            max_concurrent_calls: match set.max_concurrent_calls {
+                0 => d.max_concurrent_calls,
+                n => n as usize,
+            },
+            first_byte_timeout: ms(set.first_byte_timeout_ms, d.first_byte_timeout),
+            failures_to_open: match set.failures_to_open {
+                0 => d.failures_to_open,
+                n => n,
+            },
+            open_for: ms(set.open_for_ms, d.open_for),
+        }
+    }
+
+    pub fn to_proto(self) -> ProviderLimits {
+        let ms = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
+        ProviderLimits {
+            max_concurrent_calls: u32::try_from(self.max_concurrent_calls).unwrap_or(u32::MAX),
+            first_byte_timeout_ms: ms(self.first_byte_timeout),
+            failures_to_open: self.failures_to_open,
+            open_for_ms: ms(self.open_for),
+        }
+    }
+
+    /// What is wrong with `set`, by field (under `limits.`).
+    pub fn violations(set: &ProviderLimits) -> Vec<FieldViolation> {
+        let mut violations = Vec::new();
+        let mut check = |field: &str, value: u32, range: std::ops::RangeInclusive<u32>| {
+            if value != 0 && !range.contains(&value) {
+                violations.push(FieldViolation::new(
+                    format!("limits.{field}"),
+                    format!(
+                        "must be between {} and {} (or 0 for the default)",
+                        range.start(),
+                        range.end()
+                    ),
+                ));
+            }
+        };
+        check("max_concurrent_calls", set.max_concurrent_calls, 1..=10_000);
+        check("first_byte_timeout_ms", set.first_byte_timeout_ms, 100..=600_000);
+        check("failures_to_open", set.failures_to_open, 1..=1_000);
+        check("open_for_ms", set.open_for_ms, 100..=3_600_000);
+        violations
+    }
 }
 
 /// Where a model's calls go.
@@ -137,6 +222,7 @@ static BUILT_IN_SPECS: std::sync::LazyLock<Vec<std::sync::Arc<ModelSpec>>> = std
                 output_price_per_mtok: b.prices.1,
                 cached_input_price_per_mtok: b.prices.2,
                 backend: Backend::Mock(b.behaviour),
+                limits: CallLimits::DEFAULT,
             })
         })
         .collect()
@@ -171,6 +257,14 @@ impl ModelSpec {
             description: self.description.clone(),
             rate_limits: None,
             health: None,
+        }
+    }
+
+    /// How this model's text is counted before a call.
+    pub fn tokenizer(&self) -> Tokenizer {
+        match &self.backend {
+            Backend::Mock(_) => Tokenizer::Words,
+            Backend::Http(http) => Tokenizer::for_upstream_model(&http.upstream_model),
         }
     }
 

@@ -2,7 +2,8 @@
 //! or Anthropic's wire format, always streamed (for time to first token),
 //! with timeouts and retries.
 //!
-//! - Connect timeout 5 s, first byte [`FIRST_BYTE_TIMEOUT`], the whole run
+//! - Connect timeout 5 s, first byte the provider's
+//!   [`CallLimits::first_byte_timeout`] (30 s by default), the whole run
 //!   bounded by the run timeout of the caller.
 //! - A retryable failure (connection error, timeout, 429, 5xx, malformed or
 //!   dropped answer) **before any output** is tried again up to
@@ -17,14 +18,13 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use promptops_proto::execution::v1::RateLimits;
+use promptops_proto::execution::v1::{Parameters, RateLimits};
 
 use crate::mock::{self, CallError, Completion};
-use crate::models::{ApiFormat, Backend, HttpBackend, ModelSpec};
-use crate::tokens;
+use crate::models::{ApiFormat, Backend, CallLimits, HttpBackend, ModelSpec};
+use crate::tokens::Tokenizer;
 
 pub const MAX_ATTEMPTS: u32 = 3;
-pub const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
 
 /// One HTTP client for every provider call of the service.
@@ -51,21 +51,31 @@ pub async fn complete(
     client: &reqwest::Client,
     spec: &ModelSpec,
     messages: &[ChatMessage],
-    max_tokens: Option<u32>,
+    parameters: &Parameters,
     deltas: &mpsc::Sender<String>,
     cancel: &CancellationToken,
     report: &mut CallReport,
 ) -> Result<Completion, CallError> {
     let Backend::Http(http) = &spec.backend else {
         // The mock fails (if at all) before its first piece.
-        return mock::complete(spec, messages, max_tokens, Some(deltas), cancel)
+        return mock::complete(spec, messages, parameters.max_tokens, Some(deltas), cancel)
             .await
             .inspect(|_| report.sent_any = true);
     };
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let result = call_http(client, http, messages, max_tokens, deltas, cancel, report).await;
+        let result = call_http(
+            client,
+            http,
+            &spec.limits,
+            messages,
+            parameters,
+            deltas,
+            cancel,
+            report,
+        )
+        .await;
         match result {
             Err(CallError::Provider {
                 retryable: true,
@@ -108,7 +118,9 @@ fn role_name(role: i32) -> &'static str {
     }
 }
 
-fn request_for(http: &HttpBackend, messages: &[ChatMessage], max_tokens: Option<u32>) -> (String, Value) {
+/// The provider's request for `messages` with `parameters` (those unset are
+/// left to the provider's defaults).
+fn request_for(http: &HttpBackend, messages: &[ChatMessage], parameters: &Parameters) -> (String, Value) {
     let base = http.base_url.trim_end_matches('/');
     match http.format {
         ApiFormat::OpenAi => {
@@ -118,9 +130,13 @@ fn request_for(http: &HttpBackend, messages: &[ChatMessage], max_tokens: Option<
                 .collect();
             let mut body = json!({"model": http.upstream_model, "messages": messages, "stream": true,
                 "stream_options": {"include_usage": true}});
-            if let Some(max) = max_tokens {
+            if let Some(max) = parameters.max_tokens {
                 body["max_tokens"] = json!(max);
             }
+            if !parameters.stop.is_empty() {
+                body["stop"] = json!(parameters.stop);
+            }
+            sampling(&mut body, parameters);
             (format!("{base}/chat/completions"), body)
         }
         ApiFormat::Anthropic => {
@@ -135,12 +151,25 @@ fn request_for(http: &HttpBackend, messages: &[ChatMessage], max_tokens: Option<
                 .map(|m| json!({"role": role_name(m.role), "content": m.content}))
                 .collect();
             let mut body = json!({"model": http.upstream_model, "messages": turns, "stream": true,
-                "max_tokens": max_tokens.unwrap_or(1024)});
+                "max_tokens": parameters.max_tokens.unwrap_or(1024)});
             if !system.is_empty() {
                 body["system"] = json!(system.join("\n\n"));
             }
+            if !parameters.stop.is_empty() {
+                body["stop_sequences"] = json!(parameters.stop);
+            }
+            sampling(&mut body, parameters);
             (format!("{base}/messages"), body)
         }
+    }
+}
+
+fn sampling(body: &mut Value, parameters: &Parameters) {
+    if let Some(t) = parameters.temperature {
+        body["temperature"] = json!(t);
+    }
+    if let Some(p) = parameters.top_p {
+        body["top_p"] = json!(p);
     }
 }
 
@@ -175,6 +204,7 @@ struct Progress {
     output_tokens: u64,
     input_tokens: Option<u64>,
     reported_output_tokens: Option<u64>,
+    cached_input_tokens: Option<u64>,
     finish_reason: Option<String>,
     done: bool,
 }
@@ -215,16 +245,18 @@ pub fn rate_limits_of(headers: &reqwest::header::HeaderMap) -> Option<RateLimits
 
 /// One call; `report` says whether output reached `deltas` and what the
 /// rate-limit headers said.
+#[allow(clippy::too_many_arguments, reason = "one call's inputs, passed once")]
 async fn call_http(
     client: &reqwest::Client,
     http: &HttpBackend,
+    limits: &CallLimits,
     messages: &[ChatMessage],
-    max_tokens: Option<u32>,
+    parameters: &Parameters,
     deltas: &mpsc::Sender<String>,
     cancel: &CancellationToken,
     report: &mut CallReport,
 ) -> Result<Completion, CallError> {
-    let (url, body) = request_for(http, messages, max_tokens);
+    let (url, body) = request_for(http, messages, parameters);
     let request = authorize(client.post(&url).json(&body), http);
     let cancelled = |progress: &Progress| CallError::Cancelled {
         partial: progress.output.clone(),
@@ -233,12 +265,15 @@ async fn call_http(
     let mut progress = Progress::default();
     let sent = tokio::select! {
         () = cancel.cancelled() => return Err(cancelled(&progress)),
-        sent = tokio::time::timeout(FIRST_BYTE_TIMEOUT, request.send()) => sent,
+        sent = tokio::time::timeout(limits.first_byte_timeout, request.send()) => sent,
     };
     let mut response = match sent {
         Err(_) => {
             return Err(provider_error(
-                format!("no answer from {url} within {} s", FIRST_BYTE_TIMEOUT.as_secs()),
+                format!(
+                    "no answer from {url} within {} ms",
+                    limits.first_byte_timeout.as_millis()
+                ),
                 true,
                 None,
             ));
@@ -271,7 +306,8 @@ async fn call_http(
             after,
         ));
     }
-    let mut buffer = String::new();
+    // Bytes, not text: a chunk may end inside a UTF-8 character.
+    let mut buffer: Vec<u8> = Vec::new();
     loop {
         let chunk = tokio::select! {
             () = cancel.cancelled() => return Err(cancelled(&progress)),
@@ -288,9 +324,10 @@ async fn call_http(
                 ));
             }
         };
-        buffer.push_str(&String::from_utf8_lossy(&chunk));
-        while let Some(end) = buffer.find("\n\n") {
-            let event: String = buffer.drain(..end + 2).collect();
+        buffer.extend_from_slice(&chunk);
+        while let Some(end) = buffer.windows(2).position(|w| w == b"\n\n") {
+            let bytes: Vec<u8> = buffer.drain(..end + 2).collect();
+            let event = String::from_utf8_lossy(&bytes);
             for data in event
                 .lines()
                 .filter_map(|l| l.strip_prefix("data:"))
@@ -318,10 +355,17 @@ async fn call_http(
             None,
         ));
     }
-    let counted_input = tokens::count_messages(messages);
+    let tokenizer = Tokenizer::for_upstream_model(&http.upstream_model);
+    let usage_reported = progress.input_tokens.is_some() && progress.reported_output_tokens.is_some();
     Ok(Completion {
-        input_tokens: progress.input_tokens.unwrap_or(counted_input),
-        output_tokens: progress.reported_output_tokens.unwrap_or(progress.output_tokens),
+        input_tokens: progress
+            .input_tokens
+            .unwrap_or_else(|| tokenizer.count_messages(messages)),
+        output_tokens: progress
+            .reported_output_tokens
+            .unwrap_or_else(|| tokenizer.count(&progress.output)),
+        cached_input_tokens: progress.cached_input_tokens.unwrap_or(0),
+        usage_reported,
         output: progress.output,
         finish_reason: match progress.finish_reason.as_deref() {
             Some("length" | "max_tokens") => "length",
@@ -350,6 +394,7 @@ fn apply_event(format: ApiFormat, data: &str, progress: &mut Progress) -> Result
             if let Some(usage) = value.get("usage").filter(|u| u.is_object()) {
                 progress.input_tokens = usage["prompt_tokens"].as_u64();
                 progress.reported_output_tokens = usage["completion_tokens"].as_u64();
+                progress.cached_input_tokens = usage["prompt_tokens_details"]["cached_tokens"].as_u64();
             }
             let choice = &value["choices"][0];
             if let Some(reason) = choice["finish_reason"].as_str() {
@@ -359,16 +404,24 @@ fn apply_event(format: ApiFormat, data: &str, progress: &mut Progress) -> Result
         }
         ApiFormat::Anthropic => match value["type"].as_str() {
             Some("message_start") => {
-                progress.input_tokens = value["message"]["usage"]["input_tokens"]
+                // Anthropic counts cache reads and writes apart from
+                // `input_tokens`; the run's input is all three.
+                let usage = &value["message"]["usage"];
+                let read = usage["cache_read_input_tokens"].as_u64().unwrap_or(0);
+                let written = usage["cache_creation_input_tokens"].as_u64().unwrap_or(0);
+                progress.input_tokens = usage["input_tokens"]
                     .as_u64()
-                    .filter(|n| *n > 0);
+                    .filter(|n| *n > 0)
+                    .map(|n| n + read + written);
+                progress.cached_input_tokens = Some(read);
                 Ok(None)
             }
             Some("content_block_delta") => Ok(value["delta"]["text"].as_str().map(str::to_owned)),
             Some("message_delta") => {
                 progress.finish_reason = value["delta"]["stop_reason"].as_str().map(str::to_owned);
-                if let Some(n) = value["usage"]["input_tokens"].as_u64() {
-                    progress.input_tokens = Some(n);
+                // Only when `message_start` gave none (its count includes the cache).
+                if let (None, Some(n)) = (progress.input_tokens, value["usage"]["input_tokens"].as_u64()) {
+                    progress.input_tokens = Some(n + progress.cached_input_tokens.unwrap_or(0));
                 }
                 progress.reported_output_tokens = value["usage"]["output_tokens"].as_u64();
                 Ok(None)
@@ -400,6 +453,74 @@ pub async fn validate(client: &reqwest::Client, http: &HttpBackend) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cached_input_tokens_are_read_from_either_provider() {
+        let mut p = Progress::default();
+        apply_event(
+            ApiFormat::OpenAi,
+            r#"{"choices":[],"usage":{"prompt_tokens":2000,"completion_tokens":5,"prompt_tokens_details":{"cached_tokens":1536}}}"#,
+            &mut p,
+        )
+        .unwrap();
+        assert_eq!((p.input_tokens, p.cached_input_tokens), (Some(2000), Some(1536)));
+        // Anthropic counts cache reads and writes apart from `input_tokens`.
+        let mut p = Progress::default();
+        apply_event(
+            ApiFormat::Anthropic,
+            r#"{"type":"message_start","message":{"usage":{"input_tokens":10,"cache_read_input_tokens":1000,"cache_creation_input_tokens":50}}}"#,
+            &mut p,
+        )
+        .unwrap();
+        apply_event(
+            ApiFormat::Anthropic,
+            r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"input_tokens":10,"output_tokens":7}}"#,
+            &mut p,
+        )
+        .unwrap();
+        assert_eq!(
+            (p.input_tokens, p.cached_input_tokens, p.reported_output_tokens),
+            (Some(1060), Some(1000), Some(7))
+        );
+    }
+
+    #[test]
+    fn parameters_reach_the_request_in_each_wire_format() {
+        let parameters = Parameters {
+            temperature: Some(0.2),
+            top_p: Some(0.9),
+            max_tokens: Some(64),
+            stop: vec!["END".into()],
+        };
+        let mut http = HttpBackend {
+            format: ApiFormat::OpenAi,
+            base_url: "http://x/v1".into(),
+            upstream_model: "m".into(),
+            api_key: None,
+        };
+        let messages = [ChatMessage {
+            role: ChatRole::User as i32,
+            content: "hi".into(),
+        }];
+        let (_, body) = request_for(&http, &messages, &parameters);
+        assert_eq!(
+            (
+                &body["temperature"],
+                &body["top_p"],
+                &body["max_tokens"],
+                &body["stop"]
+            ),
+            (&json!(0.2), &json!(0.9), &json!(64), &json!(["END"]))
+        );
+        http.format = ApiFormat::Anthropic;
+        let (_, body) = request_for(&http, &messages, &parameters);
+        assert_eq!(
+            (&body["temperature"], &body["max_tokens"], &body["stop_sequences"]),
+            (&json!(0.2), &json!(64), &json!(["END"]))
+        );
+        let (_, body) = request_for(&http, &messages, &Parameters::default());
+        assert!(body.get("temperature").is_none() && body.get("stop_sequences").is_none());
+    }
 
     #[test]
     fn openai_stream_events_fold_into_output_usage_and_finish() {
@@ -488,7 +609,7 @@ mod tests {
                 content: "hi".into(),
             },
         ];
-        let (url, body) = request_for(&http, &messages, None);
+        let (url, body) = request_for(&http, &messages, &Parameters::default());
         assert_eq!(url, "http://x/v1/messages");
         assert_eq!(body["system"], "brief");
         assert_eq!(body["messages"].as_array().unwrap().len(), 1);

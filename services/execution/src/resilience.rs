@@ -1,12 +1,18 @@
 //! Around every provider call: a circuit breaker per org and model, a
-//! concurrency limit per org and provider, and fallback models.
+//! concurrency limit per org and provider, and fallback models. The numbers
+//! are the provider's [`CallLimits`] (set with the provider; defaults 5
+//! failures, 30 s, 64 calls).
 //!
-//! - **Breaker**: after [`FAILURES_TO_OPEN`] provider failures in a row
-//!   (after retries) a model's circuit opens for [`OPEN_FOR`]: calls to it fail
+//! - **Breaker**: after `failures_to_open` provider failures in a row
+//!   (after retries) a model's circuit opens for `open_for`: calls to it fail
 //!   at once (or go to a fallback). Then one trial call is let through
 //!   (half-open): success closes the circuit, failure opens it again.
-//! - **Limit**: at most [`CONCURRENT_PER_PROVIDER`] calls in flight per org
+//! - **Limit**: at most `max_concurrent_calls` calls in flight per org
 //!   and provider; more wait their turn (within the run timeout).
+//!
+//! Both are held per replica: with N execution replicas an org may have up
+//! to N × `max_concurrent_calls` calls in flight, and each replica's breaker
+//! learns of a failing model on its own.
 //! - **Fallbacks**: when a model fails (or its circuit is open) before any
 //!   output was sent, the next model in the run's fallback list is tried; the
 //!   run records the model that answered.
@@ -15,18 +21,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use promptops_proto::execution::v1::RateLimits;
+use promptops_proto::execution::v1::{Parameters, RateLimits};
 use promptops_proto::prompts::v1::ChatMessage;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::mock::{CallError, Completion};
-use crate::models::ModelSpec;
+use crate::models::{CallLimits, ModelSpec};
 use crate::providers;
-
-pub const FAILURES_TO_OPEN: u32 = 5;
-pub const OPEN_FOR: Duration = Duration::from_secs(30);
-pub const CONCURRENT_PER_PROVIDER: usize = 64;
 
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
 struct Breaker {
@@ -48,33 +50,22 @@ pub enum Admission {
 }
 
 /// Breakers and limits of one replica.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Resilience {
     breakers: Mutex<HashMap<(String, String), Breaker>>,
     /// The last rate-limit headers per org and model.
     rate_limits: Mutex<HashMap<(String, String), RateLimits>>,
-    limits: Mutex<HashMap<(String, String), Arc<Semaphore>>>,
-    open_for: Duration,
-    failures_to_open: u32,
+    limits: Mutex<HashMap<(String, String), CallLimit>>,
 }
 
-impl Default for Resilience {
-    fn default() -> Self {
-        Self::new(FAILURES_TO_OPEN, OPEN_FOR)
-    }
+/// The semaphore of one org and provider, and the size it was made with.
+#[derive(Debug)]
+struct CallLimit {
+    semaphore: Arc<Semaphore>,
+    size: usize,
 }
 
 impl Resilience {
-    pub fn new(failures_to_open: u32, open_for: Duration) -> Self {
-        Self {
-            breakers: Mutex::new(HashMap::new()),
-            rate_limits: Mutex::new(HashMap::new()),
-            limits: Mutex::new(HashMap::new()),
-            open_for,
-            failures_to_open,
-        }
-    }
-
     /// May a call to `model` of `org_id` go ahead?
     pub fn admit(&self, org_id: &str, model: &str, now: Instant) -> Admission {
         let mut breakers = self.breakers.lock().unwrap_or_else(PoisonError::into_inner);
@@ -95,7 +86,7 @@ impl Resilience {
     }
 
     /// The outcome of an admitted call (`Cancelled` outcomes are not recorded).
-    pub fn record(&self, org_id: &str, model: &str, success: bool, now: Instant) {
+    pub fn record(&self, org_id: &str, model: &str, success: bool, now: Instant, limits: &CallLimits) {
         let mut breakers = self.breakers.lock().unwrap_or_else(PoisonError::into_inner);
         let breaker = breakers.entry((org_id.to_owned(), model.to_owned())).or_default();
         breaker.trial = false;
@@ -103,8 +94,8 @@ impl Resilience {
             *breaker = Breaker::default();
         } else {
             breaker.failures += 1;
-            if breaker.open_until.is_some() || breaker.failures >= self.failures_to_open {
-                breaker.open_until = Some(now + self.open_for);
+            if breaker.open_until.is_some() || breaker.failures >= limits.failures_to_open {
+                breaker.open_until = Some(now + limits.open_for);
                 metrics::counter!("promptops_circuit_opened_total", "model" => model.to_owned()).increment(1);
             }
         }
@@ -141,12 +132,24 @@ impl Resilience {
             .insert((org_id.to_owned(), model.to_owned()), limits);
     }
 
-    fn limit(&self, org_id: &str, provider: &str) -> Arc<Semaphore> {
+    /// The semaphore bounding calls of `org_id` to `provider`. A changed
+    /// size takes effect with a new semaphore: calls admitted by the old
+    /// one finish, so for a moment both sizes' calls may be in flight.
+    fn limit(&self, org_id: &str, provider: &str, size: usize) -> Arc<Semaphore> {
         let mut limits = self.limits.lock().unwrap_or_else(PoisonError::into_inner);
-        limits
+        let entry = limits
             .entry((org_id.to_owned(), provider.to_owned()))
-            .or_insert_with(|| Arc::new(Semaphore::new(CONCURRENT_PER_PROVIDER)))
-            .clone()
+            .or_insert_with(|| CallLimit {
+                semaphore: Arc::new(Semaphore::new(size)),
+                size,
+            });
+        if entry.size != size {
+            *entry = CallLimit {
+                semaphore: Arc::new(Semaphore::new(size)),
+                size,
+            };
+        }
+        entry.semaphore.clone()
     }
 }
 
@@ -160,7 +163,7 @@ pub async fn complete(
     org_id: &str,
     candidates: &[Arc<ModelSpec>],
     messages: &[ChatMessage],
-    max_tokens: Option<u32>,
+    parameters: &Parameters,
     deltas: &mpsc::Sender<String>,
     cancel: &CancellationToken,
 ) -> (Result<Completion, CallError>, Option<Arc<ModelSpec>>) {
@@ -184,7 +187,7 @@ pub async fn complete(
             };
             continue;
         }
-        let limit = resilience.limit(org_id, spec.provider());
+        let limit = resilience.limit(org_id, spec.provider(), spec.limits.max_concurrent_calls);
         let permit = tokio::select! {
             () = cancel.cancelled() => {
                 return (Err(CallError::Cancelled { partial: String::new(), output_tokens: 0 }), None);
@@ -193,15 +196,15 @@ pub async fn complete(
         };
         let mut report = providers::CallReport::default();
         let result =
-            providers::complete(client, spec, messages, max_tokens, deltas, cancel, &mut report).await;
+            providers::complete(client, spec, messages, parameters, deltas, cancel, &mut report).await;
         drop(permit);
         if let Some(limits) = report.rate_limits {
             resilience.observe(org_id, &spec.id, limits);
         }
         match &result {
-            Ok(_) => resilience.record(org_id, &spec.id, true, Instant::now()),
+            Ok(_) => resilience.record(org_id, &spec.id, true, Instant::now(), &spec.limits),
             Err(CallError::Provider { message, .. }) => {
-                resilience.record(org_id, &spec.id, false, Instant::now());
+                resilience.record(org_id, &spec.id, false, Instant::now(), &spec.limits);
                 if !report.sent_any {
                     tried.push(format!("{}: {message}", spec.id));
                     if candidates.len() > 1 {
@@ -229,14 +232,19 @@ mod tests {
 
     #[test]
     fn a_breaker_opens_after_repeated_failures_then_lets_one_trial_through() {
-        let r = Resilience::new(3, Duration::from_secs(10));
+        let r = Resilience::default();
+        let limits = CallLimits {
+            failures_to_open: 3,
+            open_for: Duration::from_secs(10),
+            ..CallLimits::DEFAULT
+        };
         let t0 = Instant::now();
         for _ in 0..2 {
             assert_eq!(r.admit("o", "m", t0), Admission::Closed);
-            r.record("o", "m", false, t0);
+            r.record("o", "m", false, t0, &limits);
         }
         assert_eq!(r.admit("o", "m", t0), Admission::Closed);
-        r.record("o", "m", false, t0);
+        r.record("o", "m", false, t0, &limits);
         assert!(matches!(r.admit("o", "m", t0), Admission::Open { .. }));
         assert_eq!(r.admit("other-org", "m", t0), Admission::Closed, "per org");
         let later = t0 + Duration::from_secs(11);
@@ -246,11 +254,11 @@ mod tests {
             "one trial at a time"
         );
         // The trial fails: open again at once.
-        r.record("o", "m", false, later);
+        r.record("o", "m", false, later, &limits);
         assert!(matches!(r.admit("o", "m", later), Admission::Open { .. }));
         let much_later = later + Duration::from_secs(11);
         assert_eq!(r.admit("o", "m", much_later), Admission::Trial);
-        r.record("o", "m", true, much_later);
+        r.record("o", "m", true, much_later, &limits);
         assert_eq!(
             r.admit("o", "m", much_later),
             Admission::Closed,
@@ -275,7 +283,7 @@ mod tests {
             "o",
             &[fail.clone(), echo],
             &messages,
-            None,
+            &Parameters::default(),
             &tx,
             &CancellationToken::new(),
         )
@@ -288,7 +296,7 @@ mod tests {
             "o",
             &[fail],
             &messages,
-            None,
+            &Parameters::default(),
             &tx,
             &CancellationToken::new(),
         )

@@ -193,6 +193,80 @@ async fn org_providers_over_http_with_encrypted_keys_retries_and_recorded_failur
     assert_eq!(saved["run"]["model"], "claude/echo");
     assert_eq!(saved["run"]["output"], "rescued");
 
+    // Limits per provider: a tight first-byte timeout and a breaker that
+    // opens at the first failure; out-of-range limits are named.
+    let (status, problem) = api
+        .call(
+            Method::PUT,
+            "/api/v1/providers/tight",
+            t,
+            Some(
+                json!({"kind": "openai_compatible", "base_url": format!("{mock_url}/v1"),
+                "limits": {"max_concurrent_calls": 20_000, "open_for_ms": 5}}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 400, "{problem}");
+    let fields: Vec<&Value> = problem["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["field"])
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            &json!("limits.max_concurrent_calls"),
+            &json!("limits.open_for_ms")
+        ]
+    );
+    let (status, tight) = api
+        .call(
+            Method::PUT,
+            "/api/v1/providers/tight",
+            t,
+            Some(
+                json!({"kind": "openai_compatible", "base_url": format!("{mock_url}/v1"),
+                "limits": {"first_byte_timeout_ms": 200, "failures_to_open": 1, "open_for_ms": 60_000}}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 200, "{tight}");
+    assert_eq!(
+        tight["limits"],
+        json!({"max_concurrent_calls": 64, "first_byte_timeout_ms": 200, "failures_to_open": 1, "open_for_ms": 60_000})
+    );
+    let (status, _) = api
+        .call(
+            Method::POST,
+            "/api/v1/models",
+            t,
+            Some(model("tight/slow", "echo;latency_ms=1000")),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, failed) = run(&api, &token, "tight/slow").await;
+    assert_eq!(status, 503, "{failed}");
+    assert!(
+        failed["detail"].as_str().unwrap().contains("within 200 ms"),
+        "{failed}"
+    );
+    let started = std::time::Instant::now();
+    let (status, open) = run(&api, &token, "tight/slow").await;
+    assert_eq!(status, 503, "{open}");
+    assert!(
+        open["detail"].as_str().unwrap().contains("circuit open"),
+        "{open}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(200),
+        "rejected at once"
+    );
+    let (status, _) = api
+        .call(Method::DELETE, "/api/v1/models?id=tight/slow", t, None)
+        .await;
+    assert_eq!(status, 204);
+
     // Removing a provider that still has models is refused.
     let (status, _) = api
         .call(Method::DELETE, "/api/v1/providers/claude", t, None)

@@ -14,8 +14,8 @@ use promptops_platform::errors::{ErrorClass, Problem, ServiceError};
 use promptops_prompts::exchange::{MessageDoc, role_from_name};
 use promptops_proto::execution::v1::{
     CompareRequest, ExecuteRequest, GetRunRequest, ListModelsRequest, ListProvidersRequest, ListRunsRequest,
-    Model, Parameters, Provider, ProviderKind, RemoveModelRequest, RemoveProviderRequest, Run, RunStatus,
-    SetModelRequest, SetProviderRequest, execute_chunk,
+    Model, Parameters, Provider, ProviderKind, ProviderLimits, RemoveModelRequest, RemoveProviderRequest,
+    Run, RunStatus, SetModelRequest, SetProviderRequest, execute_chunk,
 };
 use promptops_proto::prompts::v1::{ChatMessage, PromptRef};
 use serde::{Deserialize, Serialize};
@@ -477,6 +477,45 @@ pub struct ProviderJson {
     pub has_credential: bool,
     /// e.g. `sk-…1234`; the key itself is never returned.
     pub credential_hint: String,
+    /// The limits in force (defaults filled in).
+    pub limits: ProviderLimitsJson,
+}
+
+/// How calls to one provider are bounded; in a request, an absent or 0
+/// field means the default.
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProviderLimitsJson {
+    /// Calls in flight at once per replica (default 64, 1–10,000).
+    pub max_concurrent_calls: u32,
+    /// Wait for the provider's first byte (default 30,000 ms, 100–600,000).
+    pub first_byte_timeout_ms: u32,
+    /// Consecutive failures of a model that open its circuit (default 5, 1–1,000).
+    pub failures_to_open: u32,
+    /// How long an open circuit rejects calls before one trial (default 30,000 ms, 100–3,600,000).
+    pub open_for_ms: u32,
+}
+
+impl From<ProviderLimits> for ProviderLimitsJson {
+    fn from(l: ProviderLimits) -> Self {
+        Self {
+            max_concurrent_calls: l.max_concurrent_calls,
+            first_byte_timeout_ms: l.first_byte_timeout_ms,
+            failures_to_open: l.failures_to_open,
+            open_for_ms: l.open_for_ms,
+        }
+    }
+}
+
+impl From<ProviderLimitsJson> for ProviderLimits {
+    fn from(l: ProviderLimitsJson) -> Self {
+        Self {
+            max_concurrent_calls: l.max_concurrent_calls,
+            first_byte_timeout_ms: l.first_byte_timeout_ms,
+            failures_to_open: l.failures_to_open,
+            open_for_ms: l.open_for_ms,
+        }
+    }
 }
 
 fn kind_name(kind: i32) -> &'static str {
@@ -496,6 +535,7 @@ impl From<Provider> for ProviderJson {
             base_url: p.base_url,
             has_credential: p.has_credential,
             credential_hint: p.credential_hint,
+            limits: p.limits.unwrap_or_default().into(),
         }
     }
 }
@@ -518,6 +558,8 @@ pub struct ProviderBody {
     /// Skip the check call against the provider.
     #[serde(default)]
     pub skip_validation: bool,
+    #[serde(default)]
+    pub limits: Option<ProviderLimitsJson>,
 }
 
 /// Body of `POST /api/v1/models`: a model on one of your providers.
@@ -620,6 +662,7 @@ pub async fn set_provider(
         base_url: body.base_url,
         api_key: body.api_key.unwrap_or_default(),
         skip_validation: body.skip_validation,
+        limits: body.limits.map(ProviderLimits::from),
     };
     let provider = state
         .execution
