@@ -24,12 +24,14 @@ use promptops_platform::read_your_write;
 use promptops_proto::common::v1::LogPosition;
 use promptops_proto::execution::v1::execution_service_server::ExecutionService;
 use promptops_proto::execution::v1::{
-    CompareRequest, CompareResponse, CompareResult, ExecuteChunk, ExecuteRequest, ExecuteResponse,
-    ExecutionCancelled, ExecutionCompleted, ExecutionFailed, ExecutionStarted, GetRunRequest,
-    ListModelsRequest, ListModelsResponse, ListProvidersRequest, ListProvidersResponse, ListRunsRequest,
-    ListRunsResponse, Model, ModelSet, Parameters, Provider, ProviderKind, ProviderSet, RemoveModelRequest,
-    RemoveModelResponse, RemoveProviderRequest, RemoveProviderResponse, Run, RunStatus, SetModelRequest,
-    SetProviderRequest, Usage, execute_chunk,
+    CompareRequest, CompareResponse, CompareResult, Conversation, CreateConversationRequest, ExecuteChunk,
+    ExecuteRequest, ExecuteResponse, ExecutionCancelled, ExecutionCompleted, ExecutionFailed,
+    ExecutionStarted, GetConversationRequest, GetRunRequest, ListConversationsRequest,
+    ListConversationsResponse, ListModelsRequest, ListModelsResponse, ListProvidersRequest,
+    ListProvidersResponse, ListRunsRequest, ListRunsResponse, Model, ModelSet, Parameters, Provider,
+    ProviderKind, ProviderSet, RemoveModelRequest, RemoveModelResponse, RemoveProviderRequest,
+    RemoveProviderResponse, Run, RunStatus, SendMessageRequest, SetModelRequest, SetProviderRequest, Usage,
+    execute_chunk,
 };
 use promptops_proto::prompts::v1::prompt_service_client::PromptServiceClient;
 use promptops_proto::prompts::v1::{
@@ -97,7 +99,7 @@ fn invalid(field: &str, message: impl Into<String>) -> ServiceError {
     ServiceError::invalid(vec![FieldViolation::new(field, message)])
 }
 
-fn truncate(text: &str, max: usize) -> (String, bool) {
+pub(crate) fn truncate(text: &str, max: usize) -> (String, bool) {
     if text.len() <= max {
         return (text.to_owned(), false);
     }
@@ -313,7 +315,7 @@ impl ExecutionApi {
 
     /// The fallback models: the request's, else the prompt version's; each
     /// must exist.
-    async fn fallbacks(
+    pub(crate) async fn fallbacks(
         &self,
         caller: &Caller,
         requested: &[String],
@@ -339,11 +341,12 @@ impl ExecutionApi {
     }
 
     /// Starts the run in the tracker; its result arrives on the handle.
-    fn spawn_run(
+    pub(crate) fn spawn_run(
         &self,
         caller: &Caller,
         prepared: Prepared,
         chunks: Option<mpsc::Sender<Result<ExecuteChunk>>>,
+        run_id: String,
     ) -> tokio::task::JoinHandle<std::result::Result<(Run, u64), ServiceError>> {
         let log = self.log.clone();
         let metadata = event_metadata(caller.actor.clone());
@@ -358,6 +361,7 @@ impl ExecutionApi {
                 log,
                 &http,
                 &resilience,
+                run_id,
                 &org_id,
                 actor,
                 metadata,
@@ -377,6 +381,7 @@ async fn run(
     log: EventLog,
     http: &reqwest::Client,
     resilience: &Resilience,
+    run_id: String,
     org_id: &str,
     actor: promptops_proto::common::v1::Actor,
     metadata: EventMetadata,
@@ -385,7 +390,6 @@ async fn run(
     cancel: CancellationToken,
     timeout: Duration,
 ) -> std::result::Result<(Run, u64), ServiceError> {
-    let run_id = Uuid::now_v7().to_string();
     let trace_id = metadata
         .traceparent
         .split('-')
@@ -807,7 +811,7 @@ impl ExecutionService for ExecutionApi {
     async fn execute(&self, request: Request<ExecuteRequest>) -> Result<Response<ExecuteResponse>> {
         let (caller, credential) = self.caller(&request, Permission::Write).await?;
         let prepared = self.prepare(&caller, &credential, request.into_inner()).await?;
-        let handle = self.spawn_run(&caller, prepared, None);
+        let handle = self.spawn_run(&caller, prepared, None, Uuid::now_v7().to_string());
         let (run, ended_at) = handle
             .await
             .map_err(|e| ServiceError::new(ErrorClass::Internal, format!("run task failed: {e}")))??;
@@ -827,7 +831,7 @@ impl ExecutionService for ExecutionApi {
         let prepared = self.prepare(&caller, &credential, request.into_inner()).await?;
         let (tx, rx) = mpsc::channel(64);
         // The handle is not awaited: the run reports through the stream.
-        drop(self.spawn_run(&caller, prepared, Some(tx)));
+        drop(self.spawn_run(&caller, prepared, Some(tx), Uuid::now_v7().to_string()));
         Ok(Response::new(
             Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)) as Self::ExecuteStreamStream,
         ))
@@ -863,7 +867,10 @@ impl ExecutionService for ExecutionApi {
         let mut pending = Vec::with_capacity(variants.len());
         for (variant, variant_request) in variants {
             match self.prepare(&caller, &credential, variant_request).await {
-                Ok(prepared) => pending.push((variant, Ok(self.spawn_run(&caller, prepared, None)))),
+                Ok(prepared) => {
+                    let handle = self.spawn_run(&caller, prepared, None, Uuid::now_v7().to_string());
+                    pending.push((variant, Ok(handle)));
+                }
                 Err(err) => pending.push((variant, Err(err))),
             }
         }
@@ -889,6 +896,78 @@ impl ExecutionService for ExecutionApi {
             });
         }
         Ok(Response::new(CompareResponse { results }))
+    }
+
+    async fn create_conversation(
+        &self,
+        request: Request<CreateConversationRequest>,
+    ) -> Result<Response<Conversation>> {
+        let (caller, _) = self.caller(&request, Permission::Write).await?;
+        let conversation = self
+            .create_conversation_for(&caller, request.into_inner())
+            .await?;
+        Ok(Response::new(conversation))
+    }
+
+    async fn get_conversation(
+        &self,
+        request: Request<GetConversationRequest>,
+    ) -> Result<Response<Conversation>> {
+        let (caller, _) = self.caller(&request, Permission::Read).await?;
+        let conversation = self.conversation(&caller, &request.into_inner().id).await?;
+        Ok(Response::new(conversation))
+    }
+
+    async fn list_conversations(
+        &self,
+        request: Request<ListConversationsRequest>,
+    ) -> Result<Response<ListConversationsResponse>> {
+        let (caller, _) = self.caller(&request, Permission::Read).await?;
+        let req = request.into_inner();
+        let page = req.page.unwrap_or_default();
+        let after = Cursor::decode(&page.page_token, "page_token")?;
+        read_your_write::wait_for(&self.db, PROJECTION, req.min_position.as_ref()).await?;
+        let (conversations, next) = runs::list_conversations(
+            &self.db,
+            &caller.org_id,
+            after.as_ref(),
+            page_size(page.page_size),
+        )
+        .await
+        .map_err(|e| ServiceError::unavailable("the execution database", e))?;
+        Ok(Response::new(ListConversationsResponse {
+            conversations,
+            next_page_token: next.map(|c| c.encode()).unwrap_or_default(),
+        }))
+    }
+
+    async fn send_message(&self, request: Request<SendMessageRequest>) -> Result<Response<ExecuteResponse>> {
+        let (caller, _) = self.caller(&request, Permission::Write).await?;
+        let turn = self.start_turn(&caller, request.into_inner()).await?;
+        let (run, position_at) = self
+            .spawn_turn(&caller, turn, None)
+            .await
+            .map_err(|e| ServiceError::new(ErrorClass::Internal, format!("turn task failed: {e}")))??;
+        Ok(Response::new(ExecuteResponse {
+            run: Some(run),
+            position: Some(position(position_at)),
+        }))
+    }
+
+    type SendMessageStreamStream = ChunkStream;
+
+    async fn send_message_stream(
+        &self,
+        request: Request<SendMessageRequest>,
+    ) -> Result<Response<Self::SendMessageStreamStream>> {
+        let (caller, _) = self.caller(&request, Permission::Write).await?;
+        let turn = self.start_turn(&caller, request.into_inner()).await?;
+        let (tx, rx) = mpsc::channel(64);
+        // The handle is not awaited: the turn reports through the stream.
+        drop(self.spawn_turn(&caller, turn, Some(tx)));
+        Ok(Response::new(
+            Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)) as Self::SendMessageStreamStream,
+        ))
     }
 
     async fn list_runs(&self, request: Request<ListRunsRequest>) -> Result<Response<ListRunsResponse>> {

@@ -12,6 +12,8 @@
 //! - [`grpc`]: the API.
 
 pub mod catalog;
+pub mod conversation;
+pub mod conversations;
 pub mod events;
 pub mod grpc;
 pub mod health;

@@ -8,11 +8,13 @@ use promptops_platform::paging::{Cursor, ms_from_timestamp, split_page, timestam
 use promptops_platform::query::ListQuery;
 use promptops_proto::common::v1::{Actor, ActorKind};
 use promptops_proto::execution::v1::{
-    ExecutionCancelled, ExecutionCompleted, ExecutionFailed, ExecutionStarted, Run, RunStatus, Usage,
+    Conversation, ConversationStarted, ExecutionCancelled, ExecutionCompleted, ExecutionFailed,
+    ExecutionStarted, Run, RunStatus, TurnStarted, Usage,
 };
 use prost::Message as _;
 use sqlx::{AnyConnection, AnyPool, FromRow};
 
+use crate::conversation;
 use crate::events::{CANCELLED, COMPLETED, FAILED, STARTED};
 
 pub const MIGRATIONS: &[Migration] = &[
@@ -58,6 +60,25 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "orgs with a model catalog",
         statements: &["CREATE TABLE catalog_orgs (org_id TEXT NOT NULL PRIMARY KEY)"],
     },
+    Migration {
+        version: 4,
+        name: "conversations",
+        statements: &[
+            "CREATE TABLE conversations (
+                org_id TEXT NOT NULL,
+                conversation_id TEXT NOT NULL,
+                title TEXT NOT NULL,
+                model TEXT NOT NULL,
+                turn_count BIGINT NOT NULL,
+                actor_kind BIGINT NOT NULL,
+                actor_id TEXT NOT NULL,
+                created_at_ms BIGINT NOT NULL,
+                updated_at_ms BIGINT NOT NULL,
+                PRIMARY KEY (org_id, conversation_id)
+            )",
+            "CREATE INDEX conversations_newest_first ON conversations (org_id, created_at_ms, conversation_id)",
+        ],
+    },
 ];
 
 pub const PROJECTION: &str = "runs";
@@ -94,6 +115,9 @@ impl Projection for RunsProjection {
                 .execute(&mut *conn)
                 .await?;
             return Ok(());
+        }
+        if envelope.aggregate_type == conversation::AGGREGATE_TYPE {
+            return apply_conversation(conn, event).await;
         }
         match envelope.event_type.as_str() {
             STARTED => {
@@ -188,11 +212,118 @@ impl Projection for RunsProjection {
         sqlx::query("DELETE FROM catalog_orgs")
             .execute(&mut *conn)
             .await?;
+        sqlx::query("DELETE FROM conversations")
+            .execute(&mut *conn)
+            .await?;
         sqlx::query("DELETE FROM runs")
             .execute(&mut *conn)
             .await
             .map(|_| ())
     }
+}
+
+/// The conversations table follows its aggregate's events.
+async fn apply_conversation(conn: &mut AnyConnection, event: &RecordedEvent) -> Result<(), sqlx::Error> {
+    let envelope = &event.envelope;
+    let payload = envelope.payload.as_slice();
+    let at = ms_from_timestamp(envelope.occurred_at.as_ref());
+    match envelope.event_type.as_str() {
+        conversation::STARTED => {
+            let started = ConversationStarted::decode(payload).map_err(decode_err)?;
+            let actor = envelope.actor.clone().unwrap_or_default();
+            sqlx::query(
+                "INSERT INTO conversations (org_id, conversation_id, title, model, turn_count, actor_kind,
+                    actor_id, created_at_ms, updated_at_ms)
+                 VALUES ($1, $2, $3, $4, 0, $5, $6, $7, $7)
+                 ON CONFLICT (org_id, conversation_id) DO NOTHING",
+            )
+            .bind(&envelope.org_id)
+            .bind(&envelope.aggregate_id)
+            .bind(&started.title)
+            .bind(&started.model)
+            .bind(i64::from(actor.kind))
+            .bind(&actor.id)
+            .bind(at)
+            .execute(&mut *conn)
+            .await?;
+        }
+        conversation::TURN_STARTED => {
+            let turn = TurnStarted::decode(payload).map_err(decode_err)?;
+            sqlx::query(
+                "UPDATE conversations SET model = $3, turn_count = $4, updated_at_ms = $5
+                 WHERE org_id = $1 AND conversation_id = $2",
+            )
+            .bind(&envelope.org_id)
+            .bind(&envelope.aggregate_id)
+            .bind(&turn.model)
+            .bind(i64::from(turn.number))
+            .bind(at)
+            .execute(&mut *conn)
+            .await?;
+        }
+        conversation::TURN_ENDED => {
+            sqlx::query(
+                "UPDATE conversations SET updated_at_ms = $3 WHERE org_id = $1 AND conversation_id = $2",
+            )
+            .bind(&envelope.org_id)
+            .bind(&envelope.aggregate_id)
+            .bind(at)
+            .execute(&mut *conn)
+            .await?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+#[derive(Debug, FromRow)]
+struct ConversationRow {
+    conversation_id: String,
+    title: String,
+    model: String,
+    turn_count: i64,
+    actor_kind: i64,
+    actor_id: String,
+    created_at_ms: i64,
+    updated_at_ms: i64,
+}
+
+/// A page of an org's conversations (without turns), newest first.
+pub async fn list_conversations(
+    pool: &AnyPool,
+    org_id: &str,
+    after: Option<&Cursor>,
+    page_size: u32,
+) -> Result<(Vec<Conversation>, Option<Cursor>), sqlx::Error> {
+    let mut q = ListQuery::new(
+        "SELECT conversation_id, title, model, turn_count, actor_kind, actor_id, created_at_ms, updated_at_ms
+         FROM conversations WHERE org_id = $1"
+            .to_owned(),
+        org_id,
+    );
+    q.newest_first_page("conversation_id", after, page_size);
+    let conversations: Vec<Conversation> = q
+        .fetch_all::<ConversationRow>(pool)
+        .await?
+        .into_iter()
+        .map(|r| Conversation {
+            id: r.conversation_id,
+            title: r.title,
+            model: r.model,
+            turn_count: u32::try_from(r.turn_count).unwrap_or(0),
+            created_by: Some(Actor {
+                kind: i32::try_from(r.actor_kind).unwrap_or(ActorKind::Unspecified as i32),
+                id: r.actor_id,
+            }),
+            created_at: Some(timestamp_from_ms(r.created_at_ms)),
+            updated_at: Some(timestamp_from_ms(r.updated_at_ms)),
+            ..Default::default()
+        })
+        .collect();
+    Ok(split_page(conversations, page_size, |c| Cursor {
+        time_ms: ms_from_timestamp(c.created_at.as_ref()),
+        id: c.id.clone(),
+    }))
 }
 
 #[derive(Debug, FromRow)]

@@ -15,7 +15,10 @@ use futures::StreamExt as _;
 use promptops_e2e::{AllInOne, Api, Cluster, channel, signup, with_token};
 use promptops_proto::common::v1::PageRequest;
 use promptops_proto::execution::v1::execution_service_client::ExecutionServiceClient;
-use promptops_proto::execution::v1::{ExecuteRequest, ListRunsRequest, RunStatus, execute_chunk};
+use promptops_proto::execution::v1::{
+    CreateConversationRequest, ExecuteRequest, GetConversationRequest, ListRunsRequest, RunStatus,
+    SendMessageRequest, execute_chunk,
+};
 use promptops_proto::prompts::v1::{ChatMessage, ChatRole};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -457,6 +460,66 @@ async fn on_jetstream_every_run_ends_recorded_even_when_clients_go_away() {
     }
     let ids: std::collections::HashSet<&str> = results.iter().map(|(id, _)| id.as_str()).collect();
     assert!(seen.iter().all(|r| ids.contains(r.run_id.as_str())));
+
+    // A conversation on JetStream: a turn whose client goes away mid-answer
+    // is recorded as cancelled with what had arrived, and the thread goes on.
+    let conversation = client
+        .create_conversation(with_token(
+            &token,
+            CreateConversationRequest {
+                model: "mock/slow".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let message = |content: &str| SendMessageRequest {
+        conversation_id: conversation.id.clone(),
+        content: content.into(),
+        ..Default::default()
+    };
+    let mut stream = client
+        .send_message_stream(with_token(&token, message("leaving")))
+        .await
+        .unwrap()
+        .into_inner();
+    let _started = stream.next().await;
+    let _first_token = stream.next().await;
+    drop(stream);
+    let mut turns = Vec::new();
+    for _ in 0..100 {
+        turns = client
+            .get_conversation(with_token(
+                &token,
+                GetConversationRequest {
+                    id: conversation.id.clone(),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .turns;
+        if turns.iter().all(|t| t.status != RunStatus::Running as i32) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(turns.len(), 1);
+    assert_eq!(turns[0].status, RunStatus::Cancelled as i32, "{turns:?}");
+    assert!(turns[0].reply.starts_with("Lorem"), "{turns:?}");
+    let answered = client
+        .send_message(with_token(
+            &token,
+            SendMessageRequest {
+                model: "mock/echo".into(),
+                ..message("still there?")
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answered.run.unwrap().output, "still there?");
 }
 
 /// The Python interpreter of the venv `scripts/test.sh` makes (`openai` installed).

@@ -13,9 +13,10 @@ use promptops_platform::caller::outgoing;
 use promptops_platform::errors::{ErrorClass, Problem, ServiceError};
 use promptops_prompts::exchange::{MessageDoc, role_from_name};
 use promptops_proto::execution::v1::{
-    CompareRequest, ExecuteRequest, GetRunRequest, ListModelsRequest, ListProvidersRequest, ListRunsRequest,
-    Model, Parameters, Provider, ProviderKind, ProviderLimits, RemoveModelRequest, RemoveProviderRequest,
-    Run, RunStatus, SetModelRequest, SetProviderRequest, execute_chunk,
+    CompareRequest, ExecuteChunk, ExecuteRequest, ExecuteResponse, GetRunRequest, ListModelsRequest,
+    ListProvidersRequest, ListRunsRequest, Model, Parameters, Provider, ProviderKind, ProviderLimits,
+    RemoveModelRequest, RemoveProviderRequest, Run, RunStatus, SetModelRequest, SetProviderRequest,
+    execute_chunk,
 };
 use promptops_proto::prompts::v1::{ChatMessage, PromptRef};
 use serde::{Deserialize, Serialize};
@@ -201,6 +202,17 @@ pub struct ParametersJson {
     pub stop: Vec<String>,
 }
 
+impl From<ParametersJson> for Parameters {
+    fn from(p: ParametersJson) -> Self {
+        Self {
+            temperature: p.temperature,
+            top_p: p.top_p,
+            max_tokens: p.max_tokens,
+            stop: p.stop,
+        }
+    }
+}
+
 /// Body of `POST /api/v1/executions`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -318,12 +330,7 @@ pub async fn execute(
         variables: body.variables,
         messages: messages_from_docs(body.messages, "messages")?,
         model: body.model.unwrap_or_default(),
-        parameters: Some(Parameters {
-            temperature: body.parameters.temperature,
-            top_p: body.parameters.top_p,
-            max_tokens: body.parameters.max_tokens,
-            stop: body.parameters.stop,
-        }),
+        parameters: Some(body.parameters.into()),
         fallback_models: body.fallback_models,
     };
     let mut client = state.execution.clone();
@@ -333,20 +340,30 @@ pub async fn execute(
             .await
             .map_err(|status| upstream(&status))?
             .into_inner();
-        let run = response.run.ok_or_else(|| {
-            ServiceError::new(ErrorClass::Internal, "the execution service returned no run")
-        })?;
-        return Ok(Json(ExecutedJson {
-            run: run.into(),
-            position: response.position.map(|p| format_position(&p)).unwrap_or_default(),
-        })
-        .into_response());
+        return Ok(Json(executed_json(response)?).into_response());
     }
     let chunks = client
         .execute_stream(outgoing(&credential, request))
         .await
         .map_err(|status| upstream(&status))?
         .into_inner();
+    Ok(sse_of_chunks(chunks))
+}
+
+/// A recorded run as the API returns it.
+pub fn executed_json(response: ExecuteResponse) -> Result<ExecutedJson, ServiceError> {
+    let run = response
+        .run
+        .ok_or_else(|| ServiceError::new(ErrorClass::Internal, "the execution service returned no run"))?;
+    Ok(ExecutedJson {
+        run: run.into(),
+        position: response.position.map(|p| format_position(&p)).unwrap_or_default(),
+    })
+}
+
+/// A run's chunks as server-sent events: `started`, `delta`
+/// (`{"text": …}`), `completed`, or `error` (problem JSON).
+pub fn sse_of_chunks(chunks: tonic::Streaming<ExecuteChunk>) -> Response {
     let events = chunks.map(|item| {
         let event = match item {
             Ok(chunk) => match chunk.kind {
@@ -367,7 +384,7 @@ pub async fn execute(
         };
         Ok::<_, Infallible>(event.unwrap_or_else(|_| Event::default().event("error")))
     });
-    Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
+    Sse::new(events).keep_alive(KeepAlive::default()).into_response()
 }
 
 /// Runs, newest first: the last runs of a prompt or version, filtered.
@@ -811,12 +828,7 @@ pub async fn compare(
         variables: body.variables,
         messages: messages_from_docs(body.messages, "messages")?,
         model: String::new(),
-        parameters: Some(Parameters {
-            temperature: body.parameters.temperature,
-            top_p: body.parameters.top_p,
-            max_tokens: body.parameters.max_tokens,
-            stop: body.parameters.stop,
-        }),
+        parameters: Some(body.parameters.into()),
         fallback_models: Vec::new(),
     };
     let response = state

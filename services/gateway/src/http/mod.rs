@@ -11,6 +11,7 @@
 mod api;
 mod auth;
 mod authn;
+mod conversations;
 mod execution;
 mod extract;
 mod keys;
@@ -62,6 +63,7 @@ pub struct AppState {
         (name = "members", description = "Members, roles and invitations"),
         (name = "prompts", description = "The prompt registry"),
         (name = "execution", description = "Models and runs"),
+        (name = "conversations", description = "Multi-turn threads"),
         (name = "openai", description = "OpenAI-compatible endpoints for the official SDKs"),
         (name = "audit", description = "The audit trail"),
     )
@@ -113,6 +115,12 @@ pub fn api() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(execution::compare))
         .routes(routes!(execution::list_runs))
         .routes(routes!(execution::get_run))
+        .routes(routes!(
+            conversations::create_conversation,
+            conversations::list_conversations
+        ))
+        .routes(routes!(conversations::get_conversation))
+        .routes(routes!(conversations::send_message))
         .routes(routes!(openai::chat_completions))
         .routes(routes!(openai::list_models))
         .routes(routes!(members::invite))
