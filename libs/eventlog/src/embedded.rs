@@ -24,7 +24,7 @@ use sqlx::Row;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::jetstream::decode;
 use crate::log::{Acker, ConsumerOptions, Delivery, Start};
@@ -60,7 +60,218 @@ const FETCH_BATCH: i64 = 512;
 #[derive(Clone, Debug)]
 pub struct EmbeddedLog {
     pool: SqlitePool,
-    appended: Arc<Notify>,
+    appended: Arc<Appends>,
+    writer: mpsc::Sender<WriteJob>,
+}
+
+/// Wakes the subscribers of a stream when it has new events (only
+/// those: a subscriber of another stream would look for nothing).
+#[derive(Debug, Default)]
+struct Appends {
+    by_stream: [Notify; Context::ALL.len()],
+}
+
+impl Appends {
+    fn of(&self, context: Context) -> &Notify {
+        let index = Context::ALL.iter().position(|c| *c == context).unwrap_or(0);
+        &self.by_stream[index]
+    }
+}
+
+/// A write waiting for the writer.
+#[derive(Debug)]
+enum WriteJob {
+    Append(AppendJob),
+    /// A durable consumer's new acknowledgement floor.
+    Ack(AckJob),
+}
+
+#[derive(Debug)]
+struct AckJob {
+    stream: &'static str,
+    consumer: String,
+    floor: u64,
+    reply: oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// What one job of a batch came to (sent once the batch is committed).
+#[derive(Debug)]
+enum Written {
+    Append(Result<Appended, AppendError>),
+    Ack,
+}
+
+/// One append waiting for the writer.
+#[derive(Debug)]
+struct AppendJob {
+    aggregate: AggregateRef,
+    expected: Expected,
+    events: Vec<EventEnvelope>,
+    reply: oneshot::Sender<Result<Appended, AppendError>>,
+}
+
+/// Appends committed in one transaction, at most.
+const MAX_BATCH: usize = 256;
+
+/// The single writer of this process: takes every write waiting (up to
+/// [`MAX_BATCH`]), does them in one `BEGIN IMMEDIATE` transaction — each
+/// append checked on its own, a refused one rolled back to its savepoint
+/// without touching the others; acknowledgement floors moved — commits once
+/// and answers each. It ends when the last handle of the log is dropped (the
+/// channel closes).
+async fn write_appends(pool: SqlitePool, appended: Arc<Appends>, mut jobs: mpsc::Receiver<WriteJob>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        metrics::histogram!("promptops_eventlog_group_commit_size").record(batch.len() as f64);
+        match write_batch(&pool, &batch).await {
+            Ok(results) => {
+                for context in Context::ALL {
+                    if results
+                        .iter()
+                        .any(|r| matches!(r, Written::Append(Ok(a)) if !a.duplicate && a.context == context))
+                    {
+                        appended.of(context).notify_waiters();
+                    }
+                }
+                for (job, result) in batch.drain(..).zip(results) {
+                    match (job, result) {
+                        (WriteJob::Append(job), Written::Append(result)) => {
+                            let _ = job.reply.send(result);
+                        }
+                        (WriteJob::Ack(job), _) => {
+                            let _ = job.reply.send(Ok(()));
+                        }
+                        (WriteJob::Append(job), Written::Ack) => {
+                            let _ = job
+                                .reply
+                                .send(Err(AppendError::Invalid("mismatched write".into())));
+                        }
+                    }
+                }
+            }
+            Err(err) => {
+                let reason = err.to_string();
+                for job in batch.drain(..) {
+                    let failure = StoreError::Unavailable(reason.clone());
+                    match job {
+                        WriteJob::Append(job) => {
+                            let _ = job.reply.send(Err(AppendError::Store(failure)));
+                        }
+                        WriteJob::Ack(job) => {
+                            let _ = job.reply.send(Err(failure));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Writes `batch` in one transaction; the outer error is the transaction's.
+async fn write_batch(pool: &SqlitePool, batch: &[WriteJob]) -> Result<Vec<Written>, StoreError> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut results = Vec::with_capacity(batch.len());
+    for job in batch {
+        let job = match job {
+            WriteJob::Append(job) => job,
+            WriteJob::Ack(ack) => {
+                sqlx::query(
+                    "UPDATE consumers SET ack_floor = MAX(ack_floor, $1) WHERE stream = $2 AND name = $3",
+                )
+                .bind(to_i64(ack.floor))
+                .bind(ack.stream)
+                .bind(&ack.consumer)
+                .execute(&mut *tx)
+                .await?;
+                results.push(Written::Ack);
+                continue;
+            }
+        };
+        let savepoint = job.events.len() > 1;
+        if savepoint {
+            sqlx::query("SAVEPOINT append").execute(&mut *tx).await?;
+        }
+        let result = append_in(&mut tx, &job.aggregate, job.expected, &job.events).await;
+        match (&result, savepoint) {
+            (Err(AppendError::Conflict { .. }), true) => {
+                sqlx::query("ROLLBACK TO append").execute(&mut *tx).await?;
+                sqlx::query("RELEASE append").execute(&mut *tx).await?;
+            }
+            (Err(AppendError::Store(err)), _) => return Err(StoreError::Unavailable(err.to_string())),
+            (_, true) => {
+                sqlx::query("RELEASE append").execute(&mut *tx).await?;
+            }
+            _ => {}
+        }
+        results.push(Written::Append(result));
+    }
+    tx.commit().await?;
+    Ok(results)
+}
+
+/// One append inside the writer's transaction: deduplicated by event id,
+/// checked against the aggregate's last sequence.
+async fn append_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    aggregate: &AggregateRef,
+    expected: Expected,
+    events: &[EventEnvelope],
+) -> Result<Appended, AppendError> {
+    let stream = aggregate.context().stream_name();
+    let subject = aggregate.subject();
+    let mut expected_now = expected;
+    let mut last_sequence = 0;
+    let mut duplicate = true;
+    for event in events {
+        // One round trip for the three facts the append depends on.
+        let (existing, subject_last, stream_last): (Option<i64>, i64, i64) = sqlx::query_as(
+            "SELECT
+                (SELECT sequence FROM events WHERE stream = $1 AND event_id = $2),
+                (SELECT COALESCE(MAX(sequence), 0) FROM events WHERE subject = $3),
+                (SELECT COALESCE(MAX(sequence), 0) FROM events WHERE stream = $1)",
+        )
+        .bind(stream)
+        .bind(&event.event_id)
+        .bind(&subject)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(StoreError::from)?;
+        let sequence = if let Some(seq) = existing {
+            to_u64(seq)
+        } else {
+            duplicate = false;
+            if let Some(want) = expected_now.last_subject_sequence()
+                && want != to_u64(subject_last)
+            {
+                return Err(AppendError::Conflict {
+                    expected: expected_now,
+                    actual: to_u64(subject_last),
+                });
+            }
+            let next = stream_last + 1;
+            sqlx::query(
+                "INSERT INTO events (stream, sequence, subject, event_id, payload) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(stream)
+            .bind(next)
+            .bind(&subject)
+            .bind(&event.event_id)
+            .bind(event.encode_to_vec())
+            .execute(&mut **tx)
+            .await
+            .map_err(StoreError::from)?;
+            to_u64(next)
+        };
+        last_sequence = sequence;
+        if expected_now != Expected::Any {
+            expected_now = Expected::Sequence(sequence);
+        }
+    }
+    Ok(Appended {
+        context: aggregate.context(),
+        last_sequence,
+        duplicate,
+    })
 }
 
 impl EmbeddedLog {
@@ -99,82 +310,48 @@ impl EmbeddedLog {
         for statement in SCHEMA {
             sqlx::query(statement).execute(&pool).await?;
         }
+        let appended = Arc::new(Appends::default());
+        let (writer, jobs) = mpsc::channel(4 * MAX_BATCH);
+        // Not tracked: the writer owns nothing but the channel's receiving
+        // end and ends when the last handle of the log is dropped; every
+        // append it has taken is answered (or its caller is gone too).
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "lives exactly as long as the log's handles"
+        )]
+        tokio::spawn(write_appends(pool.clone(), appended.clone(), jobs));
         Ok(Self {
             pool,
-            appended: Arc::new(Notify::new()),
+            appended,
+            writer,
         })
     }
 
+    /// Appends through the log's writer, which commits whatever appends
+    /// are waiting together in one transaction (group commit): under load
+    /// one commit serves many appends; alone, an append waits for no one.
     pub(crate) async fn append(
         &self,
         aggregate: &AggregateRef,
         expected: Expected,
         events: &[EventEnvelope],
     ) -> Result<Appended, AppendError> {
-        let stream = aggregate.context().stream_name();
-        let subject = aggregate.subject();
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
+        let (reply, answer) = oneshot::channel();
+        let job = AppendJob {
+            aggregate: aggregate.clone(),
+            expected,
+            events: events.to_vec(),
+            reply,
+        };
+        self.writer
+            .send(WriteJob::Append(job))
             .await
-            .map_err(StoreError::from)?;
-        let mut expected_now = expected;
-        let mut last_sequence = 0;
-        let mut duplicate = true;
-        for event in events {
-            // One round trip for the three facts the append depends on.
-            let (existing, subject_last, stream_last): (Option<i64>, i64, i64) = sqlx::query_as(
-                "SELECT
-                    (SELECT sequence FROM events WHERE stream = $1 AND event_id = $2),
-                    (SELECT COALESCE(MAX(sequence), 0) FROM events WHERE subject = $3),
-                    (SELECT COALESCE(MAX(sequence), 0) FROM events WHERE stream = $1)",
-            )
-            .bind(stream)
-            .bind(&event.event_id)
-            .bind(&subject)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(StoreError::from)?;
-            let sequence = if let Some(seq) = existing {
-                to_u64(seq)
-            } else {
-                duplicate = false;
-                if let Some(want) = expected_now.last_subject_sequence()
-                    && want != to_u64(subject_last)
-                {
-                    return Err(AppendError::Conflict {
-                        expected: expected_now,
-                        actual: to_u64(subject_last),
-                    });
-                }
-                let next = stream_last + 1;
-                sqlx::query(
-                    "INSERT INTO events (stream, sequence, subject, event_id, payload) VALUES ($1, $2, $3, $4, $5)",
-                )
-                .bind(stream)
-                .bind(next)
-                .bind(&subject)
-                .bind(&event.event_id)
-                .bind(event.encode_to_vec())
-                .execute(&mut *tx)
-                .await
-                .map_err(StoreError::from)?;
-                to_u64(next)
-            };
-            last_sequence = sequence;
-            if expected_now != Expected::Any {
-                expected_now = Expected::Sequence(sequence);
-            }
-        }
-        tx.commit().await.map_err(StoreError::from)?;
-        if !duplicate {
-            self.appended.notify_waiters();
-        }
-        Ok(Appended {
-            context: aggregate.context(),
-            last_sequence,
-            duplicate,
-        })
+            .map_err(|_| StoreError::Unavailable("the event log's writer has stopped".into()))?;
+        answer.await.map_err(|_| {
+            AppendError::Store(StoreError::Unavailable(
+                "the event log's writer stopped before answering".into(),
+            ))
+        })?
     }
 
     pub(crate) async fn read_aggregate(
@@ -296,8 +473,8 @@ impl EmbeddedSubscription {
             }
             // Register for the wake-up before looking, so an append between
             // the look and the wait is not missed.
-            let notify = Arc::clone(&self.log.appended);
-            let appended = notify.notified();
+            let appends = Arc::clone(&self.log.appended);
+            let appended = appends.of(self.context).notified();
             tokio::pin!(appended);
             appended.as_mut().enable();
             if self.fetch().await? {
@@ -318,7 +495,7 @@ impl EmbeddedSubscription {
             event,
             pending,
             acker: Acker::Embedded(EmbeddedAcker {
-                pool: self.log.pool.clone(),
+                writer: self.log.writer.clone(),
                 stream: self.context.stream_name(),
                 acks: Arc::clone(&self.acks),
                 sequence,
@@ -368,7 +545,7 @@ struct Floor {
 /// Acknowledges one delivered event of an embedded subscription.
 #[derive(Debug)]
 pub struct EmbeddedAcker {
-    pool: SqlitePool,
+    writer: mpsc::Sender<WriteJob>,
     stream: &'static str,
     acks: Arc<AckState>,
     sequence: u64,
@@ -423,13 +600,22 @@ impl EmbeddedAcker {
         let Some(durable) = &self.acks.durable else {
             return Ok(());
         };
-        sqlx::query("UPDATE consumers SET ack_floor = MAX(ack_floor, $1) WHERE stream = $2 AND name = $3")
-            .bind(to_i64(floor))
-            .bind(self.stream)
-            .bind(durable)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        // Through the writer: a write of its own would wait on the writer's
+        // lock (SQLite's busy handler sleeps whole milliseconds).
+        let (reply, answer) = oneshot::channel();
+        let job = WriteJob::Ack(AckJob {
+            stream: self.stream,
+            consumer: durable.clone(),
+            floor,
+            reply,
+        });
+        self.writer
+            .send(job)
+            .await
+            .map_err(|_| StoreError::Unavailable("the event log's writer has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("the event log's writer stopped before answering".into()))?
     }
 }
 

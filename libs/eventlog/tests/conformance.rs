@@ -175,6 +175,37 @@ async fn invalid_batches_write_nothing(log: EventLog) {
     assert_eq!(log.last_sequence(Context::Prompts).await.unwrap(), 0);
 }
 
+/// Many appends at once (the embedded log commits them together): on each
+/// aggregate exactly one of the racers expecting its last sequence wins, a
+/// refused two-event append leaves neither event, and the winners all land.
+async fn racing_appends_each_win_or_conflict_on_their_own(log: EventLog) {
+    let aggregates: Vec<AggregateRef> = (0..8).map(|i| prompt(&format!("race{i}"))).collect();
+    let racers = aggregates.iter().flat_map(|a| {
+        let log = &log;
+        (0..4).map(move |r| async move {
+            let first = event(a, 1, &format!("{r}-1"));
+            let second = event(a, 2, &format!("{r}-2"));
+            (r, log.append(a, Expected::NoEvents, &[first, second]).await)
+        })
+    });
+    let results = futures::future::join_all(racers).await;
+    let winners = results.iter().filter(|(_, r)| r.is_ok()).count();
+    let conflicts = results
+        .iter()
+        .filter(|(_, r)| matches!(r, Err(AppendError::Conflict { .. })))
+        .count();
+    assert_eq!((winners, conflicts), (8, 24), "{results:?}");
+    for a in &aggregates {
+        let stored = log.read_aggregate(a).await.unwrap();
+        let bodies = bodies(&stored);
+        assert_eq!(bodies.len(), 2, "{bodies:?}");
+        let racer = bodies[0].split('-').next().unwrap().to_owned();
+        assert_eq!(bodies, [format!("{racer}-1"), format!("{racer}-2")]);
+    }
+    // Sequences are dense: nothing a loser wrote survived.
+    assert_eq!(log.last_sequence(Context::Prompts).await.unwrap(), 16);
+}
+
 async fn append_five(log: &EventLog) {
     for (i, id) in ["a", "b", "a", "c", "b"].iter().enumerate() {
         let agg = prompt(id);
@@ -395,6 +426,7 @@ conformance!(
     stale_expectation_is_a_typed_conflict,
     same_event_id_is_stored_once,
     invalid_batches_write_nothing,
+    racing_appends_each_win_or_conflict_on_their_own,
     subscribe_from_start_and_from_checkpoint,
     live_subscribers_see_new_events,
     unacked_events_are_redelivered_after_the_consumer_dies,

@@ -1,0 +1,419 @@
+//! The platform's overhead on the hot path: open-loop load at a fixed rate
+//! against the standalone mock provider directly, then through the gateway
+//! (`promptops serve`, embedded default: every run's start and end durably
+//! appended to the event log before the answer), then — when it is
+//! installed — through LiteLLM's proxy against the same mock.
+//!
+//!     cargo build --release --workspace --bins
+//!     scripts/litellm-venv.sh             # optional: LiteLLM in target/litellm-env
+//!     cargo bench -p promptops-e2e --bench overhead
+//!
+//! (`OVERHEAD_LITELLM=0` leaves LiteLLM out.)
+//!
+//! Each level sends `OVERHEAD_SECS` (default 10) seconds of requests at 100,
+//! 500, 2,000 and 5,000 requests/s (`OVERHEAD_RATES=500,2000`), each request
+//! started on schedule whether or not earlier ones have answered (open loop;
+//! at most `MAX_IN_FLIGHT` at once, the rest counted as dropped). Latency is
+//! from sending to the whole answer (non-streaming) or to the first content
+//! chunk (streaming: time to first token). Overhead = the gateway's (or
+//! LiteLLM's) latency − the mock's own, at the same rate and percentile.
+//! The gateway's resident memory is sampled every 100 ms under load.
+//!
+//! The load generator runs in this process on the same two cores, one
+//! thread; it costs the same for every target.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    reason = "benchmark harness"
+)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use promptops_e2e::{AllInOne, Api, ServiceProcess, mock_provider, signup};
+use reqwest::Method;
+use serde_json::{Value, json};
+use tokio::task::JoinSet;
+
+const MAX_IN_FLIGHT: usize = 2_000;
+const LITELLM_KEY: &str = "sk-promptops-bench-0123456789abcdef0123456789abcdef";
+
+/// Where requests go and how.
+#[derive(Clone)]
+struct Target {
+    name: &'static str,
+    url: String,
+    model: String,
+    bearer: Option<String>,
+    /// Its process, for memory samples.
+    pid: Option<u32>,
+}
+
+#[derive(Debug, Default)]
+struct Outcome {
+    latency: Option<Histogram<u64>>,
+    sent: u64,
+    ok: u64,
+    errors: u64,
+    dropped: u64,
+    achieved_rps: f64,
+    max_rss_mb: f64,
+}
+
+impl Outcome {
+    fn at(&self, q: f64) -> f64 {
+        self.latency
+            .as_ref()
+            .map_or(f64::NAN, |h| h.value_at_quantile(q) as f64)
+    }
+}
+
+fn rss_mb(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Sends one request; returns the latency in µs (to the end, or to the
+/// first content chunk when streaming).
+async fn one(client: &reqwest::Client, target: &Target, streaming: bool) -> Result<u64, String> {
+    let body = json!({"model": target.model, "stream": streaming,
+        "messages": [{"role": "user", "content": "Hello there, how are you today?"}]});
+    let mut request = client.post(&target.url).json(&body);
+    if let Some(bearer) = &target.bearer {
+        request = request.bearer_auth(bearer);
+    }
+    let started = Instant::now();
+    let mut response = request.send().await.map_err(|e| e.to_string())?;
+    if !response.status().is_success() {
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        return Err(format!(
+            "{status}: {}",
+            text.chars().take(200).collect::<String>()
+        ));
+    }
+    if !streaming {
+        let bytes = response.bytes().await.map_err(|e| e.to_string())?;
+        let elapsed = started.elapsed();
+        let value: Value = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+        if value["choices"][0]["message"]["content"]
+            .as_str()
+            .is_none_or(str::is_empty)
+        {
+            return Err(format!("no content: {value}"));
+        }
+        return Ok(elapsed.as_micros() as u64);
+    }
+    let mut seen = String::new();
+    let mut first = None;
+    while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+        if first.is_none() && has_content(&seen) {
+            first = Some(started.elapsed());
+        }
+    }
+    first.map(|d| d.as_micros() as u64).ok_or_else(|| {
+        format!(
+            "no content chunk in {}",
+            seen.chars().take(300).collect::<String>()
+        )
+    })
+}
+
+/// An SSE body so far has a chunk with non-empty `delta.content`.
+fn has_content(sse: &str) -> bool {
+    sse.lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
+        .any(|v| {
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .is_some_and(|c| !c.is_empty())
+        })
+}
+
+/// `rate` requests/s for `seconds`, open loop.
+async fn drive(
+    client: &reqwest::Client,
+    target: &Target,
+    streaming: bool,
+    rate: u64,
+    seconds: u64,
+) -> Outcome {
+    let total = rate * seconds;
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let histogram = Arc::new(std::sync::Mutex::new(
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap(),
+    ));
+    let first_error = Arc::new(std::sync::Mutex::new(None::<String>));
+    let max_rss = Arc::new(AtomicU64::new(0));
+    let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let mut tasks = JoinSet::new();
+    if let Some(pid) = target.pid {
+        let max_rss = max_rss.clone();
+        let sampling = sampling.clone();
+        tasks.spawn(async move {
+            while sampling.load(Ordering::Relaxed) {
+                if let Some(mb) = rss_mb(pid) {
+                    max_rss.fetch_max((mb * 10.0) as u64, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+    }
+    let mut dropped = 0;
+    let start = Instant::now();
+    for i in 0..total {
+        tokio::time::sleep_until((start + interval * i as u32).into()).await;
+        if in_flight.load(Ordering::Relaxed) >= MAX_IN_FLIGHT {
+            dropped += 1;
+            continue;
+        }
+        in_flight.fetch_add(1, Ordering::Relaxed);
+        let (client, target) = (client.clone(), target.clone());
+        let (in_flight, errors, histogram, first_error) = (
+            in_flight.clone(),
+            errors.clone(),
+            histogram.clone(),
+            first_error.clone(),
+        );
+        tasks.spawn(async move {
+            match tokio::time::timeout(Duration::from_secs(30), one(&client, &target, streaming)).await {
+                Ok(Ok(us)) => {
+                    let _ = histogram.lock().unwrap().record(us.max(1));
+                }
+                Ok(Err(e)) => {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                    first_error.lock().unwrap().get_or_insert(e);
+                }
+                Err(_) => {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                    first_error
+                        .lock()
+                        .unwrap()
+                        .get_or_insert("no answer within 30 s".into());
+                }
+            }
+            in_flight.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+    let sending = start.elapsed();
+    sampling.store(false, Ordering::Relaxed);
+    while tasks.join_next().await.is_some() {}
+    if let Some(e) = first_error.lock().unwrap().take() {
+        println!("    first error ({}): {e}", target.name);
+    }
+    let histogram = std::mem::replace(&mut *histogram.lock().unwrap(), Histogram::new(3).unwrap());
+    Outcome {
+        ok: histogram.len(),
+        latency: Some(histogram),
+        sent: total - dropped,
+        errors: errors.load(Ordering::Relaxed),
+        dropped,
+        achieved_rps: (total - dropped) as f64 / sending.as_secs_f64(),
+        max_rss_mb: max_rss.load(Ordering::Relaxed) as f64 / 10.0,
+    }
+}
+
+fn report(target: &str, mode: &str, rate: u64, o: &Outcome, baseline: Option<&Outcome>) {
+    let overhead = baseline.map_or(String::new(), |b| {
+        format!(
+            "  overhead p50={:+.0}µs p99={:+.0}µs",
+            o.at(0.5) - b.at(0.5),
+            o.at(0.99) - b.at(0.99)
+        )
+    });
+    let rss = if o.max_rss_mb > 0.0 {
+        format!("  rss≤{:.0}MB", o.max_rss_mb)
+    } else {
+        String::new()
+    };
+    println!(
+        "{target:<9} {mode:<6} {rate:>5}/s  sent={:<6} ok={:<6} err={:<5} dropped={:<5} ({:.0}/s)  p50={:.0}µs p99={:.0}µs max={:.0}µs{overhead}{rss}",
+        o.sent,
+        o.ok,
+        o.errors,
+        o.dropped,
+        o.achieved_rps,
+        o.at(0.5),
+        o.at(0.99),
+        o.latency.as_ref().map_or(f64::NAN, |h| h.max() as f64),
+    );
+}
+
+/// LiteLLM's proxy on `port`, routing `local-echo` to the mock, if the venv
+/// made by `scripts/litellm-venv.sh` is there.
+async fn start_litellm(dir: &std::path::Path, mock_url: &str) -> Option<(ServiceProcess, Target)> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let binary = root.join("target/litellm-env/bin/litellm");
+    if std::env::var("OVERHEAD_LITELLM").is_ok_and(|v| v == "0") {
+        println!("LiteLLM: OVERHEAD_LITELLM=0; skipped");
+        return None;
+    }
+    if !binary.exists() {
+        println!("LiteLLM: not installed (scripts/litellm-venv.sh); skipped");
+        return None;
+    }
+    let config = dir.join("litellm.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "model_list:\n  - model_name: local-echo\n    litellm_params:\n      model: openai/echo\n      api_base: {mock_url}/v1\n      api_key: sk-none\nlitellm_settings:\n  telemetry: false\n  drop_params: true\n"
+        ),
+    )
+    .unwrap();
+    let port = promptops_testkit::free_port().unwrap();
+    let process = ServiceProcess::spawn(
+        "litellm",
+        binary,
+        vec![
+            "--config".into(),
+            config.display().to_string(),
+            "--host".into(),
+            "127.0.0.1".into(),
+            "--port".into(),
+            port.to_string(),
+            "--num_workers".into(),
+            "1".into(),
+        ],
+        vec![
+            ("LITELLM_MASTER_KEY".into(), LITELLM_KEY.into()),
+            ("LITELLM_LOG".into(), "ERROR".into()),
+            ("LITELLM_LOCAL_MODEL_COST_MAP".into(), "True".into()),
+            ("HOME".into(), dir.display().to_string()),
+        ],
+        dir.join("litellm.log"),
+    );
+    let url = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let target = Target {
+        name: "litellm",
+        url: format!("{url}/v1/chat/completions"),
+        model: "local-echo".into(),
+        bearer: Some(LITELLM_KEY.into()),
+        pid: process.pid(),
+    };
+    for _ in 0..240 {
+        if one(&client, &target, false).await.is_ok() {
+            return Some((process, target));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    println!("LiteLLM did not start:\n{}", process.log());
+    None
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let seconds: u64 = std::env::var("OVERHEAD_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(10);
+        let rates: Vec<u64> = std::env::var("OVERHEAD_RATES")
+            .unwrap_or_else(|_| "100,500,2000,5000".into())
+            .split(',')
+            .filter_map(|r| r.trim().parse().ok())
+            .collect();
+        let all = AllInOne::start_with(&[
+            ("PROMPTOPS_LOG", "warn"),
+            ("PROMPTOPS_RATE_LIMIT_PER_KEY", "1000000"),
+            ("PROMPTOPS_RATE_LIMIT_PER_KEY_BURST", "1000000"),
+            ("PROMPTOPS_RATE_LIMIT_PER_ORG", "1000000"),
+            ("PROMPTOPS_RATE_LIMIT_PER_ORG_BURST", "1000000"),
+        ])
+        .await;
+        let (_mock, mock_url) = mock_provider(all.dir.path()).await;
+        let api = Api::new(all.http());
+        let (token, _) = signup(&all.http(), "bench@overhead.test").await;
+        let (status, key) = api
+            .call(
+                Method::POST,
+                "/api/v1/api-keys",
+                Some(&token),
+                Some(json!({"name": "load", "role": "owner"})),
+            )
+            .await;
+        assert_eq!(status, 201, "{key}");
+        let key = key["secret"].as_str().unwrap().to_owned();
+        let (status, provider) = api
+            .call(
+                Method::PUT,
+                "/api/v1/providers/local",
+                Some(&key),
+                Some(json!({"kind": "openai_compatible", "base_url": format!("{mock_url}/v1"),
+                    "limits": {"max_concurrent_calls": 10_000}})),
+            )
+            .await;
+        assert_eq!(status, 200, "{provider}");
+        let (status, model) = api
+            .call(
+                Method::POST,
+                "/api/v1/models",
+                Some(&key),
+                Some(json!({"id": "local/echo", "upstream_model": "echo", "context_window": 8000,
+                    "max_output_tokens": 1000, "input_price_per_mtok_usd": "0.15",
+                    "output_price_per_mtok_usd": "0.60"})),
+            )
+            .await;
+        assert_eq!(status, 200, "{model}");
+
+        let direct = Target {
+            name: "mock",
+            url: format!("{mock_url}/v1/chat/completions"),
+            model: "echo".into(),
+            bearer: None,
+            pid: None,
+        };
+        let gateway = Target {
+            name: "promptops",
+            url: format!("{}/v1/chat/completions", all.http()),
+            model: "local/echo".into(),
+            bearer: Some(key),
+            pid: all.process.pid(),
+        };
+        let litellm = start_litellm(all.dir.path(), &mock_url).await;
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(MAX_IN_FLIGHT)
+            .tcp_nodelay(true)
+            .build()
+            .unwrap();
+        println!(
+            "{seconds} s per level; rates {rates:?}; latency to the whole answer (json) or the first token (sse)"
+        );
+        let mut targets = vec![&direct, &gateway];
+        if let Some((_, target)) = &litellm {
+            targets.push(target);
+        }
+        for target in &targets {
+            // Warm up: connections, caches, the tokenizer.
+            drive(&client, target, false, 200, 2).await;
+        }
+        for streaming in [false, true] {
+            let mode = if streaming { "sse" } else { "json" };
+            for &rate in &rates {
+                let baseline = drive(&client, &direct, streaming, rate, seconds).await;
+                report(direct.name, mode, rate, &baseline, None);
+                for target in targets.iter().skip(1) {
+                    let outcome = drive(&client, target, streaming, rate, seconds).await;
+                    report(target.name, mode, rate, &outcome, Some(&baseline));
+                }
+            }
+        }
+        println!(
+            "promptops rss at the end: {:.0} MB",
+            all.process.pid().and_then(rss_mb).unwrap_or(f64::NAN)
+        );
+    });
+}
