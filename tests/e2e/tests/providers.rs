@@ -267,6 +267,48 @@ async fn org_providers_over_http_with_encrypted_keys_retries_and_recorded_failur
         .await;
     assert_eq!(status, 204);
 
+    // The breaker closes again: a model whose first three calls fail opens
+    // it; after `open_for_ms` one trial call goes through, succeeds, and
+    // calls flow again.
+    let (status, _) = api
+        .call(
+            Method::PUT,
+            "/api/v1/providers/tight",
+            t,
+            Some(
+                json!({"kind": "openai_compatible", "base_url": format!("{mock_url}/v1"),
+                "limits": {"failures_to_open": 1, "open_for_ms": 400}}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = api
+        .call(
+            Method::POST,
+            "/api/v1/models",
+            t,
+            Some(model("tight/recovering", "echo;fail_first=3")),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, failed) = run(&api, &token, "tight/recovering").await;
+    assert_eq!(status, 503, "three attempts, three 503s: {failed}");
+    let (status, open) = run(&api, &token, "tight/recovering").await;
+    assert_eq!(status, 503);
+    assert!(
+        open["detail"].as_str().unwrap().contains("circuit open"),
+        "{open}"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    for attempt in ["the trial", "after it"] {
+        let (status, done) = run(&api, &token, "tight/recovering").await;
+        assert_eq!(status, 200, "{attempt}: {done}");
+    }
+    let (status, _) = api
+        .call(Method::DELETE, "/api/v1/models?id=tight/recovering", t, None)
+        .await;
+    assert_eq!(status, 204);
+
     // Removing a provider that still has models is refused.
     let (status, _) = api
         .call(Method::DELETE, "/api/v1/providers/claude", t, None)
