@@ -326,14 +326,7 @@ fn main() {
             .split(',')
             .filter_map(|r| r.trim().parse().ok())
             .collect();
-        let all = AllInOne::start_with(&[
-            ("PROMPTOPS_LOG", "warn"),
-            ("PROMPTOPS_RATE_LIMIT_PER_KEY", "1000000"),
-            ("PROMPTOPS_RATE_LIMIT_PER_KEY_BURST", "1000000"),
-            ("PROMPTOPS_RATE_LIMIT_PER_ORG", "1000000"),
-            ("PROMPTOPS_RATE_LIMIT_PER_ORG_BURST", "1000000"),
-        ])
-        .await;
+        let all = AllInOne::start_for_benchmarks().await;
         let (_mock, mock_url) = mock_provider(all.dir.path()).await;
         let api = Api::new(all.http());
         let (token, _) = signup(&all.http(), "bench@overhead.test").await;

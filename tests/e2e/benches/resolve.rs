@@ -40,15 +40,7 @@ fn main() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        // Rate limits off for the measurement (they would answer 429).
-        let all = AllInOne::start_with(&[
-            ("PROMPTOPS_LOG", "warn"),
-            ("PROMPTOPS_RATE_LIMIT_PER_KEY", "1000000"),
-            ("PROMPTOPS_RATE_LIMIT_PER_KEY_BURST", "1000000"),
-            ("PROMPTOPS_RATE_LIMIT_PER_ORG", "1000000"),
-            ("PROMPTOPS_RATE_LIMIT_PER_ORG_BURST", "1000000"),
-        ])
-        .await;
+        let all = AllInOne::start_for_benchmarks().await;
         let (token, _) = signup(&all.http(), "bench@resolve.test").await;
         let mut prompts = PromptServiceClient::new(channel(&all.grpc_url("prompts")).await);
         let created = prompts

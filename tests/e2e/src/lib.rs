@@ -274,6 +274,19 @@ impl AllInOne {
         Self::start_with(&[]).await
     }
 
+    /// Starts for a benchmark: logs at `warn` and rate limits out of the way
+    /// (they would answer 429 to the load).
+    pub async fn start_for_benchmarks() -> Self {
+        Self::start_with(&[
+            ("PROMPTOPS_LOG", "warn"),
+            ("PROMPTOPS_RATE_LIMIT_PER_KEY", "1000000"),
+            ("PROMPTOPS_RATE_LIMIT_PER_KEY_BURST", "1000000"),
+            ("PROMPTOPS_RATE_LIMIT_PER_ORG", "1000000"),
+            ("PROMPTOPS_RATE_LIMIT_PER_ORG_BURST", "1000000"),
+        ])
+        .await
+    }
+
     /// Starts with extra environment variables.
     pub async fn start_with(extra_env: &[(&str, &str)]) -> Self {
         let dir = tempfile::Builder::new()
