@@ -63,6 +63,41 @@ pub fn stream_config(context: Context, options: &JetStreamOptions) -> stream::Co
     }
 }
 
+/// Creates the stream, or updates it when its settings differ from
+/// `wanted` — never an update that changes nothing: Debian's nats-server
+/// 2.9.10 can crash (`stream.updateWithAdvisory`) when several processes
+/// update the same stream at once, as every service did at start.
+async fn ensure_stream(js: &jetstream::Context, wanted: stream::Config) -> Result<(), String> {
+    match js.get_stream(&wanted.name).await {
+        Ok(mut stream) => {
+            let current = stream.info().await.map_err(|e| e.to_string())?.config.clone();
+            if !same_settings(&current, &wanted) {
+                js.update_stream(wanted).await.map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        }
+        // Missing (or not found in time): create it. A create that races
+        // another process's succeeds when the settings are the same.
+        Err(_) => js
+            .create_stream(wanted)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+    }
+}
+
+/// The settings `stream_config` chooses are the same in both.
+fn same_settings(current: &stream::Config, wanted: &stream::Config) -> bool {
+    current.subjects == wanted.subjects
+        && current.storage == wanted.storage
+        && current.retention == wanted.retention
+        && current.num_replicas == wanted.num_replicas
+        && current.duplicate_window == wanted.duplicate_window
+        && current.deny_delete == wanted.deny_delete
+        && current.deny_purge == wanted.deny_purge
+        && current.allow_direct == wanted.allow_direct
+}
+
 impl JetStreamLog {
     /// Connects and makes sure every context's stream exists as configured.
     pub async fn connect(url: &str, options: &JetStreamOptions) -> Result<Self, StoreError> {
@@ -86,7 +121,7 @@ impl JetStreamLog {
             let mut delay = Duration::from_millis(200);
             let mut attempt = 1;
             loop {
-                match js.create_or_update_stream(stream_config(context, options)).await {
+                match ensure_stream(&js, stream_config(context, options)).await {
                     Ok(_) => break,
                     Err(err) if attempt < 8 => {
                         tracing::warn!(stream = context.stream_name(), error = %err, attempt, "stream setup failed; retrying");
