@@ -17,6 +17,7 @@ use prost::Message as _;
 
 use crate::models::{self, ApiFormat, Backend, CallLimits, HttpBackend, ModelSpec};
 use crate::secrets::{Key256, Secret};
+use crate::tokens::Tokenizer;
 
 pub const AGGREGATE_TYPE: &str = "catalog";
 pub const AGGREGATE_ID: &str = "org";
@@ -359,6 +360,7 @@ impl Catalogs {
                         api_key,
                     }),
                     limits: CallLimits::from_proto(provider.limits.as_ref()),
+                    tokenizer: Tokenizer::for_upstream_model(&model.upstream_model),
                 }),
             );
         }

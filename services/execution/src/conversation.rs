@@ -79,6 +79,14 @@ impl ConversationState {
         self.turns.last().filter(|t| t.ended.is_none())
     }
 
+    /// The number of the turn being answered, unless it has been in flight
+    /// for `stale_after_ms` or more (then it counts as abandoned).
+    pub fn busy_turn(&self, now_ms: i64, stale_after_ms: i64) -> Option<u32> {
+        self.in_flight()
+            .filter(|t| now_ms - t.started.started_at_ms < stale_after_ms)
+            .map(|t| t.started.number)
+    }
+
     /// The context of the next turn: the system message, then each
     /// completed turn's message and answer, then `content`.
     pub fn context_for(&self, content: &str) -> Vec<ChatMessage> {
@@ -160,11 +168,11 @@ pub fn decide(
             if state.turns.len() >= MAX_TURNS {
                 return Err(ConversationError::Full);
             }
+            if let Some(number) = state.busy_turn(now_ms, stale_after_ms) {
+                return Err(ConversationError::Busy(number));
+            }
             let mut events = Vec::new();
             if let Some(turn) = state.in_flight() {
-                if now_ms - turn.started.started_at_ms < stale_after_ms {
-                    return Err(ConversationError::Busy(turn.started.number));
-                }
                 events.push(ConversationEvent::TurnEnded(TurnEnded {
                     number: turn.started.number,
                     run_id: turn.started.run_id.clone(),

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use promptops_eventlog::aggregate::{self, ExecuteError, Executed};
 use promptops_eventlog::{AggregateRef, Context, EventMetadata};
 use promptops_platform::caller::{Caller, event_metadata};
+use promptops_platform::db::unix_ms;
 use promptops_platform::errors::{ErrorClass, FieldViolation, ServiceError};
 use promptops_proto::execution::v1::{
     Conversation as ConversationMessage, ConversationStarted, CreateConversationRequest, ExecuteChunk, Run,
@@ -18,6 +19,7 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::conversation::{self, Conversation, ConversationCommand, ConversationError, ConversationState};
+use crate::events::retry_store_failures;
 use crate::grpc::{ExecutionApi, MAX_RECORDED_OUTPUT_BYTES, Prepared, prepare_messages, truncate};
 
 type RunOutcome = Result<(Run, u64), ServiceError>;
@@ -61,16 +63,6 @@ fn check_text(violations: &mut Vec<FieldViolation>, field: &str, text: &str, max
             format!("is {} bytes; the limit is {max_bytes}", text.len()),
         ));
     }
-}
-
-fn now_ms() -> i64 {
-    i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis(),
-    )
-    .unwrap_or(i64::MAX)
 }
 
 impl ExecutionApi {
@@ -195,11 +187,11 @@ impl ExecutionApi {
         let loaded = self.load_conversation(&aggregate).await?;
         let stale_after_ms =
             i64::try_from(crate::sweeper::abandon_after(self.run_timeout).as_millis()).unwrap_or(i64::MAX);
-        if let Some(turn) = loaded.state.in_flight()
-            && now_ms() - turn.started.started_at_ms < stale_after_ms
-        {
+        // Refused before the model and context are prepared; the command
+        // checks again against the state it appends to.
+        if let Some(number) = loaded.state.busy_turn(unix_ms(), stale_after_ms) {
             return Err(conversation_error(ExecuteError::Domain(ConversationError::Busy(
-                turn.started.number,
+                number,
             ))));
         }
         let model = if req.model.is_empty() {
@@ -221,7 +213,7 @@ impl ExecutionApi {
                 content: req.content,
                 model,
                 run_id: run_id.clone(),
-                now_ms: now_ms(),
+                now_ms: unix_ms(),
                 stale_after_ms,
             },
             &event_metadata(caller.actor.clone()),
@@ -334,28 +326,18 @@ async fn record_turn_end(
     ended: TurnEnded,
     metadata: &EventMetadata,
 ) -> Result<u64, ServiceError> {
-    let mut attempt = 0;
-    loop {
-        match aggregate::execute::<Conversation>(
-            log,
-            aggregate,
-            ConversationCommand::EndTurn(ended.clone()),
-            metadata,
-        )
-        .await
-        {
-            Ok(done) => return Ok(done.last_sequence),
-            Err(ExecuteError::Store(err)) if attempt < 5 => {
-                attempt += 1;
-                tracing::warn!(error = %err, attempt, "recording a turn's end failed; retrying");
-                tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
-            }
-            Err(err) => {
-                metrics::counter!("promptops_turns_unrecorded_total").increment(1);
-                return Err(conversation_error(err));
-            }
-        }
-    }
+    let command = ConversationCommand::EndTurn(ended);
+    retry_store_failures(
+        "a turn's end",
+        |err| matches!(err, ExecuteError::Store(_)),
+        || aggregate::execute::<Conversation>(log, aggregate, command.clone(), metadata),
+    )
+    .await
+    .map(|done| done.last_sequence)
+    .map_err(|err| {
+        metrics::counter!("promptops_turns_unrecorded_total").increment(1);
+        conversation_error(err)
+    })
 }
 
 fn message_of(

@@ -73,25 +73,43 @@ impl Recorder {
     /// Retries a store failure a few times: a run must not stay unrecorded.
     pub async fn ended(&self, started_at: u64, terminal: &Terminal) -> Result<u64, AppendError> {
         let envelope = envelope_for(&self.aggregate, 2, terminal.draft(), &self.metadata);
-        let mut attempt = 0;
-        loop {
-            match self
-                .log
-                .append(
+        let appended = retry_store_failures(
+            "a run's end",
+            |err| matches!(err, AppendError::Store(_)),
+            || {
+                self.log.append(
                     &self.aggregate,
                     Expected::Sequence(started_at),
                     std::slice::from_ref(&envelope),
                 )
-                .await
-            {
-                Ok(appended) => return Ok(appended.last_sequence),
-                Err(AppendError::Store(err)) if attempt < 5 => {
-                    attempt += 1;
-                    tracing::warn!(error = %err, attempt, "recording a run's end failed; retrying");
-                    tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
-                }
-                Err(err) => return Err(err),
+            },
+        )
+        .await?;
+        Ok(appended.last_sequence)
+    }
+}
+
+/// Runs `write`, and again after a failure of the store (up to 5 more times,
+/// 100 ms to 1.6 s apart): the end of a run or of a turn must not stay
+/// unrecorded because the log hiccuped. Other failures are returned at once.
+pub async fn retry_store_failures<T, E, Fut>(
+    what: &str,
+    is_store_failure: fn(&E) -> bool,
+    mut write: impl FnMut() -> Fut,
+) -> Result<T, E>
+where
+    Fut: std::future::Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    let mut attempt = 0;
+    loop {
+        match write().await {
+            Err(err) if is_store_failure(&err) && attempt < 5 => {
+                attempt += 1;
+                tracing::warn!(error = %err, attempt, "recording {what} failed; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
             }
+            other => return other,
         }
     }
 }

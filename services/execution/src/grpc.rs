@@ -184,7 +184,7 @@ pub fn prepare_messages(
     if !violations.is_empty() {
         return Err(ServiceError::invalid(violations));
     }
-    let input_tokens = spec.tokenizer().count_messages(&messages);
+    let input_tokens = spec.tokenizer.count_messages(&messages);
     let wanted_output = u64::from(parameters.max_tokens.unwrap_or(0));
     if input_tokens + wanted_output > u64::from(spec.context_window) {
         return Err(invalid(

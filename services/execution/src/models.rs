@@ -36,6 +36,8 @@ pub struct ModelSpec {
     pub backend: Backend,
     /// Its provider's limits.
     pub limits: CallLimits,
+    /// How its text is counted before a call (chosen once, when the spec is made).
+    pub tokenizer: Tokenizer,
 }
 
 /// How calls to one provider are bounded (set per provider; the built-in
@@ -223,6 +225,7 @@ static BUILT_IN_SPECS: std::sync::LazyLock<Vec<std::sync::Arc<ModelSpec>>> = std
                 cached_input_price_per_mtok: b.prices.2,
                 backend: Backend::Mock(b.behaviour),
                 limits: CallLimits::DEFAULT,
+                tokenizer: Tokenizer::Words,
             })
         })
         .collect()
@@ -257,14 +260,6 @@ impl ModelSpec {
             description: self.description.clone(),
             rate_limits: None,
             health: None,
-        }
-    }
-
-    /// How this model's text is counted before a call.
-    pub fn tokenizer(&self) -> Tokenizer {
-        match &self.backend {
-            Backend::Mock(_) => Tokenizer::Words,
-            Backend::Http(http) => Tokenizer::for_upstream_model(&http.upstream_model),
         }
     }
 

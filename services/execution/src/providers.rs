@@ -3,7 +3,7 @@
 //! with timeouts and retries.
 //!
 //! - Connect timeout 5 s, first byte the provider's
-//!   [`CallLimits::first_byte_timeout`] (30 s by default), the whole run
+//!   [`crate::models::CallLimits::first_byte_timeout`] (30 s by default), the whole run
 //!   bounded by the run timeout of the caller.
 //! - A retryable failure (connection error, timeout, 429, 5xx, malformed or
 //!   dropped answer) **before any output** is tried again up to
@@ -21,8 +21,7 @@ use tokio_util::sync::CancellationToken;
 use promptops_proto::execution::v1::{Parameters, RateLimits};
 
 use crate::mock::{self, CallError, Completion};
-use crate::models::{ApiFormat, Backend, CallLimits, HttpBackend, ModelSpec};
-use crate::tokens::Tokenizer;
+use crate::models::{ApiFormat, Backend, HttpBackend, ModelSpec};
 
 pub const MAX_ATTEMPTS: u32 = 3;
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
@@ -65,17 +64,7 @@ pub async fn complete(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let result = call_http(
-            client,
-            http,
-            &spec.limits,
-            messages,
-            parameters,
-            deltas,
-            cancel,
-            report,
-        )
-        .await;
+        let result = call_http(client, spec, http, messages, parameters, deltas, cancel, report).await;
         match result {
             Err(CallError::Provider {
                 retryable: true,
@@ -248,8 +237,8 @@ pub fn rate_limits_of(headers: &reqwest::header::HeaderMap) -> Option<RateLimits
 #[allow(clippy::too_many_arguments, reason = "one call's inputs, passed once")]
 async fn call_http(
     client: &reqwest::Client,
+    spec: &ModelSpec,
     http: &HttpBackend,
-    limits: &CallLimits,
     messages: &[ChatMessage],
     parameters: &Parameters,
     deltas: &mpsc::Sender<String>,
@@ -265,14 +254,14 @@ async fn call_http(
     let mut progress = Progress::default();
     let sent = tokio::select! {
         () = cancel.cancelled() => return Err(cancelled(&progress)),
-        sent = tokio::time::timeout(limits.first_byte_timeout, request.send()) => sent,
+        sent = tokio::time::timeout(spec.limits.first_byte_timeout, request.send()) => sent,
     };
     let mut response = match sent {
         Err(_) => {
             return Err(provider_error(
                 format!(
                     "no answer from {url} within {} ms",
-                    limits.first_byte_timeout.as_millis()
+                    spec.limits.first_byte_timeout.as_millis()
                 ),
                 true,
                 None,
@@ -355,7 +344,7 @@ async fn call_http(
             None,
         ));
     }
-    let tokenizer = Tokenizer::for_upstream_model(&http.upstream_model);
+    let tokenizer = spec.tokenizer;
     let usage_reported = progress.input_tokens.is_some() && progress.reported_output_tokens.is_some();
     Ok(Completion {
         input_tokens: progress

@@ -65,6 +65,16 @@ impl std::fmt::Debug for Tokenizer {
     }
 }
 
+impl PartialEq for Tokenizer {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Words, Self::Words) => true,
+            (Self::Bpe(a), Self::Bpe(b)) => std::ptr::eq(*a, *b),
+            _ => false,
+        }
+    }
+}
+
 impl Tokenizer {
     /// The encoding OpenAI uses for `model` (e.g. `gpt-4o-mini`), or
     /// `o200k_base` as the estimate for a model it does not know.

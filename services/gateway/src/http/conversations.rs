@@ -18,9 +18,7 @@ use super::api::page;
 use super::authn::Authenticated;
 use super::execution::{ExecutedJson, ParametersJson, executed_json, sse_of_chunks, status_name};
 use super::extract::{ApiJson, ApiQuery};
-use super::model::{ActorJson, parse_position, rfc3339, upstream};
-
-const JSON_PROBLEMS: &str = "application/problem+json";
+use super::model::{ActorJson, JSON_PROBLEMS, parse_position, rfc3339, upstream};
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct TurnJson {

@@ -26,9 +26,9 @@ use super::AppState;
 use super::api::page;
 use super::authn::Authenticated;
 use super::extract::{ApiJson, ApiQuery};
-use super::model::{ActorJson, bad_request, format_position, parse_position, rfc3339, upstream};
-
-const JSON_PROBLEMS: &str = "application/problem+json";
+use super::model::{
+    ActorJson, JSON_PROBLEMS, bad_request, format_position, parse_position, rfc3339, upstream,
+};
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ModelJson {

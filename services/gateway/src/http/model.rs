@@ -78,6 +78,9 @@ pub struct AuditParams {
 }
 
 /// `EVT_PROMPTS:42`
+/// The media type of error answers, for the OpenAPI description.
+pub const JSON_PROBLEMS: &str = "application/problem+json";
+
 pub fn format_position(position: &LogPosition) -> String {
     format!("{}:{}", position.stream, position.sequence)
 }

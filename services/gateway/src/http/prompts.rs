@@ -28,7 +28,9 @@ use super::AppState;
 use super::api::page;
 use super::authn::Authenticated;
 use super::extract::{ApiJson, ApiQuery};
-use super::model::{ActorJson, bad_request, format_position, parse_position, rfc3339, upstream};
+use super::model::{
+    ActorJson, JSON_PROBLEMS, bad_request, format_position, parse_position, rfc3339, upstream,
+};
 
 // ---- JSON shapes ----------------------------------------------------------
 
@@ -474,8 +476,6 @@ fn content_format(headers: &HeaderMap) -> Result<DocumentFormat, ServiceError> {
         )),
     }
 }
-
-const JSON_PROBLEMS: &str = "application/problem+json";
 
 // ---- handlers -------------------------------------------------------------
 
