@@ -4,6 +4,8 @@
 //! log are opened and migrated, and its port serves gRPC health, reflection,
 //! `/healthz`, `/readyz` and `/metrics`. Its API arrives with its issue.
 
+pub mod metrics;
+
 use promptops_platform::config::{ConfigError, Env, ServiceConfig, ServiceName};
 use promptops_platform::db::Migration;
 use promptops_platform::runtime::{RunError, run_without_api};

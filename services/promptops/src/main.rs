@@ -8,12 +8,14 @@
 //!   running platform at `PROMPTOPS_URL` with `PROMPTOPS_API_KEY`.
 
 mod client;
+mod eval;
 mod files;
 mod serve;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use promptops_evaluation::metrics::ReferenceMetric;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -38,11 +40,36 @@ enum Command {
         #[command(subcommand)]
         command: PromptsCommand,
     },
+    /// Evaluation: score files offline.
+    Eval {
+        #[command(subcommand)]
+        command: EvalCommand,
+    },
     /// Check that the platform at PROMPTOPS_URL is up and ready.
     Status {
         /// Print the readiness document as JSON.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum EvalCommand {
+    /// Score hypotheses against references, one segment per line, and print
+    /// JSON {"metric", "corpus", "sentences"} (BLEU as sacrebleu, ROUGE as rouge-score).
+    Score {
+        /// bleu, rouge1, rouge2, rougeL or rougeLsum.
+        #[arg(long)]
+        metric: ReferenceMetric,
+        /// The system outputs, one per line.
+        #[arg(long)]
+        hypotheses: std::path::PathBuf,
+        /// The references, one per line, aligned with the hypotheses.
+        #[arg(long)]
+        references: std::path::PathBuf,
+        /// ROUGE only: Porter-stem tokens longer than three characters.
+        #[arg(long)]
+        stem: bool,
     },
 }
 
@@ -69,6 +96,15 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Serve { service: None }) {
         Command::Serve { service } => serve::main(service.as_deref()),
         Command::Status { json } => client::status(json),
+        Command::Eval {
+            command:
+                EvalCommand::Score {
+                    metric,
+                    hypotheses,
+                    references,
+                    stem,
+                },
+        } => eval::score(metric, &hypotheses, &references, stem),
         Command::Prompts {
             command: PromptsCommand::Push { dir, dry_run },
         } => files::push(&dir, dry_run),
