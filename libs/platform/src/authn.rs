@@ -46,6 +46,91 @@ pub struct AuthConfig {
     pub issuer: String,
     pub audience: String,
     pub gateway_url: String,
+    /// The secret services present when acting for a caller who is no
+    /// longer connected (an evaluation run resumed after a restart):
+    /// `PROMPTOPS_SERVICE_SECRET`, or the file `PROMPTOPS_SERVICE_SECRET_FILE`
+    /// (default `$PROMPTOPS_DATA_DIR/service.secret`, created on first use).
+    pub service_secret: ServiceSecretSource,
+}
+
+/// Where the service secret comes from; its value is never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub enum ServiceSecretSource {
+    Value(String),
+    /// Read from the file; `create` makes one when it does not exist.
+    File {
+        path: std::path::PathBuf,
+        create: bool,
+    },
+}
+
+impl std::fmt::Debug for ServiceSecretSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServiceSecretSource::Value(_) => f.write_str("Value([redacted])"),
+            ServiceSecretSource::File { path, create } => f
+                .debug_struct("File")
+                .field("path", path)
+                .field("create", create)
+                .finish(),
+        }
+    }
+}
+
+/// The prefix of a service credential: `pos_<secret>`.
+pub const SERVICE_CREDENTIAL_PREFIX: &str = "pos_";
+/// The metadata naming whom a service credential acts for:
+/// `<org id> <actor kind> <actor id> <role> <scope,scope,…>`.
+pub const ACT_AS_HEADER: &str = "x-promptops-act-as";
+const SERVICE_SECRET_MIN_CHARS: usize = 32;
+
+impl ServiceSecretSource {
+    fn load(&self) -> Result<String, String> {
+        let (secret, origin) = match self {
+            ServiceSecretSource::Value(value) => {
+                (value.trim().to_owned(), "PROMPTOPS_SERVICE_SECRET".to_owned())
+            }
+            ServiceSecretSource::File { path, create } => match std::fs::read_to_string(path) {
+                Ok(text) => (text.trim().to_owned(), path.display().to_string()),
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound && *create => {
+                    create_secret_file(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+                    let text = std::fs::read_to_string(path)
+                        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                    (text.trim().to_owned(), path.display().to_string())
+                }
+                Err(err) => return Err(format!("cannot read {}: {err}", path.display())),
+            },
+        };
+        if secret.chars().count() < SERVICE_SECRET_MIN_CHARS {
+            return Err(format!(
+                "the service secret ({origin}) must have at least {SERVICE_SECRET_MIN_CHARS} characters"
+            ));
+        }
+        Ok(secret)
+    }
+}
+
+/// Writes a new random secret unless another process got there first.
+fn create_secret_file(path: &std::path::Path) -> std::io::Result<()> {
+    use std::io::Write as _;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    // The file appears complete: written under another name, then linked.
+    let temporary = path.with_extension(format!("tmp{}", std::process::id()));
+    let mut file = options.open(&temporary)?;
+    file.write_all(secrets::new_refresh_token().0.as_bytes())?;
+    file.sync_all()?;
+    let linked = std::fs::hard_link(&temporary, path);
+    let _ = std::fs::remove_file(&temporary);
+    match linked {
+        Err(err) if err.kind() != std::io::ErrorKind::AlreadyExists => Err(err),
+        _ => Ok(()),
+    }
 }
 
 impl AuthConfig {
@@ -65,6 +150,21 @@ impl AuthConfig {
             issuer: env.string("PROMPTOPS_AUTH_ISSUER", "promptops"),
             audience: env.string("PROMPTOPS_AUTH_AUDIENCE", "promptops-api"),
             gateway_url: ServiceName::Gateway.url(env)?,
+            service_secret: match (
+                env.get("PROMPTOPS_SERVICE_SECRET"),
+                env.get("PROMPTOPS_SERVICE_SECRET_FILE"),
+            ) {
+                (Some(value), _) => ServiceSecretSource::Value(value.to_owned()),
+                (None, Some(path)) => ServiceSecretSource::File {
+                    path: path.into(),
+                    create: false,
+                },
+                (None, None) => ServiceSecretSource::File {
+                    path: std::path::PathBuf::from(env.string("PROMPTOPS_DATA_DIR", "./data"))
+                        .join("service.secret"),
+                    create: true,
+                },
+            },
         })
     }
 }
@@ -85,6 +185,7 @@ struct Inner {
     revocations: RevocationFeed,
     api_keys: moka::sync::Cache<String, Caller>,
     identity: IdentityServiceClient<Channel>,
+    service_secret: std::sync::OnceLock<Result<String, String>>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -122,6 +223,7 @@ impl Authenticator {
                     .support_invalidation_closures()
                     .build(),
                 identity: IdentityServiceClient::new(channel),
+                service_secret: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -228,6 +330,9 @@ impl Authenticator {
                 "starting: the revocation list is catching up",
             ));
         }
+        if let Some(secret) = credential.strip_prefix(SERVICE_CREDENTIAL_PREFIX) {
+            return self.acting_service(secret, metadata);
+        }
         if secrets::is_api_key(credential) {
             return self.introspect(credential).await;
         }
@@ -253,6 +358,37 @@ impl Authenticator {
             claims.scopes.clone(),
         )
         .with_grants(grants))
+    }
+
+    fn service_secret(&self) -> Result<&str, ServiceError> {
+        self.inner
+            .service_secret
+            .get_or_init(|| self.inner.config.service_secret.load())
+            .as_deref()
+            .map_err(|e| ServiceError::new(ErrorClass::Unavailable, e.clone()))
+    }
+
+    /// The credential this service presents to act for a caller (with
+    /// [`crate::caller::acting_for`]).
+    pub fn service_credential(&self) -> Result<String, ServiceError> {
+        Ok(format!("{SERVICE_CREDENTIAL_PREFIX}{}", self.service_secret()?))
+    }
+
+    /// A service credential: the secret must match; the caller is the one
+    /// the act-as metadata names.
+    fn acting_service(&self, presented: &str, metadata: &MetadataMap) -> Result<Caller, ServiceError> {
+        let secret = self.service_secret().map_err(|err| {
+            tracing::warn!(%err, "a service credential was presented but no service secret is available");
+            refused()
+        })?;
+        if !secrets::matches(presented, &secrets::hash(secret)) {
+            return Err(refused());
+        }
+        metadata
+            .get(ACT_AS_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(crate::caller::parse_act_as)
+            .ok_or_else(refused)
     }
 
     async fn introspect(&self, credential: &str) -> Result<Caller, ServiceError> {

@@ -152,9 +152,82 @@ pub fn outgoing<T>(credential: &str, message: T) -> tonic::Request<T> {
     request
 }
 
+/// The act-as metadata for `caller`: `<org> <kind> <actor id> <role> <scopes>`.
+pub fn act_as(caller: &Caller) -> String {
+    let kind = match ActorKind::try_from(caller.actor.kind) {
+        Ok(ActorKind::User) => "user",
+        Ok(ActorKind::ApiKey) => "api_key",
+        _ => "service",
+    };
+    format!(
+        "{} {kind} {} {} {}",
+        caller.org_id,
+        caller.actor.id,
+        caller.role.as_str(),
+        caller.scopes.join(",")
+    )
+}
+
+/// Reads [`act_as`]'s text back (`None` when malformed).
+pub fn parse_act_as(text: &str) -> Option<Caller> {
+    let mut parts = text.split(' ');
+    let (org, kind, id, role) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let scopes: Vec<String> = parts
+        .next()
+        .unwrap_or_default()
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if parts.next().is_some() || org.is_empty() || id.is_empty() {
+        return None;
+    }
+    let kind = match kind {
+        "user" => ActorKind::User,
+        "api_key" => ActorKind::ApiKey,
+        "service" => ActorKind::Service,
+        _ => return None,
+    };
+    Some(Caller::new(org, kind, id, Role::parse(role)?, scopes))
+}
+
+/// An outgoing request made with this service's credential on behalf of
+/// `caller` (see [`crate::authn::Authenticator::service_credential`]).
+pub fn acting_for<T>(service_credential: &str, caller: &Caller, message: T) -> tonic::Request<T> {
+    let mut request = outgoing(service_credential, message);
+    if let Ok(value) = MetadataValue::try_from(act_as(caller)) {
+        request.metadata_mut().insert(crate::authn::ACT_AS_HEADER, value);
+    }
+    request
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn act_as_round_trips_and_refuses_malformed_text() {
+        let caller = Caller::new(
+            "org1",
+            ActorKind::ApiKey,
+            "key1",
+            Role::Editor,
+            vec!["read".into(), "write".into()],
+        );
+        assert_eq!(parse_act_as(&act_as(&caller)), Some(caller));
+        let no_scopes = Caller::new("org1", ActorKind::User, "u1", Role::Viewer, Vec::new());
+        assert_eq!(parse_act_as(&act_as(&no_scopes)), Some(no_scopes));
+        for bad in [
+            "",
+            "org1",
+            "org1 user u1",
+            "org1 robot u1 viewer ",
+            "org1 user u1 king ",
+            "org1 user u1 viewer read extra",
+        ] {
+            assert_eq!(parse_act_as(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn permissions_need_the_role_and_the_scope() {

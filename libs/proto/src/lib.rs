@@ -48,3 +48,10 @@ pub mod execution {
         tonic::include_proto!("promptops.execution.v1");
     }
 }
+
+pub mod evaluation {
+    #[allow(clippy::all, clippy::pedantic, reason = "generated code")]
+    pub mod v1 {
+        tonic::include_proto!("promptops.evaluation.v1");
+    }
+}

@@ -4,7 +4,11 @@
 //! log are opened and migrated, and its port serves gRPC health, reflection,
 //! `/healthz`, `/readyz` and `/metrics`. Its API arrives with its issue.
 
+pub mod dataset;
+pub mod datasets;
+pub mod evaluation_run;
 pub mod metrics;
+pub mod scoring;
 
 use promptops_platform::config::{ConfigError, Env, ServiceConfig, ServiceName};
 use promptops_platform::db::Migration;
