@@ -324,14 +324,16 @@ impl Authenticator {
                     "send authorization: Bearer <access token or API key>",
                 )
             })?;
+        // A service acting for a caller: checked against the shared secret
+        // (revocations concern users' sessions and keys, not services).
+        if let Some(secret) = credential.strip_prefix(SERVICE_CREDENTIAL_PREFIX) {
+            return self.acting_service(secret, metadata);
+        }
         if !self.inner.revocations.is_ready() {
             return Err(ServiceError::new(
                 ErrorClass::Unavailable,
                 "starting: the revocation list is catching up",
             ));
-        }
-        if let Some(secret) = credential.strip_prefix(SERVICE_CREDENTIAL_PREFIX) {
-            return self.acting_service(secret, metadata);
         }
         if secrets::is_api_key(credential) {
             return self.introspect(credential).await;
@@ -426,5 +428,85 @@ impl Authenticator {
             .inner
             .api_keys
             .invalidate_entries_if(move |_, caller| caller.actor.id == key_id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use promptops_auth::roles::Role;
+    use promptops_proto::common::v1::ActorKind;
+
+    use super::*;
+    use crate::caller::{Caller, act_as};
+
+    fn authenticator(dir: &std::path::Path) -> Authenticator {
+        let config = AuthConfig {
+            jwks_url: "http://127.0.0.1:9/jwks".into(),
+            jwks_refresh: Duration::from_secs(60),
+            issuer: "promptops".into(),
+            audience: "promptops-api".into(),
+            gateway_url: "http://127.0.0.1:9".into(),
+            service_secret: ServiceSecretSource::File {
+                path: dir.join("service.secret"),
+                create: true,
+            },
+        };
+        Authenticator::new(config).unwrap_or_else(|e| unreachable!("{e:?}"))
+    }
+
+    fn metadata(credential: &str, act_as: Option<&str>) -> MetadataMap {
+        let mut metadata = MetadataMap::new();
+        metadata.insert(
+            "authorization",
+            format!("Bearer {credential}")
+                .parse()
+                .unwrap_or_else(|_| unreachable!()),
+        );
+        if let Some(text) = act_as {
+            metadata.insert(ACT_AS_HEADER, text.parse().unwrap_or_else(|_| unreachable!()));
+        }
+        metadata
+    }
+
+    #[tokio::test]
+    async fn service_credentials_act_for_the_named_caller_only_with_the_secret() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| unreachable!("{e}"));
+        let auth = authenticator(dir.path());
+        let credential = auth
+            .service_credential()
+            .unwrap_or_else(|e| unreachable!("{e:?}"));
+        // A second process on the same data dir reads the same secret.
+        assert_eq!(
+            authenticator(dir.path()).service_credential().ok(),
+            Some(credential.clone())
+        );
+        let ada = Caller::new("org1", ActorKind::User, "ada", Role::Editor, vec!["read".into()]);
+        let text = act_as(&ada);
+
+        let caller = auth.authenticate(&metadata(&credential, Some(&text))).await;
+        assert_eq!(caller.ok(), Some(ada));
+        for (credential, act_as) in [
+            (format!("{credential}x"), Some(text.as_str())),
+            (
+                "pos_guess-guess-guess-guess-guess-guess".to_owned(),
+                Some(text.as_str()),
+            ),
+            (credential.clone(), None),
+            (credential.clone(), Some("org1 user ada emperor ")),
+        ] {
+            let refused = auth.authenticate(&metadata(&credential, act_as)).await;
+            assert_eq!(
+                refused.err().map(|e| e.class),
+                Some(ErrorClass::Unauthenticated),
+                "{act_as:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_short_secret_is_refused_and_never_printed() {
+        let source = ServiceSecretSource::Value("too short".into());
+        assert!(source.load().is_err_and(|e| e.contains("at least 32")));
+        assert!(!format!("{source:?}").contains("too short"));
     }
 }

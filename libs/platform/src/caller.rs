@@ -201,6 +201,17 @@ pub fn acting_for<T>(service_credential: &str, caller: &Caller, message: T) -> t
     request
 }
 
+/// An outgoing request on behalf of `caller`, who called with `credential`:
+/// their own credential passed on, or — when it was a service credential —
+/// the same acting-for pair passed on.
+pub fn forward<T>(credential: &str, caller: &Caller, message: T) -> tonic::Request<T> {
+    if credential.starts_with(crate::authn::SERVICE_CREDENTIAL_PREFIX) {
+        acting_for(credential, caller, message)
+    } else {
+        outgoing(credential, message)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,6 +4,10 @@
 //! The sources live in `proto/promptops/<context>/v1/`; `build.rs` compiles
 //! them with protox, so building needs cargo alone.
 
+/// The largest gRPC message of the APIs that carry files (dataset uploads
+/// and exports): the gateway's largest accepted body, 64 MiB.
+pub const MAX_LARGE_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
 /// The encoded `FileDescriptorSet` of every proto file, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("promptops_descriptor");
 

@@ -53,6 +53,7 @@ pub enum RunCommand {
     Finish {
         status: EvaluationRunStatus,
         error: String,
+        now_ms: i64,
     },
 }
 
@@ -156,7 +157,11 @@ pub fn decide(state: &RunState, command: RunCommand) -> Result<Vec<RunEvent>, Ru
                 result: Some(result),
             })])
         }
-        RunCommand::Finish { status, error } => {
+        RunCommand::Finish {
+            status,
+            error,
+            now_ms,
+        } => {
             let started = state.started.as_ref().ok_or(RunError::NotFound)?;
             if state.is_finished() {
                 return Ok(Vec::new());
@@ -172,6 +177,7 @@ pub fn decide(state: &RunState, command: RunCommand) -> Result<Vec<RunEvent>, Ru
                 status: status as i32,
                 aggregates: state.aggregates(),
                 error,
+                finished_at_ms: now_ms,
             })])
         }
     }
@@ -261,6 +267,7 @@ mod tests {
                 .map(|value| MetricScore {
                     metric: "bleu".into(),
                     value,
+                    ..Default::default()
                 })
                 .into_iter()
                 .collect(),
@@ -307,6 +314,7 @@ mod tests {
         let finish = RunCommand::Finish {
             status: EvaluationRunStatus::Completed,
             error: String::new(),
+            now_ms: 1,
         };
         assert_eq!(decide(&state, finish.clone()), Err(RunError::Incomplete(3)));
         for (case, target, score) in [("a", 1, Some(60.0)), ("b", 0, Some(80.0)), ("b", 1, None)] {
@@ -337,6 +345,7 @@ mod tests {
             RunCommand::Finish {
                 status: EvaluationRunStatus::Cancelled,
                 error: "by ada".into(),
+                now_ms: 1,
             },
         );
         assert_eq!(state.status(), EvaluationRunStatus::Cancelled);

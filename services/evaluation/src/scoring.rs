@@ -57,6 +57,8 @@ enum Kind {
     Cost {
         max_nano_usd: u64,
     },
+    /// Scored by a model, not here (see [`parse_judgement`]).
+    Judge,
 }
 
 /// What one execution produced, as the metrics see it.
@@ -162,6 +164,21 @@ pub fn compile(specs: &[MetricSpec]) -> Result<Vec<Metric>, Vec<FieldViolation>>
                 None
             }
             "latency" => Some(Kind::Latency { max_ms: spec.max }),
+            "llm_judge" => {
+                let names_prompt = spec
+                    .judge_prompt
+                    .as_ref()
+                    .is_some_and(|p| !p.prompt_id.is_empty() || !p.name.is_empty());
+                if names_prompt {
+                    Some(Kind::Judge)
+                } else {
+                    violations.push(FieldViolation::new(
+                        field("judge_prompt"),
+                        "llm_judge needs the rubric prompt (prompt_id, or folder and name)",
+                    ));
+                    None
+                }
+            }
             "cost" => Some(Kind::Cost {
                 max_nano_usd: spec.max,
             }),
@@ -175,7 +192,7 @@ pub fn compile(specs: &[MetricSpec]) -> Result<Vec<Metric>, Vec<FieldViolation>>
                         field("kind"),
                         format!(
                             "unknown metric {other:?}: use bleu, rouge1, rouge2, rougeL, rougeLsum, exact_match, \
-                             contains, regex, json_valid, length, latency or cost"
+                             contains, regex, json_valid, length, latency, cost or llm_judge"
                         ),
                     ));
                     None
@@ -258,8 +275,50 @@ impl Metric {
             Kind::Cost { max_nano_usd } => {
                 pass(u64::try_from(output.cost_nano_usd).unwrap_or(0) <= *max_nano_usd)
             }
+            Kind::Judge => None,
         }
     }
+
+    /// Whether a model scores it (`llm_judge`).
+    pub fn is_judge(&self) -> bool {
+        matches!(self.kind, Kind::Judge)
+    }
+}
+
+/// Reasoning kept from a judge, at most.
+pub const MAX_REASONING_BYTES: usize = 4 * 1024;
+
+/// A judge's score and reasoning from its answer: a JSON object with a
+/// numeric `score` (and `reasoning`) anywhere in the text, or else the
+/// first number in the text (the whole answer is the reasoning).
+pub fn parse_judgement(answer: &str) -> Option<(f64, String)> {
+    let keep = |text: &str| {
+        let mut end = text.len().min(MAX_REASONING_BYTES);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text[..end].trim().to_owned()
+    };
+    if let (Some(start), Some(end)) = (answer.find('{'), answer.rfind('}'))
+        && start < end
+        && let Ok(serde_json::Value::Object(object)) = serde_json::from_str(&answer[start..=end])
+    {
+        let score = match object.get("score") {
+            Some(serde_json::Value::Number(n)) => n.as_f64(),
+            Some(serde_json::Value::String(s)) => s.trim().parse().ok(),
+            _ => None,
+        };
+        if let Some(score) = score.filter(|s: &f64| s.is_finite()) {
+            let reasoning = object
+                .get("reasoning")
+                .and_then(|r| r.as_str())
+                .unwrap_or_default();
+            return Some((score, keep(reasoning)));
+        }
+    }
+    let number = Regex::new(r"-?\d+(?:\.\d+)?").ok()?.find(answer)?;
+    let score: f64 = number.as_str().parse().ok()?;
+    Some((score, keep(answer)))
 }
 
 /// Every metric's score of one output (those that apply).
@@ -270,6 +329,7 @@ pub fn score_all(metrics: &[Metric], output: &Output<'_>) -> Vec<MetricScore> {
             m.score(output).map(|value| MetricScore {
                 metric: m.name.clone(),
                 value,
+                ..Default::default()
             })
         })
         .collect()
@@ -504,6 +564,38 @@ mod tests {
             ]
         );
         assert!(compile(&[]).is_err());
+    }
+
+    #[test]
+    fn judgements_are_read_from_json_or_the_first_number() {
+        assert_eq!(
+            parse_judgement("Sure! {\"score\": 4, \"reasoning\": \"mostly right\"} Done."),
+            Some((4.0, "mostly right".to_owned()))
+        );
+        assert_eq!(
+            parse_judgement("{\"score\": \"0.5\"}"),
+            Some((0.5, String::new()))
+        );
+        assert_eq!(
+            parse_judgement("I'd give it 3.5 out of 5."),
+            Some((3.5, "I'd give it 3.5 out of 5.".to_owned()))
+        );
+        assert_eq!(
+            parse_judgement("{\"verdict\": \"good\"} 2"),
+            Some((2.0, "{\"verdict\": \"good\"} 2".to_owned()))
+        );
+        assert_eq!(parse_judgement("no idea"), None);
+        let judge = MetricSpec {
+            kind: "llm_judge".into(),
+            ..Default::default()
+        };
+        let fields: Vec<String> = compile(&[judge])
+            .err()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| v.field)
+            .collect();
+        assert_eq!(fields, ["metrics[0].judge_prompt"]);
     }
 
     #[test]

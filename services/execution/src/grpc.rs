@@ -17,7 +17,7 @@ use promptops_auth::roles::Permission;
 use promptops_eventlog::aggregate::ExecuteError;
 use promptops_eventlog::{Context, EventLog, EventMetadata};
 use promptops_platform::authn::Authenticator;
-use promptops_platform::caller::{Caller, event_metadata, outgoing};
+use promptops_platform::caller::{Caller, event_metadata, forward};
 use promptops_platform::errors::{ErrorClass, FieldViolation, ServiceError};
 use promptops_platform::paging::{Cursor, page_size};
 use promptops_platform::read_your_write;
@@ -224,8 +224,9 @@ impl ExecutionApi {
             let rendered = self
                 .prompts
                 .clone()
-                .render_prompt(outgoing(
+                .render_prompt(forward(
                     credential,
+                    caller,
                     RenderPromptRequest {
                         prompt: req.prompt.clone(),
                         label: req.label.clone(),

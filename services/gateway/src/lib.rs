@@ -18,6 +18,7 @@ use promptops_platform::db::Migration;
 use promptops_platform::runtime::{RunError, open_resources};
 use promptops_platform::server::{GrpcService, Readiness, bind, serve, serve_grpc};
 use promptops_proto::audit::v1::audit_service_client::AuditServiceClient;
+use promptops_proto::evaluation::v1::evaluation_service_client::EvaluationServiceClient;
 use promptops_proto::execution::v1::execution_service_client::ExecutionServiceClient;
 use promptops_proto::identity::v1::identity_service_server::{
     IdentityServiceServer, SERVICE_NAME as IDENTITY_SERVICE_NAME,
@@ -41,6 +42,7 @@ pub struct Config {
     pub prompts_url: String,
     pub execution_url: String,
     pub audit_url: String,
+    pub evaluation_url: String,
     pub max_body_bytes: usize,
     pub tokens: identity::service::TokenConfig,
     /// `PROMPTOPS_INIT_*`: the org, owner and API key to create at first start.
@@ -66,6 +68,7 @@ impl Config {
             prompts_url: ServiceName::Prompts.url(env)?,
             execution_url: ServiceName::Execution.url(env)?,
             audit_url: ServiceName::Audit.url(env)?,
+            evaluation_url: ServiceName::Evaluation.url(env)?,
             max_body_bytes,
             tokens: token_config(env)?,
             rate_limits: http::limits::RateLimits {
@@ -181,14 +184,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let prompts = channel(&config.prompts_url, "PROMPTOPS_PROMPTS_URL")?;
     let audit = channel(&config.audit_url, "PROMPTOPS_AUDIT_URL")?;
     let execution = channel(&config.execution_url, "PROMPTOPS_EXECUTION_URL")?;
+    let evaluation = channel(&config.evaluation_url, "PROMPTOPS_EVALUATION_URL")?;
     let readiness = upstream_check(
         upstream_check(
-            upstream_check(resources.readiness(), "prompts", prompts.clone()),
-            "execution",
-            execution.clone(),
+            upstream_check(
+                upstream_check(resources.readiness(), "prompts", prompts.clone()),
+                "execution",
+                execution.clone(),
+            ),
+            "audit",
+            audit.clone(),
         ),
-        "audit",
-        audit.clone(),
+        "evaluation",
+        evaluation.clone(),
     );
 
     let http_listener = bind(config.http_addr).await?;
@@ -254,6 +262,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         prompts: PromptServiceClient::new(prompts),
         execution: ExecutionServiceClient::new(execution),
         audit: AuditServiceClient::new(audit),
+        evaluation: EvaluationServiceClient::new(evaluation)
+            .max_decoding_message_size(promptops_proto::MAX_LARGE_MESSAGE_BYTES)
+            .max_encoding_message_size(promptops_proto::MAX_LARGE_MESSAGE_BYTES),
         background: background.clone(),
         max_body_bytes: config.max_body_bytes,
     };

@@ -70,6 +70,54 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     }
 }
 
+/// A data file uploaded as the raw body (CSV or JSON Lines), at most
+/// `AppState::max_body_bytes`: its media type and bytes.
+#[derive(Debug)]
+pub struct ApiFile {
+    /// `csv` or `jsonl`.
+    pub format: &'static str,
+    pub bytes: Vec<u8>,
+}
+
+/// The data-file format of a media type.
+pub fn file_format(content_type: &str) -> Option<&'static str> {
+    match content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase()
+        .as_str()
+    {
+        "text/csv" => Some("csv"),
+        "application/jsonl" | "application/x-ndjson" | "application/x-jsonlines" => Some("jsonl"),
+        _ => None,
+    }
+}
+
+impl FromRequest<AppState> for ApiFile {
+    type Rejection = ServiceError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let format = request
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(file_format);
+        let limit = state.max_body_bytes;
+        let body = request.into_body();
+        let Some(format) = format else {
+            drain(body, 0).await;
+            return Err(ServiceError::new(
+                ErrorClass::UnsupportedMediaType,
+                "send the file with Content-Type: text/csv or application/jsonl",
+            ));
+        };
+        let bytes = read_limited(body, limit).await?;
+        Ok(ApiFile { format, bytes })
+    }
+}
+
 /// Reads the body if it is at most `limit` bytes; otherwise drains it and
 /// answers 413.
 async fn read_limited(body: Body, limit: usize) -> Result<Vec<u8>, ServiceError> {

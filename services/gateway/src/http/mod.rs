@@ -12,6 +12,7 @@ mod api;
 mod auth;
 mod authn;
 mod conversations;
+mod evaluation;
 mod execution;
 mod extract;
 mod keys;
@@ -27,6 +28,7 @@ use axum::routing::get;
 use promptops_platform::errors::{ErrorClass, Problem, ServiceError};
 use promptops_platform::server::{Readiness, observed, ops_router};
 use promptops_proto::audit::v1::audit_service_client::AuditServiceClient;
+use promptops_proto::evaluation::v1::evaluation_service_client::EvaluationServiceClient;
 use promptops_proto::execution::v1::execution_service_client::ExecutionServiceClient;
 use promptops_proto::prompts::v1::prompt_service_client::PromptServiceClient;
 use tokio_util::task::TaskTracker;
@@ -41,6 +43,7 @@ pub struct AppState {
     pub prompts: PromptServiceClient<Channel>,
     pub execution: ExecutionServiceClient<Channel>,
     pub audit: AuditServiceClient<Channel>,
+    pub evaluation: EvaluationServiceClient<Channel>,
     /// Mutations run here so a client disconnect cannot cut them short.
     pub background: TaskTracker,
     /// The largest accepted request body (`PROMPTOPS_MAX_BODY_BYTES`).
@@ -64,6 +67,7 @@ pub struct AppState {
         (name = "prompts", description = "The prompt registry"),
         (name = "execution", description = "Models and runs"),
         (name = "conversations", description = "Multi-turn threads"),
+        (name = "evaluation", description = "Datasets and evaluation runs"),
         (name = "openai", description = "OpenAI-compatible endpoints for the official SDKs"),
         (name = "audit", description = "The audit trail"),
     )
@@ -123,6 +127,17 @@ pub fn api() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(conversations::send_message))
         .routes(routes!(openai::chat_completions))
         .routes(routes!(openai::list_models))
+        .routes(routes!(evaluation::create_dataset, evaluation::list_datasets))
+        .routes(routes!(evaluation::get_dataset))
+        .routes(routes!(evaluation::add_dataset_version))
+        .routes(routes!(evaluation::list_cases))
+        .routes(routes!(evaluation::export_dataset))
+        .routes(routes!(evaluation::start_run, evaluation::list_runs))
+        .routes(routes!(evaluation::get_run))
+        .routes(routes!(evaluation::watch_run))
+        .routes(routes!(evaluation::list_results))
+        .routes(routes!(evaluation::cancel_run))
+        .routes(routes!(evaluation::compare_runs))
         .routes(routes!(members::invite))
         .routes(routes!(members::accept))
         .split_for_parts()
