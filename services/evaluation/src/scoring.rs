@@ -59,6 +59,7 @@ enum Kind {
     },
     /// Scored by a model, not here (see [`parse_judgement`]).
     Judge,
+    JsonSchema(std::sync::Arc<jsonschema::Validator>),
 }
 
 /// What one execution produced, as the metrics see it.
@@ -144,6 +145,13 @@ pub fn compile(specs: &[MetricSpec]) -> Result<Vec<Metric>, Vec<FieldViolation>>
                 }
             },
             "json_valid" => Some(Kind::JsonValid),
+            "json_schema" => match json_schema(&spec.schema) {
+                Ok(validator) => Some(Kind::JsonSchema(std::sync::Arc::new(validator))),
+                Err(reason) => {
+                    violations.push(FieldViolation::new(field("schema"), reason));
+                    None
+                }
+            },
             "length" if spec.max > 0 && spec.min > spec.max => {
                 violations.push(FieldViolation::new(field("min"), "must not exceed max"));
                 None
@@ -192,7 +200,7 @@ pub fn compile(specs: &[MetricSpec]) -> Result<Vec<Metric>, Vec<FieldViolation>>
                         field("kind"),
                         format!(
                             "unknown metric {other:?}: use bleu, rouge1, rouge2, rougeL, rougeLsum, exact_match, \
-                             contains, regex, json_valid, length, latency, cost or llm_judge"
+                             contains, regex, json_valid, json_schema, length, latency, cost or llm_judge"
                         ),
                     ));
                     None
@@ -276,6 +284,10 @@ impl Metric {
                 pass(u64::try_from(output.cost_nano_usd).unwrap_or(0) <= *max_nano_usd)
             }
             Kind::Judge => None,
+            Kind::JsonSchema(validator) => pass(
+                serde_json::from_str::<serde_json::Value>(output.text.trim())
+                    .is_ok_and(|value| validator.is_valid(&value)),
+            ),
         }
     }
 
@@ -284,6 +296,21 @@ impl Metric {
         matches!(self.kind, Kind::Judge)
     }
 }
+
+/// A schema's validator; local references only (nothing is fetched).
+fn json_schema(text: &str) -> Result<jsonschema::Validator, String> {
+    if text.trim().is_empty() {
+        return Err("json_schema needs the schema".into());
+    }
+    if text.len() > MAX_SCHEMA_BYTES {
+        return Err(format!("at most {MAX_SCHEMA_BYTES} bytes"));
+    }
+    let schema: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("is not valid JSON: {e}"))?;
+    jsonschema::validator_for(&schema).map_err(|e| format!("is not a valid JSON Schema: {e}"))
+}
+
+const MAX_SCHEMA_BYTES: usize = 64 * 1024;
 
 /// Reasoning kept from a judge, at most.
 pub const MAX_REASONING_BYTES: usize = 4 * 1024;
@@ -564,6 +591,34 @@ mod tests {
             ]
         );
         assert!(compile(&[]).is_err());
+    }
+
+    #[test]
+    fn json_schema_assertions_check_the_parsed_output() {
+        let schema =
+            r#"{"type": "object", "required": ["answer"], "properties": {"answer": {"type": "integer"}}}"#;
+        let metric = one(MetricSpec {
+            kind: "json_schema".into(),
+            schema: schema.into(),
+            ..Default::default()
+        });
+        assert_eq!(metric.score(&output(r#" {"answer": 4} "#, None)), Some(1.0));
+        assert_eq!(metric.score(&output(r#"{"answer": "four"}"#, None)), Some(0.0));
+        assert_eq!(metric.score(&output("not json", None)), Some(0.0));
+        for bad in ["", "{", r#"{"type": "wat"}"#] {
+            let spec = MetricSpec {
+                kind: "json_schema".into(),
+                schema: bad.into(),
+                ..Default::default()
+            };
+            let fields: Vec<String> = compile(&[spec])
+                .err()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|v| v.field)
+                .collect();
+            assert_eq!(fields, ["metrics[0].schema"], "{bad:?}");
+        }
     }
 
     #[test]

@@ -271,7 +271,8 @@ async fn datasets_runs_results_and_comparisons() {
             t,
             Some(
                 json!({"dataset_id": dataset, "targets": [{"prompt_id": v1, "model": "nope/nope"}],
-                "metrics": [{"kind": "meteor"}, {"kind": "regex", "pattern": "("}], "concurrency": 100}),
+                "metrics": [{"kind": "meteor"}, {"kind": "regex", "pattern": "("},
+                    {"kind": "json_schema", "schema": {"type": "wat"}}], "concurrency": 100}),
             ),
         )
         .await;
@@ -284,6 +285,7 @@ async fn datasets_runs_results_and_comparisons() {
             "concurrency",
             "metrics[0].kind",
             "metrics[1].pattern",
+            "metrics[2].schema",
             "targets[0].model"
         ]
     );
@@ -339,6 +341,7 @@ async fn datasets_runs_results_and_comparisons() {
         {"kind": "exact_match"},
         {"kind": "contains", "values": ["question"], "name": "mentions"},
         {"kind": "length", "max": 12},
+        {"kind": "json_schema", "schema": {"type": "object"}},
     ]);
     let (status, run) = api
         .call(
@@ -389,6 +392,8 @@ async fn datasets_runs_results_and_comparisons() {
     assert_eq!(aggregate(&base, "mentions")["count"], 10);
     // "Q: question 0" is 13 characters: every case fails the length bound.
     assert_eq!(aggregate(&base, "length")["mean"], 0.0);
+    // "Q: question 0" is not JSON: the schema assertion fails everywhere.
+    assert_eq!(aggregate(&base, "json_schema")["mean"], 0.0);
 
     let listed = results(&api, &token, &base_id).await;
     let ids: Vec<&str> = listed.iter().map(|r| r["case_id"].as_str().unwrap()).collect();

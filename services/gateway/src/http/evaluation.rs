@@ -182,6 +182,10 @@ pub struct MetricJson {
     /// `llm_judge`: the rubric prompt and the model that scores with it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub judge: Option<JudgeJson>,
+    /// `json_schema`: the JSON Schema the output (parsed as JSON) must satisfy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub schema: Option<serde_json::Value>,
 }
 
 /// An LLM judge: a rubric prompt from the registry (given `output`,
@@ -221,6 +225,7 @@ impl From<MetricJson> for MetricSpec {
             judge_label: judge.label.unwrap_or_default(),
             judge_version: judge.version.unwrap_or(0),
             judge_model: judge.model.unwrap_or_default(),
+            schema: m.schema.map(|s| s.to_string()).unwrap_or_default(),
             kind: m.kind,
             stem: m.stem,
             values: m.values,
@@ -246,6 +251,7 @@ impl From<MetricSpec> for MetricJson {
         });
         MetricJson {
             judge,
+            schema: serde_json::from_str(&m.schema).ok(),
             kind: m.kind,
             name: m.name,
             stem: m.stem,
