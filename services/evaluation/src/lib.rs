@@ -18,6 +18,7 @@ pub mod grpc;
 pub mod metrics;
 pub mod read_model;
 pub mod runner;
+pub mod sandbox;
 pub mod scoring;
 
 use std::sync::Arc;

@@ -340,8 +340,9 @@ impl Runner {
             expected: case.expected.as_deref(),
             latency_us: run.latency_us,
             cost_nano_usd: run.cost_nano_usd,
+            variables: Some(&case.variables),
         };
-        result.scores = scoring::score_all(metrics, &output);
+        (result.scores, result.notes) = scoring::score_all(metrics, &output);
         for (metric, spec) in metrics.iter().zip(specs).filter(|(m, _)| m.is_judge()) {
             match self.judge(acting, spec, &case, &run.output).await {
                 Ok((value, reasoning, run_id)) => result.scores.push(MetricScore {

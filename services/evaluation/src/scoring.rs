@@ -16,6 +16,7 @@ use regex::Regex;
 
 use crate::metrics::bleu::sentence_bleu;
 use crate::metrics::rouge::{RougeKind, rouge};
+use crate::sandbox;
 
 /// Metrics per run, at most.
 pub const MAX_METRICS: usize = 20;
@@ -60,6 +61,7 @@ enum Kind {
     /// Scored by a model, not here (see [`parse_judgement`]).
     Judge,
     JsonSchema(std::sync::Arc<jsonschema::Validator>),
+    Script(std::sync::Arc<rhai::AST>),
 }
 
 /// What one execution produced, as the metrics see it.
@@ -69,6 +71,8 @@ pub struct Output<'a> {
     pub expected: Option<&'a str>,
     pub latency_us: u64,
     pub cost_nano_usd: i64,
+    /// The case's variables (for scripts).
+    pub variables: Option<&'a std::collections::HashMap<String, String>>,
 }
 
 /// Checks a run's metric specs; every problem is named by its field.
@@ -145,6 +149,13 @@ pub fn compile(specs: &[MetricSpec]) -> Result<Vec<Metric>, Vec<FieldViolation>>
                 }
             },
             "json_valid" => Some(Kind::JsonValid),
+            "script" => match sandbox::compile(&spec.script) {
+                Ok(ast) => Some(Kind::Script(std::sync::Arc::new(ast))),
+                Err(reason) => {
+                    violations.push(FieldViolation::new(field("script"), reason));
+                    None
+                }
+            },
             "json_schema" => match json_schema(&spec.schema) {
                 Ok(validator) => Some(Kind::JsonSchema(std::sync::Arc::new(validator))),
                 Err(reason) => {
@@ -200,7 +211,7 @@ pub fn compile(specs: &[MetricSpec]) -> Result<Vec<Metric>, Vec<FieldViolation>>
                         field("kind"),
                         format!(
                             "unknown metric {other:?}: use bleu, rouge1, rouge2, rougeL, rougeLsum, exact_match, \
-                             contains, regex, json_valid, json_schema, length, latency, cost or llm_judge"
+                             contains, regex, json_valid, json_schema, length, latency, cost, llm_judge or script"
                         ),
                     ));
                     None
@@ -231,8 +242,22 @@ impl Metric {
     /// The score of one output; `None` when it needs an expected output and
     /// the case has none.
     pub fn score(&self, output: &Output<'_>) -> Option<f64> {
+        self.score_or_note(output).ok().flatten()
+    }
+
+    /// The score, none, or why a score that should be there is not (a
+    /// script that failed).
+    pub fn score_or_note(&self, output: &Output<'_>) -> Result<Option<f64>, String> {
+        if let Kind::Script(ast) = &self.kind {
+            return sandbox::run(ast, output).map(Some);
+        }
+        Ok(self.builtin_score(output))
+    }
+
+    fn builtin_score(&self, output: &Output<'_>) -> Option<f64> {
         let pass = |ok: bool| Some(if ok { 1.0 } else { 0.0 });
         match &self.kind {
+            Kind::Script(_) => None,
             Kind::Bleu => Some(sentence_bleu(output.text, output.expected?)),
             Kind::Rouge { kind, stem } => Some(rouge(*kind, output.expected?, output.text, *stem).f1),
             Kind::ExactMatch { values, ignore_case } => {
@@ -349,17 +374,23 @@ pub fn parse_judgement(answer: &str) -> Option<(f64, String)> {
 }
 
 /// Every metric's score of one output (those that apply).
-pub fn score_all(metrics: &[Metric], output: &Output<'_>) -> Vec<MetricScore> {
-    metrics
-        .iter()
-        .filter_map(|m| {
-            m.score(output).map(|value| MetricScore {
-                metric: m.name.clone(),
+/// Every metric's score of one output (those that apply), and notes for
+/// the scores that failed (a script's error).
+pub fn score_all(metrics: &[Metric], output: &Output<'_>) -> (Vec<MetricScore>, Vec<String>) {
+    let mut scores = Vec::new();
+    let mut notes = Vec::new();
+    for metric in metrics {
+        match metric.score_or_note(output) {
+            Ok(Some(value)) => scores.push(MetricScore {
+                metric: metric.name.clone(),
                 value,
                 ..Default::default()
-            })
-        })
-        .collect()
+            }),
+            Ok(None) => {}
+            Err(note) => notes.push(format!("{}: {note}", metric.name)),
+        }
+    }
+    (scores, notes)
 }
 
 /// Mean, sample standard deviation and the 95% confidence interval of the
@@ -480,6 +511,7 @@ mod tests {
             expected,
             latency_us: 1_500,
             cost_nano_usd: 20,
+            variables: None,
         }
     }
 

@@ -272,7 +272,8 @@ async fn datasets_runs_results_and_comparisons() {
             Some(
                 json!({"dataset_id": dataset, "targets": [{"prompt_id": v1, "model": "nope/nope"}],
                 "metrics": [{"kind": "meteor"}, {"kind": "regex", "pattern": "("},
-                    {"kind": "json_schema", "schema": {"type": "wat"}}], "concurrency": 100}),
+                    {"kind": "json_schema", "schema": {"type": "wat"}},
+                    {"kind": "script", "script": "let x = ;"}], "concurrency": 100}),
             ),
         )
         .await;
@@ -286,6 +287,7 @@ async fn datasets_runs_results_and_comparisons() {
             "metrics[0].kind",
             "metrics[1].pattern",
             "metrics[2].schema",
+            "metrics[3].script",
             "targets[0].model"
         ]
     );
@@ -342,6 +344,8 @@ async fn datasets_runs_results_and_comparisons() {
         {"kind": "contains", "values": ["question"], "name": "mentions"},
         {"kind": "length", "max": 12},
         {"kind": "json_schema", "schema": {"type": "object"}},
+        {"kind": "script", "name": "words", "script": "output.split(' ').len()"},
+        {"kind": "script", "name": "broken", "script": "output.len() / 0"},
     ]);
     let (status, run) = api
         .call(
@@ -394,6 +398,9 @@ async fn datasets_runs_results_and_comparisons() {
     assert_eq!(aggregate(&base, "length")["mean"], 0.0);
     // "Q: question 0" is not JSON: the schema assertion fails everywhere.
     assert_eq!(aggregate(&base, "json_schema")["mean"], 0.0);
+    // A sandboxed script: "Q: question 0" has three words.
+    assert_eq!(aggregate(&base, "words")["mean"], 3.0);
+    assert_eq!(aggregate(&base, "broken")["count"], 0);
 
     let listed = results(&api, &token, &base_id).await;
     let ids: Vec<&str> = listed.iter().map(|r| r["case_id"].as_str().unwrap()).collect();
@@ -404,6 +411,8 @@ async fn datasets_runs_results_and_comparisons() {
         "no expected output, no BLEU: {}",
         listed[9]
     );
+    let note = listed[0]["notes"][0].as_str().unwrap_or_default();
+    assert!(note.starts_with("broken: the script failed"), "{}", listed[0]);
     let (status, run_record) = api
         .call(
             Method::GET,

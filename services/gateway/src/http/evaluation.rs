@@ -186,6 +186,11 @@ pub struct MetricJson {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub schema: Option<serde_json::Value>,
+    /// `script`: a Rhai script returning the score (number or bool), run
+    /// sandboxed with `output`, `expected`, `variables`, `latency_ms` and
+    /// `cost_nano_usd` in scope.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub script: String,
 }
 
 /// An LLM judge: a rubric prompt from the registry (given `output`,
@@ -226,6 +231,7 @@ impl From<MetricJson> for MetricSpec {
             judge_version: judge.version.unwrap_or(0),
             judge_model: judge.model.unwrap_or_default(),
             schema: m.schema.map(|s| s.to_string()).unwrap_or_default(),
+            script: m.script,
             kind: m.kind,
             stem: m.stem,
             values: m.values,
@@ -252,6 +258,7 @@ impl From<MetricSpec> for MetricJson {
         MetricJson {
             judge,
             schema: serde_json::from_str(&m.schema).ok(),
+            script: m.script,
             kind: m.kind,
             name: m.name,
             stem: m.stem,
