@@ -16,7 +16,7 @@ use promptops_proto::evaluation::v1::{DatasetCase, DatasetCasesStaged, DatasetCr
 use prost::Message as _;
 use sha2::{Digest, Sha256};
 
-use crate::dataset::{Case, Format};
+use crate::dataset::Case;
 
 pub const AGGREGATE_TYPE: &str = "dataset";
 pub const CREATED: &str = "promptops.evaluation.v1.DatasetCreated";
@@ -63,7 +63,8 @@ pub enum DatasetCommand {
     },
     AddVersion {
         cases: Vec<Case>,
-        format: Format,
+        /// What the cases came from: `csv`, `jsonl` or `runs`.
+        source: &'static str,
     },
 }
 
@@ -121,7 +122,7 @@ pub fn decide(state: &DatasetState, command: DatasetCommand) -> Result<Vec<Datas
                 description,
             })])
         }
-        DatasetCommand::AddVersion { cases, format } => {
+        DatasetCommand::AddVersion { cases, source } => {
             let created = state.created.as_ref().ok_or(DatasetError::NotFound)?;
             if cases.is_empty() {
                 return Err(DatasetError::Empty);
@@ -163,7 +164,7 @@ pub fn decide(state: &DatasetState, command: DatasetCommand) -> Result<Vec<Datas
                 chunks: u32::try_from(events.len()).unwrap_or(u32::MAX),
                 case_count,
                 variables,
-                source_format: format.name().to_owned(),
+                source_format: source.to_owned(),
             }));
             Ok(events)
         }
@@ -308,7 +309,7 @@ mod tests {
             &created(),
             DatasetCommand::AddVersion {
                 cases: cases(30, 20_000),
-                format: Format::Csv,
+                source: "csv",
             },
         )
         .unwrap_or_default();
@@ -329,7 +330,7 @@ mod tests {
             &created(),
             DatasetCommand::AddVersion {
                 cases: cases(2, 10),
-                format: Format::JsonLines,
+                source: "jsonl",
             },
         )
         .unwrap_or_default();
@@ -339,7 +340,7 @@ mod tests {
             &state,
             DatasetCommand::AddVersion {
                 cases: cases(5, 10),
-                format: Format::Csv,
+                source: "csv",
             },
         )
         .unwrap_or_default();
@@ -352,7 +353,7 @@ mod tests {
             &state,
             DatasetCommand::AddVersion {
                 cases: cases(3, 10),
-                format: Format::Csv,
+                source: "csv",
             },
         )
         .unwrap_or_default();
@@ -391,7 +392,7 @@ mod tests {
                 &DatasetState::default(),
                 DatasetCommand::AddVersion {
                     cases: cases(1, 1),
-                    format: Format::Csv
+                    source: "csv"
                 }
             ),
             Err(DatasetError::NotFound)
@@ -412,7 +413,7 @@ mod tests {
                 &created(),
                 DatasetCommand::AddVersion {
                     cases: Vec::new(),
-                    format: Format::Csv
+                    source: "csv"
                 }
             ),
             Err(DatasetError::Empty)

@@ -15,17 +15,19 @@ use promptops_platform::errors::{ErrorClass, FieldViolation, ServiceError};
 use promptops_platform::paging::{Cursor, page_size, timestamp_from_ms};
 use promptops_platform::read_your_write;
 use promptops_proto::common::v1::LogPosition;
+use promptops_proto::common::v1::PageRequest;
 use promptops_proto::evaluation::v1::evaluation_service_server::EvaluationService;
 use promptops_proto::evaluation::v1::{
-    AddDatasetVersionRequest, CancelEvaluationRunRequest, CaseResult, CompareEvaluationRunsRequest,
-    CreateDatasetRequest, Dataset, DatasetVersion, EvaluationComparison, EvaluationRun, EvaluationRunStarted,
-    EvaluationRunStatus, ExportDatasetRequest, ExportDatasetResponse, GetDatasetRequest,
-    GetEvaluationRunRequest, ListCaseResultsRequest, ListCaseResultsResponse, ListDatasetCasesRequest,
-    ListDatasetCasesResponse, ListDatasetsRequest, ListDatasetsResponse, ListEvaluationRunsRequest,
-    ListEvaluationRunsResponse, MetricSpec, ResolvedTarget, StartEvaluationRunRequest,
+    AddDatasetVersionFromRunsRequest, AddDatasetVersionRequest, CancelEvaluationRunRequest, CaseResult,
+    CompareEvaluationRunsRequest, CreateDatasetRequest, Dataset, DatasetVersion, EvaluationComparison,
+    EvaluationRun, EvaluationRunStarted, EvaluationRunStatus, ExportDatasetRequest, ExportDatasetResponse,
+    GetDatasetRequest, GetEvaluationRunRequest, ListCaseResultsRequest, ListCaseResultsResponse,
+    ListDatasetCasesRequest, ListDatasetCasesResponse, ListDatasetsRequest, ListDatasetsResponse,
+    ListEvaluationRunsRequest, ListEvaluationRunsResponse, MetricSpec, ResolvedTarget,
+    StartEvaluationRunRequest,
 };
-use promptops_proto::execution::v1::ListModelsRequest;
 use promptops_proto::execution::v1::execution_service_client::ExecutionServiceClient;
+use promptops_proto::execution::v1::{ListModelsRequest, ListRunsRequest, RunStatus};
 use promptops_proto::prompts::v1::prompt_service_client::PromptServiceClient;
 use promptops_proto::prompts::v1::{PromptRef, ResolvePromptRequest, ResolvedPrompt, template};
 use sqlx::AnyPool;
@@ -48,6 +50,9 @@ pub const MAX_TARGETS: usize = 10;
 /// Concurrency when not given, and at most.
 pub const DEFAULT_CONCURRENCY: u32 = 8;
 pub const MAX_CONCURRENCY: u32 = 64;
+/// Runs taken into a dataset version by default, and at most.
+const DEFAULT_RUNS_TAKEN: usize = 100;
+const MAX_RUNS_TAKEN: usize = 10_000;
 /// Rows named in one refusal for missing variables, at most.
 const MAX_REPORTED_ROWS: usize = 1_000;
 
@@ -693,7 +698,102 @@ impl EvaluationService for EvaluationApi {
         let executed = aggregate::execute::<DatasetAggregate>(
             &self.log,
             &aggregate,
-            DatasetCommand::AddVersion { cases, format },
+            DatasetCommand::AddVersion {
+                cases,
+                source: format.name(),
+            },
+            &event_metadata(caller.actor.clone()),
+        )
+        .await
+        .map_err(dataset_error)?;
+        metrics::counter!("evaluation_dataset_versions_total").increment(1);
+        let added = executed.state.versions.last().cloned().unwrap_or_default();
+        let mut view = version_view(&added, Some(executed.last_sequence));
+        view.created_by = Some(caller.actor);
+        Ok(Response::new(view))
+    }
+
+    async fn add_dataset_version_from_runs(
+        &self,
+        request: Request<AddDatasetVersionFromRunsRequest>,
+    ) -> Result<Response<DatasetVersion>> {
+        let (caller, credential) = self.caller(&request, Permission::Write).await?;
+        let req = request.into_inner();
+        let aggregate = Self::dataset_ref(&caller.org_id, &req.dataset_id)?;
+        check_uuid("prompt_id", &req.prompt_id)?;
+        let limit = match req.limit {
+            0 => DEFAULT_RUNS_TAKEN,
+            n if n as usize > MAX_RUNS_TAKEN => {
+                return Err(invalid("limit", format!("1 to {MAX_RUNS_TAKEN}")).into());
+            }
+            n => n as usize,
+        };
+        let mut cases = Vec::new();
+        let mut page_token = String::new();
+        while cases.len() < limit {
+            let page = self
+                .execution
+                .clone()
+                .list_runs(outgoing(
+                    &credential,
+                    ListRunsRequest {
+                        page: Some(PageRequest {
+                            page_size: 200,
+                            page_token: page_token.clone(),
+                        }),
+                        prompt_id: req.prompt_id.clone(),
+                        prompt_version: req.prompt_version,
+                        status: if req.include_unsuccessful {
+                            RunStatus::Unspecified
+                        } else {
+                            RunStatus::Completed
+                        } as i32,
+                        ..Default::default()
+                    },
+                ))
+                .await
+                .map_err(|s| ServiceError::from_status(&s))?
+                .into_inner();
+            for run in page.runs {
+                if cases.len() == limit {
+                    break;
+                }
+                if run.status == RunStatus::Running as i32 {
+                    continue;
+                }
+                let completed = run.status == RunStatus::Completed as i32;
+                cases.push(dataset::Case {
+                    id: run.run_id.clone(),
+                    variables: run.variables.into_iter().collect(),
+                    expected: completed.then_some(run.output),
+                    metadata: [
+                        ("run_id".to_owned(), run.run_id),
+                        ("model".to_owned(), run.model),
+                        ("prompt_version".to_owned(), run.prompt_version.to_string()),
+                    ]
+                    .into_iter()
+                    .collect(),
+                });
+            }
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            page_token = page.next_page_token;
+        }
+        if cases.is_empty() {
+            return Err(ServiceError::new(
+                ErrorClass::FailedPrecondition,
+                "no finished runs of this prompt match; run it first",
+            )
+            .into());
+        }
+        let executed = aggregate::execute::<DatasetAggregate>(
+            &self.log,
+            &aggregate,
+            DatasetCommand::AddVersion {
+                cases,
+                source: "runs",
+            },
             &event_metadata(caller.actor.clone()),
         )
         .await

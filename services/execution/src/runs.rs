@@ -79,6 +79,11 @@ pub const MIGRATIONS: &[Migration] = &[
             "CREATE INDEX conversations_newest_first ON conversations (org_id, created_at_ms, conversation_id)",
         ],
     },
+    Migration {
+        version: 5,
+        name: "run variables",
+        statements: &["ALTER TABLE runs ADD COLUMN variables TEXT NOT NULL DEFAULT '{}'"],
+    },
 ];
 
 pub const PROJECTION: &str = "runs";
@@ -126,8 +131,8 @@ impl Projection for RunsProjection {
                 sqlx::query(
                     "INSERT INTO runs (org_id, run_id, status, prompt_id, prompt_version, label, model, output,
                         input_tokens, output_tokens, cached_input_tokens, estimated, cost_nano_usd, latency_us,
-                        ttft_us, error, finish_reason, created_at_ms, actor_kind, actor_id, trace_id)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, '', $8, 0, 0, 1, 0, 0, 0, '', '', $9, $10, $11, $12)
+                        ttft_us, error, finish_reason, created_at_ms, actor_kind, actor_id, trace_id, variables)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, '', $8, 0, 0, 1, 0, 0, 0, '', '', $9, $10, $11, $12, $13)
                      ON CONFLICT (org_id, run_id) DO NOTHING",
                 )
                 .bind(org)
@@ -142,6 +147,7 @@ impl Projection for RunsProjection {
                 .bind(i64::from(actor.kind))
                 .bind(&actor.id)
                 .bind(trace_id(&envelope.traceparent))
+                .bind(serde_json::to_string(&started.variables).unwrap_or_else(|_| "{}".to_owned()))
                 .execute(&mut *conn)
                 .await?;
             }
@@ -348,6 +354,7 @@ struct RunRow {
     actor_kind: i64,
     actor_id: String,
     trace_id: String,
+    variables: String,
 }
 
 fn unsigned(v: i64) -> u64 {
@@ -381,6 +388,7 @@ impl From<RunRow> for Run {
             }),
             trace_id: r.trace_id,
             finish_reason: r.finish_reason,
+            variables: serde_json::from_str(&r.variables).unwrap_or_default(),
         }
     }
 }
@@ -388,7 +396,7 @@ impl From<RunRow> for Run {
 const COLUMNS: &str =
     "run_id, status, prompt_id, prompt_version, label, model, output, input_tokens, output_tokens,
     cached_input_tokens, estimated, cost_nano_usd, latency_us, ttft_us, error, finish_reason, created_at_ms,
-    actor_kind, actor_id, trace_id";
+    actor_kind, actor_id, trace_id, variables";
 
 /// Which runs to list.
 #[derive(Debug, Clone, Default)]

@@ -427,6 +427,53 @@ async fn datasets_runs_results_and_comparisons() {
         "{run_record}"
     );
 
+    // A dataset built from the prompt's past runs: their variables, their
+    // outputs as the expected outputs.
+    let from_runs = create_dataset(&api, &token, "from production").await;
+    let (status, version) = api
+        .call(
+            Method::POST,
+            &format!("/api/v1/datasets/{from_runs}/versions/from-runs"),
+            t,
+            Some(json!({"prompt_id": v1, "prompt_version": 1, "limit": 4})),
+        )
+        .await;
+    assert_eq!(status, 201, "{version}");
+    assert_eq!(
+        (version["case_count"].as_u64(), version["source_format"].as_str()),
+        (Some(4), Some("runs"))
+    );
+    let (_, cases) = api
+        .call(
+            Method::GET,
+            &format!("/api/v1/datasets/{from_runs}/cases"),
+            t,
+            None,
+        )
+        .await;
+    for case in cases["cases"].as_array().unwrap() {
+        let question = case["variables"]["question"].as_str().unwrap();
+        assert_eq!(
+            case["expected"].as_str().unwrap(),
+            format!("Q: {question}"),
+            "{case}"
+        );
+        assert_eq!(case["metadata"]["run_id"], case["id"]);
+    }
+    let (status, problem) = api
+        .call(
+            Method::POST,
+            &format!("/api/v1/datasets/{from_runs}/versions/from-runs"),
+            t,
+            Some(json!({"prompt_id": v1, "prompt_version": 99})),
+        )
+        .await;
+    assert_eq!(status, 400, "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("no finished runs"),
+        "{problem}"
+    );
+
     // A second version of the prompt answers differently: compared with the
     // first run, every case with an expected output regressed.
     let (status, version2) = api

@@ -13,11 +13,11 @@ use futures::StreamExt as _;
 use promptops_platform::caller::outgoing;
 use promptops_platform::errors::{Problem, ServiceError};
 use promptops_proto::evaluation::v1::{
-    AddDatasetVersionRequest, CancelEvaluationRunRequest, CaseResult, CompareEvaluationRunsRequest,
-    CreateDatasetRequest, Dataset, DatasetCase, DatasetVersion, EvaluationComparison, EvaluationRun,
-    EvaluationRunStatus, EvaluationTarget, ExportDatasetRequest, GetDatasetRequest, GetEvaluationRunRequest,
-    ListCaseResultsRequest, ListDatasetCasesRequest, ListDatasetsRequest, ListEvaluationRunsRequest,
-    MetricAggregate, MetricSpec, StartEvaluationRunRequest,
+    AddDatasetVersionFromRunsRequest, AddDatasetVersionRequest, CancelEvaluationRunRequest, CaseResult,
+    CompareEvaluationRunsRequest, CreateDatasetRequest, Dataset, DatasetCase, DatasetVersion,
+    EvaluationComparison, EvaluationRun, EvaluationRunStatus, EvaluationTarget, ExportDatasetRequest,
+    GetDatasetRequest, GetEvaluationRunRequest, ListCaseResultsRequest, ListDatasetCasesRequest,
+    ListDatasetsRequest, ListEvaluationRunsRequest, MetricAggregate, MetricSpec, StartEvaluationRunRequest,
 };
 use promptops_proto::prompts::v1::PromptRef;
 use serde::{Deserialize, Serialize};
@@ -643,6 +643,54 @@ pub async fn add_dataset_version(
         .evaluation
         .clone()
         .add_dataset_version(outgoing(&credential, request))
+        .await
+        .map_err(|s| upstream(&s))?
+        .into_inner();
+    Ok((StatusCode::CREATED, Json(version.into())))
+}
+
+/// Body of `POST /api/v1/datasets/{dataset_id}/versions/from-runs`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FromRunsBody {
+    pub prompt_id: String,
+    /// Only this version's runs (default: every version).
+    pub prompt_version: Option<u64>,
+    /// Runs taken, newest first (1–10,000; default 100).
+    pub limit: Option<u32>,
+    /// Also failed and cancelled runs (their expected output is empty).
+    #[serde(default)]
+    pub include_unsuccessful: bool,
+}
+
+/// Add a version built from past runs of a prompt: each run's variables,
+/// its output as the expected output (run id, model and version as metadata).
+#[utoipa::path(post, path = "/api/v1/datasets/{dataset_id}/versions/from-runs", tag = "evaluation",
+    request_body = FromRunsBody,
+    responses(
+        (status = 201, description = "The new version", body = DatasetVersionJson),
+        (status = 400, description = "Invalid prompt id or limit, or no finished runs match", body = Problem, content_type = JSON_PROBLEMS),
+    ))]
+pub async fn add_version_from_runs(
+    State(state): State<AppState>,
+    Authenticated(_caller, credential): Authenticated,
+    Path(dataset_id): Path<String>,
+    ApiJson(body): ApiJson<FromRunsBody>,
+) -> Result<(StatusCode, Json<DatasetVersionJson>), ServiceError> {
+    if body.limit == Some(0) {
+        return Err(bad_request("limit", "1 to 10000"));
+    }
+    let request = AddDatasetVersionFromRunsRequest {
+        dataset_id,
+        prompt_id: body.prompt_id,
+        prompt_version: body.prompt_version.unwrap_or(0),
+        limit: body.limit.unwrap_or(0),
+        include_unsuccessful: body.include_unsuccessful,
+    };
+    let version = state
+        .evaluation
+        .clone()
+        .add_dataset_version_from_runs(outgoing(&credential, request))
         .await
         .map_err(|s| upstream(&s))?
         .into_inner();

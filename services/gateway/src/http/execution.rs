@@ -151,6 +151,9 @@ pub struct RunJson {
     pub created_at: String,
     pub actor: ActorJson,
     pub trace_id: String,
+    /// A managed prompt's template variables (in history; not in streamed chunks).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub variables: std::collections::BTreeMap<String, String>,
 }
 
 pub fn status_name(status: i32) -> &'static str {
@@ -188,6 +191,7 @@ impl From<Run> for RunJson {
             created_at: rfc3339(r.created_at.as_ref()),
             actor: r.actor.into(),
             trace_id: r.trace_id,
+            variables: r.variables.into_iter().collect(),
         }
     }
 }

@@ -130,6 +130,7 @@ pub fn api() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(evaluation::create_dataset, evaluation::list_datasets))
         .routes(routes!(evaluation::get_dataset))
         .routes(routes!(evaluation::add_dataset_version))
+        .routes(routes!(evaluation::add_version_from_runs))
         .routes(routes!(evaluation::list_cases))
         .routes(routes!(evaluation::export_dataset))
         .routes(routes!(evaluation::start_run, evaluation::list_runs))
