@@ -362,6 +362,23 @@ impl Authenticator {
         .with_grants(grants))
     }
 
+    /// The verified caller, if allowed `permission`, and the credential
+    /// they presented (to pass on to other services as them).
+    pub async fn authorize(
+        &self,
+        metadata: &MetadataMap,
+        permission: promptops_auth::roles::Permission,
+    ) -> Result<(Caller, String), ServiceError> {
+        let caller = self.authenticate(metadata).await?;
+        caller.require(permission)?;
+        let credential = metadata
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' ').map(|(_, c)| c.trim().to_owned()))
+            .unwrap_or_default();
+        Ok((caller, credential))
+    }
+
     fn service_secret(&self) -> Result<&str, ServiceError> {
         self.inner
             .service_secret

@@ -200,15 +200,7 @@ impl EvaluationApi {
     }
 
     async fn caller<T>(&self, request: &Request<T>, permission: Permission) -> Result<(Caller, String)> {
-        let caller = self.auth.authenticate(request.metadata()).await?;
-        caller.require(permission)?;
-        let credential = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split_once(' ').map(|(_, c)| c.trim().to_owned()))
-            .unwrap_or_default();
-        Ok((caller, credential))
+        Ok(self.auth.authorize(request.metadata(), permission).await?)
     }
 
     fn dataset_ref(org_id: &str, id: &str) -> std::result::Result<AggregateRef, ServiceError> {
@@ -296,6 +288,29 @@ impl EvaluationApi {
             )
         })?;
         Ok((cases, number))
+    }
+
+    /// Records a new version of the dataset with `cases`.
+    async fn add_version(
+        &self,
+        caller: &Caller,
+        aggregate: &AggregateRef,
+        cases: Vec<dataset::Case>,
+        source: &'static str,
+    ) -> std::result::Result<DatasetVersion, ServiceError> {
+        let executed = aggregate::execute::<DatasetAggregate>(
+            &self.log,
+            aggregate,
+            DatasetCommand::AddVersion { cases, source },
+            &event_metadata(caller.actor.clone()),
+        )
+        .await
+        .map_err(dataset_error)?;
+        metrics::counter!("evaluation_dataset_versions_total").increment(1);
+        let added = executed.state.versions.last().cloned().unwrap_or_default();
+        let mut view = version_view(&added, Some(executed.last_sequence));
+        view.created_by = Some(caller.actor.clone());
+        Ok(view)
     }
 
     async fn load_run(&self, org_id: &str, id: &str) -> std::result::Result<Loaded<RunState>, ServiceError> {
@@ -695,22 +710,10 @@ impl EvaluationService for EvaluationApi {
             }
             ServiceError::invalid(violations)
         })?;
-        let executed = aggregate::execute::<DatasetAggregate>(
-            &self.log,
-            &aggregate,
-            DatasetCommand::AddVersion {
-                cases,
-                source: format.name(),
-            },
-            &event_metadata(caller.actor.clone()),
-        )
-        .await
-        .map_err(dataset_error)?;
-        metrics::counter!("evaluation_dataset_versions_total").increment(1);
-        let added = executed.state.versions.last().cloned().unwrap_or_default();
-        let mut view = version_view(&added, Some(executed.last_sequence));
-        view.created_by = Some(caller.actor);
-        Ok(Response::new(view))
+        Ok(Response::new(
+            self.add_version(&caller, &aggregate, cases, format.name())
+                .await?,
+        ))
     }
 
     async fn add_dataset_version_from_runs(
@@ -787,22 +790,9 @@ impl EvaluationService for EvaluationApi {
             )
             .into());
         }
-        let executed = aggregate::execute::<DatasetAggregate>(
-            &self.log,
-            &aggregate,
-            DatasetCommand::AddVersion {
-                cases,
-                source: "runs",
-            },
-            &event_metadata(caller.actor.clone()),
-        )
-        .await
-        .map_err(dataset_error)?;
-        metrics::counter!("evaluation_dataset_versions_total").increment(1);
-        let added = executed.state.versions.last().cloned().unwrap_or_default();
-        let mut view = version_view(&added, Some(executed.last_sequence));
-        view.created_by = Some(caller.actor);
-        Ok(Response::new(view))
+        Ok(Response::new(
+            self.add_version(&caller, &aggregate, cases, "runs").await?,
+        ))
     }
 
     async fn list_dataset_cases(

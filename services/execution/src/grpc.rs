@@ -200,15 +200,7 @@ pub fn prepare_messages(
 
 impl ExecutionApi {
     async fn caller<T>(&self, request: &Request<T>, permission: Permission) -> Result<(Caller, String)> {
-        let caller = self.auth.authenticate(request.metadata()).await?;
-        caller.require(permission)?;
-        let credential = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split_once(' ').map(|(_, c)| c.trim().to_owned()))
-            .unwrap_or_default();
-        Ok((caller, credential))
+        Ok(self.auth.authorize(request.metadata(), permission).await?)
     }
 
     /// Renders a managed prompt (through the prompts service, as the caller)

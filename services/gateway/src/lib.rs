@@ -32,6 +32,8 @@ pub const SERVICE: ServiceName = ServiceName::Gateway;
 
 /// The default limit on request bodies: 1 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// The largest dataset file uploaded as a body, by default.
+pub const DEFAULT_MAX_UPLOAD_BYTES: usize = 32 * 1024 * 1024;
 
 pub const MIGRATIONS: &[Migration] = identity::store::MIGRATIONS;
 
@@ -44,6 +46,8 @@ pub struct Config {
     pub audit_url: String,
     pub evaluation_url: String,
     pub max_body_bytes: usize,
+    /// `PROMPTOPS_MAX_UPLOAD_BYTES`: data files (dataset versions).
+    pub max_upload_bytes: usize,
     pub tokens: identity::service::TokenConfig,
     /// `PROMPTOPS_INIT_*`: the org, owner and API key to create at first start.
     pub init: identity::service::InitConfig,
@@ -54,14 +58,19 @@ pub struct Config {
 
 impl Config {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let max_body_bytes = env.parse("PROMPTOPS_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES)?;
-        if !(1024..=64 * 1024 * 1024).contains(&max_body_bytes) {
-            return Err(ConfigError {
-                variable: "PROMPTOPS_MAX_BODY_BYTES".into(),
-                value: max_body_bytes.to_string(),
-                reason: "must be between 1024 and 67108864".into(),
-            });
-        }
+        let limit = |variable: &str, default: usize| -> Result<usize, ConfigError> {
+            let bytes = env.parse(variable, default)?;
+            if !(1024..=64 * 1024 * 1024).contains(&bytes) {
+                return Err(ConfigError {
+                    variable: variable.into(),
+                    value: bytes.to_string(),
+                    reason: "must be between 1024 and 67108864".into(),
+                });
+            }
+            Ok(bytes)
+        };
+        let max_body_bytes = limit("PROMPTOPS_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES)?;
+        let max_upload_bytes = limit("PROMPTOPS_MAX_UPLOAD_BYTES", DEFAULT_MAX_UPLOAD_BYTES)?;
         Ok(Self {
             http_addr: env.socket_addr("PROMPTOPS_HTTP_ADDR", "127.0.0.1:8080")?,
             grpc_addr: SERVICE.grpc_addr(env)?,
@@ -70,6 +79,7 @@ impl Config {
             audit_url: ServiceName::Audit.url(env)?,
             evaluation_url: ServiceName::Evaluation.url(env)?,
             max_body_bytes,
+            max_upload_bytes,
             tokens: token_config(env)?,
             rate_limits: http::limits::RateLimits {
                 per_key_per_second: positive(env, "PROMPTOPS_RATE_LIMIT_PER_KEY", 50)?,
@@ -267,6 +277,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
             .max_encoding_message_size(promptops_proto::MAX_LARGE_MESSAGE_BYTES),
         background: background.clone(),
         max_body_bytes: config.max_body_bytes,
+        max_upload_bytes: config.max_upload_bytes,
     };
     let router = http::router(state.clone(), readiness.clone());
     let grpc = GrpcService {

@@ -742,3 +742,24 @@ async fn a_run_survives_its_service_being_killed_and_scores_every_case_once() {
         "{runs}"
     );
 }
+
+#[tokio::test]
+async fn dataset_uploads_have_their_own_size_limit() {
+    let all = AllInOne::start_with(&[("PROMPTOPS_MAX_UPLOAD_BYTES", "2048")]).await;
+    let api = Api::new(all.http());
+    let (token, _) = signup(&all.http(), "limits@acme.test").await;
+    let dataset = create_dataset(&api, &token, "sized").await;
+    let row = |i: usize| format!("c{i},{}\n", "x".repeat(40));
+    let small: String = std::iter::once("id,q\n".to_owned())
+        .chain((0..30).map(row))
+        .collect();
+    let large: String = std::iter::once("id,q\n".to_owned())
+        .chain((0..80).map(row))
+        .collect();
+    assert!(small.len() < 2048 && large.len() > 2048);
+    let (status, version) = upload(&api, &token, &dataset, "text/csv", &small).await;
+    assert_eq!(status, 201, "{version}");
+    let (status, problem) = upload(&api, &token, &dataset, "text/csv", &large).await;
+    assert_eq!(status, 413, "{problem}");
+    assert_eq!(problem["status"], 413);
+}

@@ -71,7 +71,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
 }
 
 /// A data file uploaded as the raw body (CSV or JSON Lines), at most
-/// `AppState::max_body_bytes`: its media type and bytes.
+/// `AppState::max_upload_bytes`: its media type and bytes.
 #[derive(Debug)]
 pub struct ApiFile {
     /// `csv` or `jsonl`.
@@ -104,7 +104,7 @@ impl FromRequest<AppState> for ApiFile {
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .and_then(file_format);
-        let limit = state.max_body_bytes;
+        let limit = state.max_upload_bytes;
         let body = request.into_body();
         let Some(format) = format else {
             drain(body, 0).await;

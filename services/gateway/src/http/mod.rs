@@ -48,6 +48,8 @@ pub struct AppState {
     pub background: TaskTracker,
     /// The largest accepted request body (`PROMPTOPS_MAX_BODY_BYTES`).
     pub max_body_bytes: usize,
+    /// The largest data file uploaded as a body (`PROMPTOPS_MAX_UPLOAD_BYTES`).
+    pub max_upload_bytes: usize,
     /// Accounts, sessions and signing keys.
     pub identity: crate::identity::service::Identity,
     /// Rate limits per key and per org.
