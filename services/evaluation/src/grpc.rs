@@ -1,6 +1,6 @@
 //! `promptops.evaluation.v1.EvaluationService`: datasets and evaluation runs.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -338,7 +338,8 @@ impl EvaluationApi {
         cases: &[dataset::Case],
         violations: &mut Vec<FieldViolation>,
     ) -> std::result::Result<Vec<ResolvedTarget>, ServiceError> {
-        let models: BTreeSet<String> = self
+        // Model id → whether it is an embedding model.
+        let models: BTreeMap<String, bool> = self
             .execution
             .clone()
             .list_models(outgoing(credential, ListModelsRequest {}))
@@ -347,7 +348,7 @@ impl EvaluationApi {
             .into_inner()
             .models
             .into_iter()
-            .map(|m| m.id)
+            .map(|m| (m.id, m.embeddings))
             .collect();
         let mut check = PromptCheck {
             credential,
@@ -400,6 +401,24 @@ impl EvaluationApi {
                 });
                 spec.judge_version = version;
                 spec.judge_label = label;
+            }
+        }
+        for (i, spec) in metrics
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.kind == "embedding_similarity")
+        {
+            let field = format!("metrics[{i}].embedding_model");
+            match check.models.get(&spec.embedding_model) {
+                None if !spec.embedding_model.is_empty() => check.violations.push(FieldViolation::new(
+                    field,
+                    format!("unknown model {:?}", spec.embedding_model),
+                )),
+                Some(false) => check.violations.push(FieldViolation::new(
+                    field,
+                    format!("{} is not an embedding model", spec.embedding_model),
+                )),
+                _ => {}
             }
         }
         if check.missing_rows > MAX_REPORTED_ROWS {
@@ -468,11 +487,18 @@ impl EvaluationApi {
                 field(model_field),
                 "the prompt version names no model; give one",
             ));
-        } else if !check.models.contains(&model) {
-            check.violations.push(FieldViolation::new(
-                field(model_field),
-                format!("unknown model {model:?}"),
-            ));
+        } else {
+            match check.models.get(&model) {
+                None => check.violations.push(FieldViolation::new(
+                    field(model_field),
+                    format!("unknown model {model:?}"),
+                )),
+                Some(true) => check.violations.push(FieldViolation::new(
+                    field(model_field),
+                    format!("{model} is an embedding model; it does not answer prompts"),
+                )),
+                Some(false) => {}
+            }
         }
         let required: Vec<String> = required_variables(&prompt)
             .into_iter()
@@ -500,7 +526,7 @@ impl EvaluationApi {
 struct PromptCheck<'a> {
     credential: &'a str,
     cases: &'a [dataset::Case],
-    models: &'a BTreeSet<String>,
+    models: &'a BTreeMap<String, bool>,
     violations: &'a mut Vec<FieldViolation>,
     missing_rows: usize,
 }

@@ -21,7 +21,7 @@ use promptops_platform::db::unix_ms;
 use promptops_proto::common::v1::Actor;
 use promptops_proto::evaluation::v1::{CaseResult, DatasetCase, EvaluationRunStatus, MetricScore};
 use promptops_proto::execution::v1::execution_service_client::ExecutionServiceClient;
-use promptops_proto::execution::v1::{ExecuteRequest, RunStatus};
+use promptops_proto::execution::v1::{EmbedRequest, ExecuteRequest, RunStatus};
 use promptops_proto::prompts::v1::PromptRef;
 use sqlx::AnyPool;
 use tokio_util::sync::CancellationToken;
@@ -354,7 +354,53 @@ impl Runner {
                 Err(note) => result.notes.push(format!("{}: {note}", metric.name)),
             }
         }
+        if let Some(expected) = case.expected.as_deref() {
+            for (metric, spec) in metrics.iter().zip(specs).filter(|(m, _)| m.is_embedding()) {
+                match self
+                    .similarity(acting, &spec.embedding_model, &run.output, expected)
+                    .await
+                {
+                    Ok((value, run_id)) => result.scores.push(MetricScore {
+                        metric: metric.name.clone(),
+                        value,
+                        run_id,
+                        ..Default::default()
+                    }),
+                    Err(note) => result.notes.push(format!("{}: {note}", metric.name)),
+                }
+            }
+        }
         result
+    }
+
+    /// The cosine of the output's and the expected output's embeddings, and
+    /// the embedding run's id.
+    async fn similarity(
+        &self,
+        acting: &Acting<'_>,
+        model: &str,
+        output: &str,
+        expected: &str,
+    ) -> Result<(f64, String), String> {
+        let request = EmbedRequest {
+            model: model.to_owned(),
+            inputs: vec![output.to_owned(), expected.to_owned()],
+        };
+        let answer = self
+            .inner
+            .execution
+            .clone()
+            .embed(acting_for(acting.credential, acting.caller, request))
+            .await
+            .map_err(|status| format!("the embeddings failed: {}", status.message()))?
+            .into_inner();
+        match answer.embeddings.as_slice() {
+            [a, b] => Ok((
+                scoring::cosine(&a.values, &b.values),
+                answer.run.map(|r| r.run_id).unwrap_or_default(),
+            )),
+            other => Err(format!("{} embeddings for 2 texts", other.len())),
+        }
     }
 
     /// Runs the judge's rubric prompt on one output: its score, reasoning

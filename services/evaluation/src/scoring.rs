@@ -62,6 +62,8 @@ enum Kind {
     Judge,
     JsonSchema(std::sync::Arc<jsonschema::Validator>),
     Script(std::sync::Arc<rhai::AST>),
+    /// Cosine of embeddings from a model, not here (see [`cosine`]).
+    Embedding,
 }
 
 /// What one execution produced, as the metrics see it.
@@ -149,6 +151,14 @@ pub fn compile(specs: &[MetricSpec]) -> Result<Vec<Metric>, Vec<FieldViolation>>
                 }
             },
             "json_valid" => Some(Kind::JsonValid),
+            "embedding_similarity" if spec.embedding_model.is_empty() => {
+                violations.push(FieldViolation::new(
+                    field("embedding_model"),
+                    "embedding_similarity needs the embedding model, e.g. mock/embed",
+                ));
+                None
+            }
+            "embedding_similarity" => Some(Kind::Embedding),
             "script" => match sandbox::compile(&spec.script) {
                 Ok(ast) => Some(Kind::Script(std::sync::Arc::new(ast))),
                 Err(reason) => {
@@ -211,7 +221,7 @@ pub fn compile(specs: &[MetricSpec]) -> Result<Vec<Metric>, Vec<FieldViolation>>
                         field("kind"),
                         format!(
                             "unknown metric {other:?}: use bleu, rouge1, rouge2, rougeL, rougeLsum, exact_match, \
-                             contains, regex, json_valid, json_schema, length, latency, cost, llm_judge or script"
+                             contains, regex, json_valid, json_schema, length, latency, cost, llm_judge, script or embedding_similarity"
                         ),
                     ));
                     None
@@ -257,7 +267,7 @@ impl Metric {
     fn builtin_score(&self, output: &Output<'_>) -> Option<f64> {
         let pass = |ok: bool| Some(if ok { 1.0 } else { 0.0 });
         match &self.kind {
-            Kind::Script(_) => None,
+            Kind::Script(_) | Kind::Embedding => None,
             Kind::Bleu => Some(sentence_bleu(output.text, output.expected?)),
             Kind::Rouge { kind, stem } => Some(rouge(*kind, output.expected?, output.text, *stem).f1),
             Kind::ExactMatch { values, ignore_case } => {
@@ -320,6 +330,11 @@ impl Metric {
     pub fn is_judge(&self) -> bool {
         matches!(self.kind, Kind::Judge)
     }
+
+    /// Whether it compares embeddings (`embedding_similarity`).
+    pub fn is_embedding(&self) -> bool {
+        matches!(self.kind, Kind::Embedding)
+    }
 }
 
 /// A schema's validator; local references only (nothing is fetched).
@@ -336,6 +351,26 @@ fn json_schema(text: &str) -> Result<jsonschema::Validator, String> {
 }
 
 const MAX_SCHEMA_BYTES: usize = 64 * 1024;
+
+/// The cosine similarity of two vectors (0 when either is all zeros or
+/// their lengths differ).
+pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    if a.len() != b.len() {
+        return 0.0;
+    }
+    let (mut dot, mut aa, mut bb) = (0.0_f64, 0.0_f64, 0.0_f64);
+    for (x, y) in a.iter().zip(b) {
+        let (x, y) = (f64::from(*x), f64::from(*y));
+        dot += x * y;
+        aa += x * x;
+        bb += y * y;
+    }
+    if aa == 0.0 || bb == 0.0 {
+        0.0
+    } else {
+        dot / (aa.sqrt() * bb.sqrt())
+    }
+}
 
 /// Reasoning kept from a judge, at most.
 pub const MAX_REASONING_BYTES: usize = 4 * 1024;
@@ -651,6 +686,26 @@ mod tests {
                 .collect();
             assert_eq!(fields, ["metrics[0].schema"], "{bad:?}");
         }
+    }
+
+    #[test]
+    fn cosine_is_scale_free_and_zero_for_empty_vectors() {
+        assert!((cosine(&[1.0, 2.0], &[2.0, 4.0]) - 1.0).abs() < 1e-12);
+        assert!(cosine(&[1.0, 0.0], &[0.0, 1.0]).abs() < 1e-12);
+        assert!((cosine(&[1.0, 0.0], &[-1.0, 0.0]) + 1.0).abs() < 1e-12);
+        assert_eq!(cosine(&[0.0, 0.0], &[1.0, 1.0]), 0.0);
+        assert_eq!(cosine(&[1.0], &[1.0, 1.0]), 0.0);
+        let spec = MetricSpec {
+            kind: "embedding_similarity".into(),
+            ..Default::default()
+        };
+        let fields: Vec<String> = compile(&[spec])
+            .err()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| v.field)
+            .collect();
+        assert_eq!(fields, ["metrics[0].embedding_model"]);
     }
 
     #[test]

@@ -161,7 +161,14 @@ pub fn decide(state: &CatalogState, command: CatalogCommand) -> Result<Vec<Catal
             if model.context_window == 0 {
                 violations.push(FieldViolation::new("context_window", "must be at least 1"));
             }
-            if model.max_output_tokens == 0 || model.max_output_tokens > model.context_window {
+            if model.embeddings {
+                if model.max_output_tokens != 0 {
+                    violations.push(FieldViolation::new(
+                        "max_output_tokens",
+                        "must be 0 for an embedding model (it writes no text)",
+                    ));
+                }
+            } else if model.max_output_tokens == 0 || model.max_output_tokens > model.context_window {
                 violations.push(FieldViolation::new(
                     "max_output_tokens",
                     "must be between 1 and the context window",
@@ -361,6 +368,7 @@ impl Catalogs {
                     }),
                     limits: CallLimits::from_proto(provider.limits.as_ref()),
                     tokenizer: Tokenizer::for_upstream_model(&model.upstream_model),
+                    embeddings: model.embeddings,
                 }),
             );
         }

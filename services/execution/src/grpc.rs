@@ -24,14 +24,14 @@ use promptops_platform::read_your_write;
 use promptops_proto::common::v1::LogPosition;
 use promptops_proto::execution::v1::execution_service_server::ExecutionService;
 use promptops_proto::execution::v1::{
-    CompareRequest, CompareResponse, CompareResult, Conversation, CreateConversationRequest, ExecuteChunk,
-    ExecuteRequest, ExecuteResponse, ExecutionCancelled, ExecutionCompleted, ExecutionFailed,
-    ExecutionStarted, GetConversationRequest, GetRunRequest, ListConversationsRequest,
-    ListConversationsResponse, ListModelsRequest, ListModelsResponse, ListProvidersRequest,
-    ListProvidersResponse, ListRunsRequest, ListRunsResponse, Model, ModelSet, Parameters, Provider,
-    ProviderKind, ProviderSet, RemoveModelRequest, RemoveModelResponse, RemoveProviderRequest,
-    RemoveProviderResponse, Run, RunStatus, SendMessageRequest, SetModelRequest, SetProviderRequest, Usage,
-    execute_chunk,
+    CompareRequest, CompareResponse, CompareResult, Conversation, CreateConversationRequest, EmbedRequest,
+    EmbedResponse, Embedding, ExecuteChunk, ExecuteRequest, ExecuteResponse, ExecutionCancelled,
+    ExecutionCompleted, ExecutionFailed, ExecutionStarted, GetConversationRequest, GetRunRequest,
+    ListConversationsRequest, ListConversationsResponse, ListModelsRequest, ListModelsResponse,
+    ListProvidersRequest, ListProvidersResponse, ListRunsRequest, ListRunsResponse, Model, ModelSet,
+    Parameters, Provider, ProviderKind, ProviderSet, RemoveModelRequest, RemoveModelResponse,
+    RemoveProviderRequest, RemoveProviderResponse, Run, RunStatus, SendMessageRequest, SetModelRequest,
+    SetProviderRequest, Usage, execute_chunk,
 };
 use promptops_proto::prompts::v1::prompt_service_client::PromptServiceClient;
 use promptops_proto::prompts::v1::{
@@ -61,6 +61,8 @@ pub const MAX_RECORDED_OUTPUT_BYTES: usize = 64 * 1024;
 pub const MAX_RECORDED_INPUT_BYTES: usize = 64 * 1024;
 /// The largest input accepted, all messages together.
 pub const MAX_INPUT_BYTES: usize = 1024 * 1024;
+/// Texts embedded in one call, at most.
+pub const MAX_EMBED_INPUTS: usize = 256;
 
 type Result<T> = std::result::Result<T, Status>;
 
@@ -162,6 +164,15 @@ pub fn prepare_messages(
     parameters: Parameters,
 ) -> std::result::Result<(Arc<ModelSpec>, Vec<ChatMessage>, Parameters, u64), ServiceError> {
     let spec = spec.ok_or_else(|| unknown_model(model))?;
+    if spec.embeddings {
+        return Err(invalid(
+            "model",
+            format!(
+                "{} is an embedding model; use Embed (POST /api/v1/embeddings)",
+                spec.id
+            ),
+        ));
+    }
     let mut violations = validate_parameters(&parameters, &spec);
     if messages.is_empty() {
         violations.push(FieldViolation::new("messages", "at least one message"));
@@ -761,6 +772,7 @@ impl ExecutionService for ExecutionApi {
             input_price_per_mtok: req.input_price_per_mtok,
             output_price_per_mtok: req.output_price_per_mtok,
             cached_input_price_per_mtok: req.cached_input_price_per_mtok,
+            embeddings: req.embeddings,
         };
         self.models
             .execute(
@@ -828,6 +840,146 @@ impl ExecutionService for ExecutionApi {
         Ok(Response::new(
             Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)) as Self::ExecuteStreamStream,
         ))
+    }
+
+    async fn embed(&self, request: Request<EmbedRequest>) -> Result<Response<EmbedResponse>> {
+        let (caller, _) = self.caller(&request, Permission::Write).await?;
+        let req = request.into_inner();
+        let spec = self
+            .models
+            .resolve(&caller.org_id, &req.model)
+            .await?
+            .ok_or_else(|| unknown_model(&req.model))?;
+        let mut violations = Vec::new();
+        if !spec.embeddings {
+            violations.push(FieldViolation::new(
+                "model",
+                format!("{} is not an embedding model", spec.id),
+            ));
+        }
+        if req.inputs.is_empty() || req.inputs.len() > MAX_EMBED_INPUTS {
+            violations.push(FieldViolation::new(
+                "inputs",
+                format!("give 1 to {MAX_EMBED_INPUTS} texts"),
+            ));
+        }
+        let input_tokens: u64 = req.inputs.iter().map(|text| spec.tokenizer.count(text)).sum();
+        if let Some((i, _)) = req
+            .inputs
+            .iter()
+            .enumerate()
+            .find(|(_, t)| spec.tokenizer.count(t) > u64::from(spec.context_window))
+        {
+            violations.push(FieldViolation::new(
+                format!("inputs[{i}]"),
+                format!("is longer than {}'s {} tokens", spec.id, spec.context_window),
+            ));
+        }
+        let bytes: usize = req.inputs.iter().map(String::len).sum();
+        if bytes > MAX_INPUT_BYTES {
+            violations.push(FieldViolation::new(
+                "inputs",
+                format!("are {bytes} bytes; the limit is {MAX_INPUT_BYTES}"),
+            ));
+        }
+        if !violations.is_empty() {
+            return Err(ServiceError::invalid(violations).into());
+        }
+        let run_id = Uuid::now_v7().to_string();
+        let recorder = Recorder::new(
+            self.log.clone(),
+            &caller.org_id,
+            &run_id,
+            event_metadata(caller.actor.clone()),
+        )
+        .map_err(|e| ServiceError::new(ErrorClass::Internal, e))?;
+        let started_event = ExecutionStarted {
+            run_id: run_id.clone(),
+            model: spec.id.clone(),
+            messages: req
+                .inputs
+                .iter()
+                .map(|text| ChatMessage {
+                    role: ChatRole::User as i32,
+                    content: truncate(text, MAX_RECORDED_OUTPUT_BYTES).0,
+                })
+                .collect(),
+            input_tokens_counted: input_tokens,
+            trace_id: promptops_platform::telemetry::current_trace_id(),
+            ..Default::default()
+        };
+        let started_at = recorder
+            .started(&started_event)
+            .await
+            .map_err(|e| ServiceError::unavailable("the event log", e))?;
+        let began = std::time::Instant::now();
+        let outcome = providers::embed(&self.http, &spec, &req.inputs).await;
+        let latency_us = u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX);
+        metrics::histogram!("promptops_provider_call_seconds", "model" => spec.id.clone(), "kind" => "embed")
+            .record(began.elapsed().as_secs_f64());
+        let (terminal, result) = match outcome {
+            Ok((embeddings, reported)) => {
+                let usage = Usage {
+                    input_tokens: reported.unwrap_or(input_tokens),
+                    estimated: reported.is_none(),
+                    ..Default::default()
+                };
+                let cost = spec.cost_nano_usd(usage.input_tokens, 0, 0);
+                let completed = ExecutionCompleted {
+                    run_id: run_id.clone(),
+                    output: format!(
+                        "{} embeddings of {} dimensions",
+                        embeddings.len(),
+                        embeddings.first().map_or(0, Vec::len)
+                    ),
+                    usage: Some(usage),
+                    cost_nano_usd: cost,
+                    latency_us,
+                    model: spec.id.clone(),
+                    finish_reason: "embeddings".into(),
+                    ..Default::default()
+                };
+                (Terminal::Completed(completed), Ok(embeddings))
+            }
+            Err(message) => {
+                let failed = ExecutionFailed {
+                    run_id: run_id.clone(),
+                    error_class: "provider-error".into(),
+                    message: message.clone(),
+                    latency_us,
+                };
+                (Terminal::Failed(failed), Err(message))
+            }
+        };
+        recorder.ended(started_at, &terminal).await.map_err(|e| {
+            metrics::counter!("promptops_runs_unrecorded_total").increment(1);
+            ServiceError::unavailable("the event log (the run's end is not recorded)", e)
+        })?;
+        let embeddings = result.map_err(|message| ServiceError::unavailable(&spec.id, message))?;
+        let Terminal::Completed(done) = terminal else {
+            return Err(ServiceError::new(ErrorClass::Internal, "an embedding run ended otherwise").into());
+        };
+        let run = Run {
+            run_id,
+            status: RunStatus::Completed as i32,
+            model: spec.id.clone(),
+            output: done.output,
+            usage: done.usage,
+            cost_nano_usd: done.cost_nano_usd,
+            latency_us: done.latency_us,
+            created_at: Some(prost_types::Timestamp::from(std::time::SystemTime::now())),
+            actor: Some(caller.actor.clone()),
+            trace_id: started_event.trace_id.clone(),
+            finish_reason: done.finish_reason,
+            ..Default::default()
+        };
+        Ok(Response::new(EmbedResponse {
+            embeddings: embeddings
+                .into_iter()
+                .map(|values| Embedding { values })
+                .collect(),
+            run: Some(run),
+        }))
     }
 
     async fn compare(&self, request: Request<CompareRequest>) -> Result<Response<CompareResponse>> {

@@ -77,8 +77,51 @@ fn pieces(behaviour: MockBehaviour, messages: &[ChatMessage]) -> Vec<String> {
         MockBehaviour::Generate { tokens, .. } => (0..tokens as usize)
             .map(|i| LOREM[i % LOREM.len()].to_owned())
             .collect(),
-        MockBehaviour::Fail { .. } => Vec::new(),
+        MockBehaviour::Fail { .. } | MockBehaviour::Embed => Vec::new(),
     }
+}
+
+/// Dimensions of the mock's embeddings.
+pub const EMBEDDING_DIMENSIONS: usize = 256;
+
+/// The mock's embedding of `text`: each lowercased word (and each pair of
+/// neighbouring words) hashed (FNV-1a) to a dimension and a sign, summed,
+/// then scaled to length 1 — texts sharing words are close, the same text
+/// gives the same vector everywhere. A text without words is all zeros.
+pub fn embed(text: &str) -> Vec<f32> {
+    fn fnv1a(parts: &[&str]) -> u64 {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for (i, part) in parts.iter().enumerate() {
+            if i > 0 {
+                hash = (hash ^ u64::from(b' ')).wrapping_mul(0x0100_0000_01b3);
+            }
+            for byte in part.bytes() {
+                hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        hash
+    }
+    let lower = text.to_lowercase();
+    let words: Vec<&str> = lower
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect();
+    let mut vector = vec![0.0_f32; EMBEDDING_DIMENSIONS];
+    let mut add = |hash: u64, weight: f32| {
+        let index = (hash % EMBEDDING_DIMENSIONS as u64) as usize;
+        vector[index] += if hash >> 63 == 0 { weight } else { -weight };
+    };
+    for word in &words {
+        add(fnv1a(&[word]), 1.0);
+    }
+    for pair in words.windows(2) {
+        add(fnv1a(pair), 0.5);
+    }
+    let norm = vector.iter().map(|v| v * v).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        vector.iter_mut().for_each(|v| *v /= norm);
+    }
+    vector
 }
 
 /// Calls the mock: streams each piece to `deltas` (when given), stops at
@@ -101,6 +144,13 @@ pub async fn complete(
     };
     let (first_delay, per_token) = match behaviour {
         MockBehaviour::Echo => (0, 0),
+        MockBehaviour::Embed => {
+            return Err(CallError::Provider {
+                message: format!("{} is an embedding model: it does not chat", spec.id),
+                retryable: false,
+                retry_after: None,
+            });
+        }
         MockBehaviour::Generate {
             first_token_ms,
             per_token_ms,
@@ -171,6 +221,22 @@ async fn sleep_or_cancel(ms: u64, cancel: &CancellationToken) -> Result<(), ()> 
 
 #[cfg(test)]
 mod tests {
+    fn cosine(a: &[f32], b: &[f32]) -> f32 {
+        a.iter().zip(b).map(|(x, y)| x * y).sum()
+    }
+
+    #[test]
+    fn mock_embeddings_are_deterministic_unit_vectors_that_follow_shared_words() {
+        let a = super::embed("The cat sat on the mat");
+        assert_eq!(a.len(), super::EMBEDDING_DIMENSIONS);
+        assert_eq!(a, super::embed("the CAT sat, on the mat!"));
+        assert!((cosine(&a, &a) - 1.0).abs() < 1e-5);
+        let near = cosine(&a, &super::embed("The cat sat on a mat"));
+        let far = cosine(&a, &super::embed("Quarterly revenue grew nine percent"));
+        assert!(near > 0.7 && far < 0.3 && near > far, "near {near}, far {far}");
+        assert!(super::embed("  ... ").iter().all(|v| *v == 0.0));
+    }
+
     use super::*;
     use crate::models::find;
 

@@ -53,6 +53,7 @@ pub fn router(config: MockConfig) -> axum::Router {
         .route("/v1/chat/completions", post(openai))
         .route("/v1/messages", post(anthropic))
         .route("/v1/models", get(list_models))
+        .route("/v1/embeddings", post(embeddings))
         .with_state(config)
 }
 
@@ -450,6 +451,35 @@ async fn anthropic(
             .await;
     });
     with_rate_limits(sse(lines), &faults, true)
+}
+
+/// OpenAI's embeddings format: the mock's deterministic embeddings of
+/// `input` (a string or an array of strings), whatever the model.
+async fn embeddings(Json(body): Json<Value>) -> Response {
+    let inputs: Vec<String> = match &body["input"] {
+        Value::String(text) => vec![text.clone()],
+        Value::Array(items) => items
+            .iter()
+            .filter_map(|i| i.as_str().map(str::to_owned))
+            .collect(),
+        _ => Vec::new(),
+    };
+    if inputs.is_empty() {
+        let error = json!({"error": {"message": "input must be a string or an array of strings", "type": "invalid_request_error"}});
+        return (StatusCode::BAD_REQUEST, Json(error)).into_response();
+    }
+    let tokens: u64 = inputs
+        .iter()
+        .map(|t| crate::tokens::Tokenizer::Words.count(t))
+        .sum();
+    let data: Vec<Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(index, text)| json!({"object": "embedding", "index": index, "embedding": crate::mock::embed(text)}))
+        .collect();
+    Json(json!({"object": "list", "data": data, "model": body["model"],
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}))
+    .into_response()
 }
 
 async fn list_models() -> Json<Value> {

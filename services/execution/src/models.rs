@@ -9,6 +9,7 @@
 //! | `mock/lorem` | 100 tokens of lorem ipsum after 10 ms, 1 ms a token |
 //! | `mock/slow` | 20 tokens after 100 ms, 50 ms a token (for cancellation) |
 //! | `mock/fail` | fails with a provider error after 5 ms |
+//! | `mock/embed` | embeddings only: 256 dimensions from hashed words, deterministic |
 //!
 //! An org adds its own models on its providers (see [`crate::catalog`]);
 //! they resolve to the same [`ModelSpec`] with an HTTP backend.
@@ -38,6 +39,8 @@ pub struct ModelSpec {
     pub limits: CallLimits,
     /// How its text is counted before a call (chosen once, when the spec is made).
     pub tokenizer: Tokenizer,
+    /// An embedding model (`Embed`), not a chat model.
+    pub embeddings: bool,
 }
 
 /// How calls to one provider are bounded (set per provider; the built-in
@@ -157,6 +160,8 @@ pub enum MockBehaviour {
     Fail {
         after_ms: u64,
     },
+    /// Deterministic embeddings (see [`crate::mock::embed`]); no chat.
+    Embed,
 }
 
 struct BuiltIn {
@@ -209,6 +214,14 @@ const BUILT_IN: &[BuiltIn] = &[
         prices: (0, 0, 0),
         behaviour: MockBehaviour::Fail { after_ms: 5 },
     },
+    BuiltIn {
+        id: "mock/embed",
+        description: "Deterministic 256-dimension embeddings of words (texts sharing words are close)",
+        context_window: 8_192,
+        max_output_tokens: 0,
+        prices: (20_000, 0, 0),
+        behaviour: MockBehaviour::Embed,
+    },
 ];
 
 static BUILT_IN_SPECS: std::sync::LazyLock<Vec<std::sync::Arc<ModelSpec>>> = std::sync::LazyLock::new(|| {
@@ -226,6 +239,7 @@ static BUILT_IN_SPECS: std::sync::LazyLock<Vec<std::sync::Arc<ModelSpec>>> = std
                 backend: Backend::Mock(b.behaviour),
                 limits: CallLimits::DEFAULT,
                 tokenizer: Tokenizer::Words,
+                embeddings: b.behaviour == MockBehaviour::Embed,
             })
         })
         .collect()
@@ -253,7 +267,7 @@ impl ModelSpec {
             context_window: self.context_window,
             max_output_tokens: self.max_output_tokens,
             streaming: true,
-            embeddings: false,
+            embeddings: self.embeddings,
             input_price_per_mtok: self.input_price_per_mtok,
             output_price_per_mtok: self.output_price_per_mtok,
             cached_input_price_per_mtok: self.cached_input_price_per_mtok,

@@ -91,6 +91,72 @@ pub async fn complete(
     }
 }
 
+/// Embeddings of `inputs` on an embedding model: the mock's, or OpenAI's
+/// `POST {base}/embeddings`; with the input tokens the provider reported.
+pub async fn embed(
+    client: &reqwest::Client,
+    spec: &ModelSpec,
+    inputs: &[String],
+) -> Result<(Vec<Vec<f32>>, Option<u64>), String> {
+    let Backend::Http(http) = &spec.backend else {
+        return Ok((inputs.iter().map(|text| mock::embed(text)).collect(), None));
+    };
+    if http.format != ApiFormat::OpenAi {
+        return Err(format!(
+            "{} has no embeddings API (only OpenAI-compatible providers do)",
+            spec.id
+        ));
+    }
+    let url = format!("{}/embeddings", http.base_url.trim_end_matches('/'));
+    let body = json!({"model": http.upstream_model, "input": inputs, "encoding_format": "float"});
+    let request = authorize(client.post(&url).json(&body), http);
+    let response = tokio::time::timeout(spec.limits.first_byte_timeout, request.send())
+        .await
+        .map_err(|_| {
+            format!(
+                "no answer within {} ms",
+                spec.limits.first_byte_timeout.as_millis()
+            )
+        })?
+        // The error's text names the URL, never a header: the key stays out.
+        .map_err(|e| format!("calling {url}: {}", e.without_url()))?;
+    let status = response.status();
+    let text = response
+        .text()
+        .await
+        .map_err(|e| format!("reading the answer: {e}"))?;
+    if !status.is_success() {
+        let detail: String = text.chars().take(300).collect();
+        return Err(format!("the provider answered {status}: {detail}"));
+    }
+    let answer: Value =
+        serde_json::from_str(&text).map_err(|e| format!("malformed JSON from the provider: {e}"))?;
+    let mut data: Vec<(u64, Vec<f32>)> = answer["data"]
+        .as_array()
+        .ok_or("the provider's answer has no data")?
+        .iter()
+        .map(|item| {
+            let values = item["embedding"]
+                .as_array()
+                .ok_or("an item without an embedding")?
+                .iter()
+                .map(|v| v.as_f64().map(|f| f as f32).ok_or("a value that is not a number"))
+                .collect::<Result<Vec<f32>, _>>()?;
+            Ok((item["index"].as_u64().unwrap_or(0), values))
+        })
+        .collect::<Result<_, &str>>()?;
+    if data.len() != inputs.len() {
+        return Err(format!(
+            "the provider gave {} embeddings for {} inputs",
+            data.len(),
+            inputs.len()
+        ));
+    }
+    data.sort_by_key(|(index, _)| *index);
+    let tokens = answer["usage"]["prompt_tokens"].as_u64();
+    Ok((data.into_iter().map(|(_, v)| v).collect(), tokens))
+}
+
 fn provider_error(message: String, retryable: bool, retry_after: Option<Duration>) -> CallError {
     CallError::Provider {
         message,

@@ -273,7 +273,8 @@ async fn datasets_runs_results_and_comparisons() {
                 json!({"dataset_id": dataset, "targets": [{"prompt_id": v1, "model": "nope/nope"}],
                 "metrics": [{"kind": "meteor"}, {"kind": "regex", "pattern": "("},
                     {"kind": "json_schema", "schema": {"type": "wat"}},
-                    {"kind": "script", "script": "let x = ;"}], "concurrency": 100}),
+                    {"kind": "script", "script": "let x = ;"},
+                    {"kind": "embedding_similarity", "embedding_model": "mock/echo"}], "concurrency": 100}),
             ),
         )
         .await;
@@ -288,6 +289,7 @@ async fn datasets_runs_results_and_comparisons() {
             "metrics[1].pattern",
             "metrics[2].schema",
             "metrics[3].script",
+            "metrics[4].embedding_model",
             "targets[0].model"
         ]
     );
@@ -346,6 +348,7 @@ async fn datasets_runs_results_and_comparisons() {
         {"kind": "json_schema", "schema": {"type": "object"}},
         {"kind": "script", "name": "words", "script": "output.split(' ').len()"},
         {"kind": "script", "name": "broken", "script": "output.len() / 0"},
+        {"kind": "embedding_similarity", "embedding_model": "mock/embed"},
     ]);
     let (status, run) = api
         .call(
@@ -401,6 +404,13 @@ async fn datasets_runs_results_and_comparisons() {
     // A sandboxed script: "Q: question 0" has three words.
     assert_eq!(aggregate(&base, "words")["mean"], 3.0);
     assert_eq!(aggregate(&base, "broken")["count"], 0);
+    // Embeddings of identical texts: cosine 1, for the 8 cases with an expected output.
+    let similarity = aggregate(&base, "embedding_similarity");
+    assert_eq!(similarity["count"], 8);
+    assert!(
+        (similarity["mean"].as_f64().unwrap() - 1.0).abs() < 1e-6,
+        "{similarity}"
+    );
 
     let listed = results(&api, &token, &base_id).await;
     let ids: Vec<&str> = listed.iter().map(|r| r["case_id"].as_str().unwrap()).collect();
@@ -637,16 +647,13 @@ async fn datasets_runs_results_and_comparisons() {
     assert_eq!(aggregate(&judged, "vibes")["count"], 0);
     let listed = results(&api, &token, &judged_id).await;
     assert_eq!(listed[3]["scores"]["judge"], 1.0);
-    assert_eq!(
-        listed[3]["judgements"]["judge"]["reasoning"],
-        "checked A: question 3"
-    );
+    assert_eq!(listed[3]["reasoning"]["judge"], "checked A: question 3");
     let (status, judge_run) = api
         .call(
             Method::GET,
             &format!(
                 "/api/v1/runs/{}",
-                listed[3]["judgements"]["judge"]["run_id"].as_str().unwrap()
+                listed[3]["metric_runs"]["judge"].as_str().unwrap()
             ),
             t,
             None,

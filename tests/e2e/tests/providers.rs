@@ -374,3 +374,121 @@ async fn org_providers_over_http_with_encrypted_keys_retries_and_recorded_failur
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn embeddings_from_the_mock_and_over_http_are_recorded_runs() {
+    let all = AllInOne::start().await;
+    let (mut mock, mock_url) = mock_provider(all.dir.path()).await;
+    let api = Api::new(all.http());
+    let (token, _) = signup(&all.http(), "embeddings@acme.test").await;
+    let t = Some(token.as_str());
+    let embed = |model: &str, input: Value| {
+        api.call(
+            Method::POST,
+            "/api/v1/embeddings",
+            t,
+            Some(json!({"model": model, "input": input})),
+        )
+    };
+
+    // The built-in embedding model: deterministic, one vector per input.
+    let (status, built_in) = embed(
+        "mock/embed",
+        json!(["the cat sat", "the cat sat", "stock prices fell"]),
+    )
+    .await;
+    assert_eq!(status, 200, "{built_in}");
+    let vectors: Vec<Vec<f64>> = built_in["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            d["embedding"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect()
+        })
+        .collect();
+    assert_eq!((vectors.len(), vectors[0].len()), (3, 256));
+    assert_eq!(vectors[0], vectors[1]);
+    assert_ne!(vectors[0], vectors[2]);
+    let run_id = built_in["run"]["id"].as_str().unwrap();
+    // The run is in the history, ended, once the projection has it.
+    let mut record = Value::Null;
+    for _ in 0..50 {
+        let (status, body) = api
+            .call(Method::GET, &format!("/api/v1/runs/{run_id}"), t, None)
+            .await;
+        if status == 200 && body["status"] != "running" {
+            record = body;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        (record["status"].as_str(), record["model"].as_str()),
+        (Some("completed"), Some("mock/embed")),
+        "{record}"
+    );
+    assert_eq!(record["usage"]["input_tokens"], 9);
+
+    // Wrong kinds of model, either way round, and no inputs.
+    let (status, problem) = embed("mock/echo", json!("text")).await;
+    assert_eq!(
+        (status.as_u16(), problem["errors"][0]["field"].as_str()),
+        (400, Some("model")),
+        "{problem}"
+    );
+    let (status, problem) = embed("mock/embed", json!([])).await;
+    assert_eq!(
+        (status.as_u16(), problem["errors"][0]["field"].as_str()),
+        (400, Some("inputs")),
+        "{problem}"
+    );
+    let (status, problem) = run(&api, &token, "mock/embed").await;
+    assert_eq!(status, 400, "{problem}");
+    assert!(
+        problem["errors"][0]["description"]
+            .as_str()
+            .unwrap()
+            .contains("embedding model"),
+        "{problem}"
+    );
+
+    // An org's embedding model on an OpenAI-compatible server.
+    let (status, _) = api
+        .call(
+            Method::PUT,
+            "/api/v1/providers/local",
+            t,
+            Some(json!({"kind": "openai_compatible", "base_url": format!("{mock_url}/v1"), "api_key": OPENAI_KEY})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let mut embedder = model("local/embedder", "text-embedding-3-small");
+    embedder["embeddings"] = json!(true);
+    let (status, problem) = api
+        .call(Method::POST, "/api/v1/models", t, Some(embedder.clone()))
+        .await;
+    assert_eq!(
+        (status.as_u16(), problem["errors"][0]["field"].as_str()),
+        (400, Some("max_output_tokens")),
+        "{problem}"
+    );
+    embedder["max_output_tokens"] = json!(0);
+    let (status, set) = api.call(Method::POST, "/api/v1/models", t, Some(embedder)).await;
+    assert_eq!(status, 200, "{set}");
+    assert_eq!(set["embeddings"], true);
+    let (status, over_http) = embed("local/embedder", json!("the cat sat")).await;
+    assert_eq!(status, 200, "{over_http}");
+    // The mock server embeds as the built-in model does, and reports usage.
+    assert_eq!(
+        over_http["data"][0]["embedding"],
+        built_in["data"][0]["embedding"]
+    );
+    assert_eq!(over_http["run"]["usage"]["input_tokens"], 3);
+    assert_eq!(over_http["run"]["usage"]["estimated"], false);
+    mock.kill();
+}

@@ -191,6 +191,9 @@ pub struct MetricJson {
     /// `cost_nano_usd` in scope.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub script: String,
+    /// `embedding_similarity`: the embedding model, e.g. `mock/embed`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub embedding_model: String,
 }
 
 /// An LLM judge: a rubric prompt from the registry (given `output`,
@@ -232,6 +235,7 @@ impl From<MetricJson> for MetricSpec {
             judge_model: judge.model.unwrap_or_default(),
             schema: m.schema.map(|s| s.to_string()).unwrap_or_default(),
             script: m.script,
+            embedding_model: m.embedding_model,
             kind: m.kind,
             stem: m.stem,
             values: m.values,
@@ -259,6 +263,7 @@ impl From<MetricSpec> for MetricJson {
             judge,
             schema: serde_json::from_str(&m.schema).ok(),
             script: m.script,
+            embedding_model: m.embedding_model,
             kind: m.kind,
             name: m.name,
             stem: m.stem,
@@ -421,9 +426,13 @@ pub struct CaseResultJson {
     /// Metric name → score (absent when the execution failed or the metric
     /// needs an expected output the case lacks).
     pub scores: BTreeMap<String, f64>,
-    /// `llm_judge` metrics: the judge's reasoning and run.
+    /// Metrics scored by a model (`llm_judge`, `embedding_similarity`):
+    /// metric name → the run that scored it.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub judgements: BTreeMap<String, JudgementJson>,
+    pub metric_runs: BTreeMap<String, String>,
+    /// `llm_judge`: metric name → the judge's reasoning.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub reasoning: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub error: String,
     /// Problems that cost a score, not the case (a judge that gave none).
@@ -433,12 +442,6 @@ pub struct CaseResultJson {
     pub cost_nano_usd: i64,
 }
 
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct JudgementJson {
-    pub reasoning: String,
-    pub run_id: String,
-}
-
 impl From<CaseResult> for CaseResultJson {
     fn from(r: CaseResult) -> Self {
         Self {
@@ -446,17 +449,17 @@ impl From<CaseResult> for CaseResultJson {
             target: r.target,
             run_id: r.run_id,
             output: r.output,
-            judgements: r
+            metric_runs: r
                 .scores
                 .iter()
                 .filter(|s| !s.run_id.is_empty())
-                .map(|s| {
-                    let judgement = JudgementJson {
-                        reasoning: s.reasoning.clone(),
-                        run_id: s.run_id.clone(),
-                    };
-                    (s.metric.clone(), judgement)
-                })
+                .map(|s| (s.metric.clone(), s.run_id.clone()))
+                .collect(),
+            reasoning: r
+                .scores
+                .iter()
+                .filter(|s| !s.reasoning.is_empty())
+                .map(|s| (s.metric.clone(), s.reasoning.clone()))
                 .collect(),
             scores: r.scores.into_iter().map(|s| (s.metric, s.value)).collect(),
             error: r.error,

@@ -13,10 +13,10 @@ use promptops_platform::caller::outgoing;
 use promptops_platform::errors::{ErrorClass, Problem, ServiceError};
 use promptops_prompts::exchange::{MessageDoc, role_from_name};
 use promptops_proto::execution::v1::{
-    CompareRequest, ExecuteChunk, ExecuteRequest, ExecuteResponse, GetRunRequest, ListModelsRequest,
-    ListProvidersRequest, ListRunsRequest, Model, Parameters, Provider, ProviderKind, ProviderLimits,
-    RemoveModelRequest, RemoveProviderRequest, Run, RunStatus, SetModelRequest, SetProviderRequest,
-    execute_chunk,
+    CompareRequest, EmbedRequest, ExecuteChunk, ExecuteRequest, ExecuteResponse, GetRunRequest,
+    ListModelsRequest, ListProvidersRequest, ListRunsRequest, Model, Parameters, Provider, ProviderKind,
+    ProviderLimits, RemoveModelRequest, RemoveProviderRequest, Run, RunStatus, SetModelRequest,
+    SetProviderRequest, execute_chunk,
 };
 use promptops_proto::prompts::v1::{ChatMessage, PromptRef};
 use serde::{Deserialize, Serialize};
@@ -391,6 +391,82 @@ pub fn sse_of_chunks(chunks: tonic::Streaming<ExecuteChunk>) -> Response {
     Sse::new(events).keep_alive(KeepAlive::default()).into_response()
 }
 
+/// Body of `POST /api/v1/embeddings`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmbedBody {
+    /// An embedding model, e.g. `mock/embed`.
+    pub model: String,
+    /// One text or 1–256 texts.
+    #[schema(value_type = Vec<String>)]
+    pub input: EmbedInput,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum EmbedInput {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct EmbeddingJson {
+    pub index: usize,
+    pub embedding: Vec<f32>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct EmbeddingsJson {
+    pub model: String,
+    /// One per input, in order.
+    pub data: Vec<EmbeddingJson>,
+    /// The recorded run: input tokens and cost.
+    pub run: RunJson,
+}
+
+/// Embeddings of texts on an embedding model (recorded as a run).
+#[utoipa::path(post, path = "/api/v1/embeddings", tag = "execution", request_body = EmbedBody,
+    responses(
+        (status = 200, description = "The embeddings", body = EmbeddingsJson),
+        (status = 400, description = "Not an embedding model, no inputs, input too long", body = Problem, content_type = JSON_PROBLEMS),
+        (status = 503, description = "The provider failed (the run is recorded as failed)", body = Problem, content_type = JSON_PROBLEMS),
+    ))]
+pub async fn embed(
+    State(state): State<AppState>,
+    Authenticated(_caller, credential): Authenticated,
+    ApiJson(body): ApiJson<EmbedBody>,
+) -> Result<Json<EmbeddingsJson>, ServiceError> {
+    let inputs = match body.input {
+        EmbedInput::One(text) => vec![text],
+        EmbedInput::Many(texts) => texts,
+    };
+    let request = EmbedRequest {
+        model: body.model,
+        inputs,
+    };
+    let response = state
+        .execution
+        .clone()
+        .embed(outgoing(&credential, request))
+        .await
+        .map_err(|status| upstream(&status))?
+        .into_inner();
+    let run = response.run.unwrap_or_default();
+    Ok(Json(EmbeddingsJson {
+        model: run.model.clone(),
+        data: response
+            .embeddings
+            .into_iter()
+            .enumerate()
+            .map(|(index, e)| EmbeddingJson {
+                index,
+                embedding: e.values,
+            })
+            .collect(),
+        run: run.into(),
+    }))
+}
+
 /// Runs, newest first: the last runs of a prompt or version, filtered.
 #[utoipa::path(get, path = "/api/v1/runs", tag = "execution", params(RunsParams),
     responses(
@@ -598,6 +674,9 @@ pub struct ModelBody {
     pub output_price_per_mtok_usd: String,
     #[serde(default)]
     pub cached_input_price_per_mtok_usd: Option<String>,
+    /// An embedding model (OpenAI's `/embeddings`; `max_output_tokens` 0).
+    #[serde(default)]
+    pub embeddings: bool,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -739,6 +818,7 @@ pub async fn set_model(
             Some(price) => micro_usd("cached_input_price_per_mtok_usd", price)?,
             None => micro_usd("input_price_per_mtok_usd", &body.input_price_per_mtok_usd)?,
         },
+        embeddings: body.embeddings,
     };
     let model = state
         .execution

@@ -129,6 +129,7 @@ pub fn api() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(conversations::send_message))
         .routes(routes!(openai::chat_completions))
         .routes(routes!(openai::list_models))
+        .routes(routes!(execution::embed))
         .routes(routes!(evaluation::create_dataset, evaluation::list_datasets))
         .routes(routes!(evaluation::get_dataset))
         .routes(routes!(evaluation::add_dataset_version))
