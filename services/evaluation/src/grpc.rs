@@ -23,8 +23,8 @@ use promptops_proto::evaluation::v1::{
     EvaluationRun, EvaluationRunStarted, EvaluationRunStatus, ExportDatasetRequest, ExportDatasetResponse,
     GetDatasetRequest, GetEvaluationRunRequest, ListCaseResultsRequest, ListCaseResultsResponse,
     ListDatasetCasesRequest, ListDatasetCasesResponse, ListDatasetsRequest, ListDatasetsResponse,
-    ListEvaluationRunsRequest, ListEvaluationRunsResponse, MetricSpec, ResolvedTarget,
-    StartEvaluationRunRequest,
+    ListEvaluationRunsRequest, ListEvaluationRunsResponse, ListScoreHistoryRequest, ListScoreHistoryResponse,
+    MetricSpec, ResolvedTarget, StartEvaluationRunRequest,
 };
 use promptops_proto::execution::v1::execution_service_client::ExecutionServiceClient;
 use promptops_proto::execution::v1::{ListModelsRequest, ListRunsRequest, RunStatus};
@@ -1080,6 +1080,33 @@ impl EvaluationService for EvaluationApi {
             first_occurred_at: executed.first_occurred_at,
         };
         Ok(Response::new(run_view(&loaded)))
+    }
+
+    async fn list_score_history(
+        &self,
+        request: Request<ListScoreHistoryRequest>,
+    ) -> Result<Response<ListScoreHistoryResponse>> {
+        let (caller, _) = self.caller(&request, Permission::Read).await?;
+        let req = request.into_inner();
+        check_uuid("prompt_id", &req.prompt_id)?;
+        let page = req.page.unwrap_or_default();
+        let after = Cursor::decode(&page.page_token, "page_token")?;
+        read_your_write::wait_for(&self.db, PROJECTION, req.min_position.as_ref()).await?;
+        let (points, next) = read_model::score_history(
+            &self.db,
+            &caller.org_id,
+            &req.prompt_id,
+            (req.prompt_version != 0).then_some(req.prompt_version),
+            (!req.metric.is_empty()).then_some(req.metric.as_str()),
+            after.as_ref(),
+            page_size(page.page_size),
+        )
+        .await
+        .map_err(|e| ServiceError::unavailable("the evaluation database", e))?;
+        Ok(Response::new(ListScoreHistoryResponse {
+            points,
+            next_page_token: next.map(|c| c.encode()).unwrap_or_default(),
+        }))
     }
 
     async fn compare_evaluation_runs(

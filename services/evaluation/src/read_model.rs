@@ -10,7 +10,7 @@ use promptops_platform::query::ListQuery;
 use promptops_proto::common::v1::{Actor, ActorKind};
 use promptops_proto::evaluation::v1::{
     CaseScored, Dataset, DatasetCreated, DatasetVersionAdded, EvaluationRun, EvaluationRunFinished,
-    EvaluationRunStarted, EvaluationRunStatus,
+    EvaluationRunStarted, EvaluationRunStatus, ScorePoint,
 };
 use prost::Message as _;
 use sqlx::{AnyConnection, AnyPool, FromRow};
@@ -59,6 +59,41 @@ pub const MIGRATIONS: &[Migration] = &[
             )",
             "CREATE INDEX evaluation_runs_newest_first ON evaluation_runs (org_id, created_at_ms, run_id)",
             "CREATE INDEX evaluation_runs_by_status ON evaluation_runs (status)",
+        ],
+    },
+    Migration {
+        version: 3,
+        name: "score history",
+        statements: &[
+            "CREATE TABLE evaluation_run_targets (
+                org_id TEXT NOT NULL,
+                run_id TEXT NOT NULL,
+                target BIGINT NOT NULL,
+                prompt_id TEXT NOT NULL,
+                prompt_version BIGINT NOT NULL,
+                model TEXT NOT NULL,
+                PRIMARY KEY (org_id, run_id, target)
+            )",
+            "CREATE TABLE evaluation_scores (
+                org_id TEXT NOT NULL,
+                point_id TEXT NOT NULL,
+                run_id TEXT NOT NULL,
+                run_name TEXT NOT NULL,
+                dataset_id TEXT NOT NULL,
+                dataset_version BIGINT NOT NULL,
+                prompt_id TEXT NOT NULL,
+                prompt_version BIGINT NOT NULL,
+                model TEXT NOT NULL,
+                metric TEXT NOT NULL,
+                count BIGINT NOT NULL,
+                mean DOUBLE PRECISION NOT NULL,
+                std_dev DOUBLE PRECISION NOT NULL,
+                ci_low DOUBLE PRECISION NOT NULL,
+                ci_high DOUBLE PRECISION NOT NULL,
+                created_at_ms BIGINT NOT NULL,
+                PRIMARY KEY (org_id, point_id)
+            )",
+            "CREATE INDEX evaluation_scores_by_prompt ON evaluation_scores (org_id, prompt_id, created_at_ms, point_id)",
         ],
     },
 ];
@@ -140,6 +175,20 @@ impl Projection for EvaluationProjection {
                 .bind(at_ms)
                 .execute(&mut *conn)
                 .await?;
+                for (target, resolved) in started.targets.iter().enumerate() {
+                    sqlx::query(
+                        "INSERT INTO evaluation_run_targets (org_id, run_id, target, prompt_id, prompt_version, model)
+                         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (org_id, run_id, target) DO NOTHING",
+                    )
+                    .bind(org)
+                    .bind(&started.run_id)
+                    .bind(target as i64)
+                    .bind(&resolved.prompt_id)
+                    .bind(int(resolved.prompt_version))
+                    .bind(&resolved.model)
+                    .execute(&mut *conn)
+                    .await?;
+                }
             }
             evaluation_run::CASE_SCORED => {
                 let scored = CaseScored::decode(payload).map_err(decode_err)?;
@@ -161,6 +210,9 @@ impl Projection for EvaluationProjection {
                     .bind(i64::from(finished.status))
                     .execute(&mut *conn)
                     .await?;
+                if finished.status == EvaluationRunStatus::Completed as i32 {
+                    record_scores(conn, org, &finished).await?;
+                }
             }
             _ => {}
         }
@@ -168,12 +220,152 @@ impl Projection for EvaluationProjection {
     }
 
     async fn reset(&self, conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
-        sqlx::query("DELETE FROM datasets").execute(&mut *conn).await?;
-        sqlx::query("DELETE FROM evaluation_runs")
-            .execute(&mut *conn)
-            .await?;
+        for table in [
+            "datasets",
+            "evaluation_runs",
+            "evaluation_run_targets",
+            "evaluation_scores",
+        ] {
+            sqlx::query(&format!("DELETE FROM {table}"))
+                .execute(&mut *conn)
+                .await?;
+        }
         Ok(())
     }
+}
+
+#[derive(Debug, FromRow)]
+struct TargetRow {
+    prompt_id: String,
+    prompt_version: i64,
+    model: String,
+    run_name: String,
+    dataset_id: String,
+    dataset_version: i64,
+    created_at_ms: i64,
+}
+
+/// One score point per aggregate of a completed run.
+async fn record_scores(
+    conn: &mut AnyConnection,
+    org: &str,
+    finished: &EvaluationRunFinished,
+) -> Result<(), sqlx::Error> {
+    for aggregate in &finished.aggregates {
+        let target: Option<TargetRow> = sqlx::query_as(
+            "SELECT t.prompt_id, t.prompt_version, t.model, r.name AS run_name, r.dataset_id, r.dataset_version,
+                r.created_at_ms
+             FROM evaluation_run_targets t JOIN evaluation_runs r ON r.org_id = t.org_id AND r.run_id = t.run_id
+             WHERE t.org_id = $1 AND t.run_id = $2 AND t.target = $3",
+        )
+        .bind(org)
+        .bind(&finished.run_id)
+        .bind(i64::from(aggregate.target))
+        .fetch_optional(&mut *conn)
+        .await?;
+        let Some(target) = target else { continue };
+        let finished_at = if finished.finished_at_ms > 0 {
+            finished.finished_at_ms
+        } else {
+            target.created_at_ms
+        };
+        sqlx::query(
+            "INSERT INTO evaluation_scores (org_id, point_id, run_id, run_name, dataset_id, dataset_version,
+                prompt_id, prompt_version, model, metric, count, mean, std_dev, ci_low, ci_high, created_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+             ON CONFLICT (org_id, point_id) DO NOTHING",
+        )
+        .bind(org)
+        .bind(format!("{}/{}/{}", finished.run_id, aggregate.target, aggregate.metric))
+        .bind(&finished.run_id)
+        .bind(&target.run_name)
+        .bind(&target.dataset_id)
+        .bind(target.dataset_version)
+        .bind(&target.prompt_id)
+        .bind(target.prompt_version)
+        .bind(&target.model)
+        .bind(&aggregate.metric)
+        .bind(int(aggregate.count))
+        .bind(aggregate.mean)
+        .bind(aggregate.std_dev)
+        .bind(aggregate.ci_low)
+        .bind(aggregate.ci_high)
+        .bind(finished_at)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+#[derive(Debug, FromRow)]
+struct ScoreRow {
+    point_id: String,
+    run_id: String,
+    run_name: String,
+    dataset_id: String,
+    dataset_version: i64,
+    prompt_version: i64,
+    model: String,
+    metric: String,
+    count: i64,
+    mean: f64,
+    std_dev: f64,
+    ci_low: f64,
+    ci_high: f64,
+    created_at_ms: i64,
+}
+
+/// A page of a prompt's score points, newest first.
+pub async fn score_history(
+    pool: &AnyPool,
+    org_id: &str,
+    prompt_id: &str,
+    prompt_version: Option<u64>,
+    metric: Option<&str>,
+    after: Option<&Cursor>,
+    page_size: u32,
+) -> Result<(Vec<ScorePoint>, Option<Cursor>), sqlx::Error> {
+    let mut q = ListQuery::new(
+        "SELECT point_id, run_id, run_name, dataset_id, dataset_version, prompt_version, model, metric, count,
+            mean, std_dev, ci_low, ci_high, created_at_ms FROM evaluation_scores WHERE org_id = $1"
+            .to_owned(),
+        org_id,
+    );
+    let p = q.bind(prompt_id.to_owned());
+    q.push(&format!(" AND prompt_id = {p}"));
+    if let Some(version) = prompt_version {
+        let p = q.bind(int(version));
+        q.push(&format!(" AND prompt_version = {p}"));
+    }
+    if let Some(metric) = metric {
+        let p = q.bind(metric.to_owned());
+        q.push(&format!(" AND metric = {p}"));
+    }
+    q.newest_first_page("point_id", after, page_size);
+    let rows: Vec<ScoreRow> = q.fetch_all::<ScoreRow>(pool).await?;
+    let (rows, next) = split_page(rows, page_size, |r| Cursor {
+        time_ms: r.created_at_ms,
+        id: r.point_id.clone(),
+    });
+    let points = rows
+        .into_iter()
+        .map(|r| ScorePoint {
+            run_id: r.run_id,
+            run_name: r.run_name,
+            dataset_id: r.dataset_id,
+            dataset_version: unsigned(r.dataset_version),
+            prompt_version: unsigned(r.prompt_version),
+            model: r.model,
+            metric: r.metric,
+            count: unsigned(r.count),
+            mean: r.mean,
+            std_dev: r.std_dev,
+            ci_low: r.ci_low,
+            ci_high: r.ci_high,
+            finished_at: Some(timestamp_from_ms(r.created_at_ms)),
+        })
+        .collect();
+    Ok((points, next))
 }
 
 fn actor(kind: i64, id: String) -> Actor {

@@ -207,6 +207,7 @@ impl Runner {
         );
         let concurrency = started.concurrency.clamp(1, 64) as usize;
         let acting = Acting {
+            run_id,
             credential: &credential,
             caller: &caller,
             metrics: &metrics,
@@ -282,6 +283,7 @@ impl Runner {
             caller,
             metrics,
             specs,
+            ..
         } = *acting;
         let request = ExecuteRequest {
             prompt: Some(PromptRef {
@@ -291,6 +293,7 @@ impl Runner {
             version: resolved.prompt_version,
             variables: case.variables.clone(),
             model: resolved.model.clone(),
+            run_id: execution_run_id(acting.run_id, &case.id, target, "target"),
             ..Default::default()
         };
         let mut result = CaseResult {
@@ -344,7 +347,10 @@ impl Runner {
         };
         (result.scores, result.notes) = scoring::score_all(metrics, &output);
         for (metric, spec) in metrics.iter().zip(specs).filter(|(m, _)| m.is_judge()) {
-            match self.judge(acting, spec, &case, &run.output).await {
+            match self
+                .judge(acting, spec, &metric.name, &case, target, &run.output)
+                .await
+            {
                 Ok((value, reasoning, run_id)) => result.scores.push(MetricScore {
                     metric: metric.name.clone(),
                     value,
@@ -409,7 +415,9 @@ impl Runner {
         &self,
         acting: &Acting<'_>,
         spec: &promptops_proto::evaluation::v1::MetricSpec,
+        name: &str,
         case: &DatasetCase,
+        target: u32,
         output: &str,
     ) -> Result<(f64, String, String), String> {
         let Acting {
@@ -423,6 +431,7 @@ impl Runner {
             version: spec.judge_version,
             variables,
             model: spec.judge_model.clone(),
+            run_id: execution_run_id(acting.run_id, &case.id, target, &format!("judge:{name}")),
             ..Default::default()
         };
         let run = self
@@ -447,10 +456,26 @@ impl Runner {
 /// Who a run's executions act for, and how its outputs are scored.
 #[derive(Clone, Copy)]
 struct Acting<'a> {
+    /// The evaluation run.
+    run_id: &'a str,
     credential: &'a str,
     caller: &'a Caller,
     metrics: &'a [scoring::Metric],
     specs: &'a [promptops_proto::evaluation::v1::MetricSpec],
+}
+
+/// The execution run id of one case on one target (`purpose` names a
+/// judge's call): the same on every attempt, so an execution that finished
+/// while this runner was down is found and not run again.
+pub fn execution_run_id(evaluation_run_id: &str, case_id: &str, target: u32, purpose: &str) -> String {
+    use sha2::{Digest as _, Sha256};
+    let digest = Sha256::digest(
+        format!("promptops.evaluation.execution\0{evaluation_run_id}\0{case_id}\0{target}\0{purpose}")
+            .as_bytes(),
+    );
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_custom_bytes(bytes).into_uuid().to_string()
 }
 
 fn truncate(text: &str, max_bytes: usize) -> &str {

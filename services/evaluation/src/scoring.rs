@@ -20,6 +20,8 @@ use crate::sandbox;
 
 /// Metrics per run, at most.
 pub const MAX_METRICS: usize = 20;
+/// A metric's name, at most, in characters.
+pub const MAX_METRIC_NAME_CHARS: usize = 64;
 const MAX_PATTERN_BYTES: usize = 4096;
 const MAX_VALUES: usize = 100;
 
@@ -95,6 +97,15 @@ pub fn compile(specs: &[MetricSpec]) -> Result<Vec<Metric>, Vec<FieldViolation>>
         } else {
             spec.name.clone()
         };
+        if name.is_empty()
+            || name.chars().count() > MAX_METRIC_NAME_CHARS
+            || name.chars().any(char::is_control)
+        {
+            violations.push(FieldViolation::new(
+                field("name"),
+                format!("1 to {MAX_METRIC_NAME_CHARS} characters, no control characters"),
+            ));
+        }
         if !names.insert(name.clone()) {
             violations.push(FieldViolation::new(
                 field("name"),

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use futures::Stream;
 use promptops_auth::roles::Permission;
 use promptops_eventlog::aggregate::ExecuteError;
-use promptops_eventlog::{Context, EventLog, EventMetadata};
+use promptops_eventlog::{AggregateRef, AppendError, Context, EventLog, EventMetadata};
 use promptops_platform::authn::Authenticator;
 use promptops_platform::caller::{Caller, event_metadata, forward};
 use promptops_platform::errors::{ErrorClass, FieldViolation, ServiceError};
@@ -345,6 +345,54 @@ impl ExecutionApi {
     }
 
     /// Starts the run in the tracker; its result arrives on the handle.
+    /// The org's run `run_id` once it has ended, and the sequence of its
+    /// end; `None` when there is no such run. A run still going is awaited
+    /// (a run whose replica died is ended by the sweeper).
+    async fn recorded_run(
+        &self,
+        org_id: &str,
+        run_id: &str,
+    ) -> std::result::Result<Option<(Run, u64)>, ServiceError> {
+        let aggregate = AggregateRef::new(Context::Execution, org_id, crate::events::AGGREGATE_TYPE, run_id)
+            .map_err(|e| ServiceError::new(ErrorClass::Internal, e.to_string()))?;
+        let deadline = tokio::time::Instant::now() + self.run_timeout * 2 + Duration::from_secs(30);
+        loop {
+            let events = self
+                .log
+                .read_aggregate(&aggregate)
+                .await
+                .map_err(|e| ServiceError::unavailable("the event log", e))?;
+            match events.as_slice() {
+                [] => return Ok(None),
+                [_started] if tokio::time::Instant::now() < deadline => {
+                    tokio::select! {
+                        () = self.shutdown.cancelled() => {
+                            return Err(ServiceError::new(ErrorClass::Unavailable, "shutting down"));
+                        }
+                        () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    }
+                }
+                [_started] => {
+                    return Err(ServiceError::new(
+                        ErrorClass::DeadlineExceeded,
+                        format!("run {run_id} is still running"),
+                    ));
+                }
+                [.., ended] => {
+                    let at = ended.sequence;
+                    read_your_write::wait_for(&self.db, PROJECTION, Some(&position(at))).await?;
+                    let run = runs::get(&self.db, org_id, run_id)
+                        .await
+                        .map_err(|e| ServiceError::unavailable("the execution database", e))?
+                        .ok_or_else(|| {
+                            ServiceError::new(ErrorClass::Internal, "a recorded run is not in the history")
+                        })?;
+                    return Ok(Some((run, at)));
+                }
+            }
+        }
+    }
+
     pub(crate) fn spawn_run(
         &self,
         caller: &Caller,
@@ -422,10 +470,12 @@ async fn run(
         input_tokens_counted: prepared.input_tokens,
         trace_id: trace_id.clone(),
     };
-    let started_at = recorder
-        .started(&started)
-        .await
-        .map_err(|e| ServiceError::unavailable("the event log", e))?;
+    let started_at = recorder.started(&started).await.map_err(|e| match e {
+        AppendError::Conflict { .. } => {
+            ServiceError::new(ErrorClass::Conflict, format!("run {run_id} exists already"))
+        }
+        other => ServiceError::unavailable("the event log", other),
+    })?;
     let mut record = Run {
         run_id: run_id.clone(),
         status: RunStatus::Running as i32,
@@ -815,11 +865,34 @@ impl ExecutionService for ExecutionApi {
 
     async fn execute(&self, request: Request<ExecuteRequest>) -> Result<Response<ExecuteResponse>> {
         let (caller, credential) = self.caller(&request, Permission::Write).await?;
-        let prepared = self.prepare(&caller, &credential, request.into_inner()).await?;
-        let handle = self.spawn_run(&caller, prepared, None, Uuid::now_v7().to_string());
-        let (run, ended_at) = handle
+        let req = request.into_inner();
+        let chosen_id = !req.run_id.is_empty();
+        let run_id = if chosen_id {
+            if Uuid::parse_str(&req.run_id).is_err() {
+                return Err(invalid("run_id", "must be a UUID").into());
+            }
+            if let Some((run, at)) = self.recorded_run(&caller.org_id, &req.run_id).await? {
+                return Ok(Response::new(ExecuteResponse {
+                    run: Some(run),
+                    position: Some(position(at)),
+                }));
+            }
+            req.run_id.clone()
+        } else {
+            Uuid::now_v7().to_string()
+        };
+        let prepared = self.prepare(&caller, &credential, req).await?;
+        let handle = self.spawn_run(&caller, prepared, None, run_id.clone());
+        let outcome = handle
             .await
-            .map_err(|e| ServiceError::new(ErrorClass::Internal, format!("run task failed: {e}")))??;
+            .map_err(|e| ServiceError::new(ErrorClass::Internal, format!("run task failed: {e}")))?;
+        let (run, ended_at) = match outcome {
+            // Started meanwhile by another request with the same id.
+            Err(err) if chosen_id && err.class == ErrorClass::Conflict => {
+                self.recorded_run(&caller.org_id, &run_id).await?.ok_or(err)?
+            }
+            other => other?,
+        };
         Ok(Response::new(ExecuteResponse {
             run: Some(run),
             position: Some(position(ended_at)),

@@ -127,6 +127,35 @@ async fn datasets_runs_results_and_comparisons() {
     let t = Some(token.as_str());
     let v1 = create_prompt(&api, &token, "answer", "Q: {{question}}", "mock/echo").await;
 
+    // An execution with a chosen run id is idempotent: asked again, the
+    // recorded run comes back and nothing runs twice.
+    let once = json!({"prompt_id": v1, "variables": {"question": "once"},
+        "run_id": "0192c0de-0000-7000-8000-0000000000aa"});
+    let (status, first) = api
+        .call(Method::POST, "/api/v1/executions", t, Some(once.clone()))
+        .await;
+    assert_eq!(status, 200, "{first}");
+    let (status, again) = api.call(Method::POST, "/api/v1/executions", t, Some(once)).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(
+        (first["run"]["id"].clone(), first["run"]["output"].clone()),
+        (again["run"]["id"].clone(), again["run"]["output"].clone())
+    );
+    assert_eq!(first["run"]["id"], "0192c0de-0000-7000-8000-0000000000aa");
+    let (status, bad) = api
+        .call(
+            Method::POST,
+            "/api/v1/executions",
+            t,
+            Some(json!({"prompt_id": v1, "variables": {"question": "x"}, "run_id": "nope"})),
+        )
+        .await;
+    assert_eq!(
+        (status.as_u16(), problem_fields(&bad)),
+        (400, vec!["run_id".to_owned()]),
+        "{bad}"
+    );
+
     // A dataset, then a CSV with problems: every one named by line.
     let dataset = create_dataset(&api, &token, "golden").await;
     let (status, again) = api
@@ -540,6 +569,35 @@ async fn datasets_runs_results_and_comparisons() {
         (400, vec!["metric".to_owned()])
     );
 
+    // The prompt's scores over time, per version: the newest run first.
+    let position = candidate["position"]
+        .as_str()
+        .map(|p| format!("&min_position={p}"))
+        .unwrap_or_default();
+    let (status, history) = api
+        .call(
+            Method::GET,
+            &format!("/api/v1/evaluation-scores?prompt_id={v1}&metric=exact_match{position}"),
+            t,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{history}");
+    let points: Vec<(u64, f64)> = history["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["prompt_version"].as_u64().unwrap(), p["mean"].as_f64().unwrap()))
+        .collect();
+    assert_eq!(points, [(2, 0.0), (1, 1.0)], "{history}");
+    let (status, bad) = api
+        .call(Method::GET, "/api/v1/evaluation-scores?prompt_id=nope", t, None)
+        .await;
+    assert_eq!(
+        (status.as_u16(), problem_fields(&bad)),
+        (400, vec!["prompt_id".to_owned()])
+    );
+
     let (status, runs) = api
         .call(
             Method::GET,
@@ -728,18 +786,40 @@ async fn a_run_survives_its_service_being_killed_and_scores_every_case_once() {
         listed.iter().all(|r| r["scores"]["length"] == 1.0),
         "every case scored"
     );
-    // The executions were acted for the run's starter, with the service's credential.
-    let (status, runs) = api
-        .call(Method::GET, "/api/v1/runs?page_size=200", Some(&token), None)
-        .await;
-    assert_eq!(status, 200, "{runs}");
-    let completed = runs["runs"]
+    // No case ran twice: executions that finished while the service was
+    // down were found by their run ids, not run again — exactly 24 runs,
+    // all completed, acted for the run's starter.
+    let mut runs = Value::Null;
+    for _ in 0..50 {
+        let (status, body) = api
+            .call(
+                Method::GET,
+                &format!("/api/v1/runs?prompt_id={prompt}&page_size=200"),
+                Some(&token),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let ended = body["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["status"] != "running");
+        runs = body;
+        if ended && runs["runs"].as_array().unwrap().len() >= 24 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let statuses: Vec<&str> = runs["runs"]
         .as_array()
         .unwrap()
         .iter()
-        .filter(|r| r["status"] == "completed")
-        .count();
-    assert!(completed >= 24, "{completed} completed runs");
+        .map(|r| r["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, vec!["completed"; 24], "{runs}");
+    let run_ids: HashSet<&str> = listed.iter().map(|r| r["run_id"].as_str().unwrap()).collect();
+    assert_eq!(run_ids.len(), 24);
     assert!(
         runs["runs"]
             .as_array()

@@ -17,7 +17,8 @@ use promptops_proto::evaluation::v1::{
     CompareEvaluationRunsRequest, CreateDatasetRequest, Dataset, DatasetCase, DatasetVersion,
     EvaluationComparison, EvaluationRun, EvaluationRunStatus, EvaluationTarget, ExportDatasetRequest,
     GetDatasetRequest, GetEvaluationRunRequest, ListCaseResultsRequest, ListDatasetCasesRequest,
-    ListDatasetsRequest, ListEvaluationRunsRequest, MetricAggregate, MetricSpec, StartEvaluationRunRequest,
+    ListDatasetsRequest, ListEvaluationRunsRequest, ListScoreHistoryRequest, MetricAggregate, MetricSpec,
+    StartEvaluationRunRequest,
 };
 use promptops_proto::prompts::v1::PromptRef;
 use serde::{Deserialize, Serialize};
@@ -366,6 +367,10 @@ pub struct EvaluationRunJson {
     pub finished_at: Option<String>,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub error: String,
+    /// Pass as `min_position` (e.g. to `/api/v1/evaluation-scores`) to read
+    /// what this state of the run implies.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub position: Option<String>,
 }
 
 pub fn status_name(status: i32) -> &'static str {
@@ -406,6 +411,7 @@ impl From<EvaluationRun> for EvaluationRunJson {
             created_at: rfc3339(r.created_at.as_ref()),
             finished_at: r.finished_at.as_ref().map(|t| rfc3339(Some(t))),
             error: r.error,
+            position: r.position.as_ref().map(format_position),
         }
     }
 }
@@ -543,6 +549,93 @@ impl From<EvaluationComparison> for ComparisonJson {
             unchanged: c.unchanged,
         }
     }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ScoresParams {
+    pub prompt_id: String,
+    /// Only this version.
+    pub prompt_version: Option<u64>,
+    /// Only this metric (its name in the runs).
+    pub metric: Option<String>,
+    pub page_size: Option<u32>,
+    pub page_token: Option<String>,
+    pub min_position: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ScorePointJson {
+    pub run_id: String,
+    pub run_name: String,
+    pub dataset_id: String,
+    pub dataset_version: u64,
+    pub prompt_version: u64,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub model: String,
+    pub metric: String,
+    pub count: u64,
+    pub mean: f64,
+    pub std_dev: f64,
+    pub ci_low: f64,
+    pub ci_high: f64,
+    pub finished_at: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ScoreHistoryJson {
+    pub points: Vec<ScorePointJson>,
+    pub next_page_token: String,
+}
+
+/// A prompt's evaluation scores over time: each completed run's aggregate
+/// per version and metric, newest first.
+#[utoipa::path(get, path = "/api/v1/evaluation-scores", tag = "evaluation", params(ScoresParams),
+    responses(
+        (status = 200, description = "A page of score points", body = ScoreHistoryJson),
+        (status = 400, description = "Invalid prompt id or page token", body = Problem, content_type = JSON_PROBLEMS),
+    ))]
+pub async fn score_history(
+    State(state): State<AppState>,
+    Authenticated(_caller, credential): Authenticated,
+    ApiQuery(params): ApiQuery<ScoresParams>,
+) -> Result<Json<ScoreHistoryJson>, ServiceError> {
+    let request = ListScoreHistoryRequest {
+        prompt_id: params.prompt_id,
+        prompt_version: params.prompt_version.unwrap_or(0),
+        metric: params.metric.unwrap_or_default(),
+        page: Some(page(params.page_size, params.page_token)?),
+        min_position: parse_position(params.min_position.as_deref())?,
+    };
+    let response = state
+        .evaluation
+        .clone()
+        .list_score_history(outgoing(&credential, request))
+        .await
+        .map_err(|s| upstream(&s))?
+        .into_inner();
+    Ok(Json(ScoreHistoryJson {
+        points: response
+            .points
+            .into_iter()
+            .map(|p| ScorePointJson {
+                run_id: p.run_id,
+                run_name: p.run_name,
+                dataset_id: p.dataset_id,
+                dataset_version: p.dataset_version,
+                prompt_version: p.prompt_version,
+                model: p.model,
+                metric: p.metric,
+                count: p.count,
+                mean: p.mean,
+                std_dev: p.std_dev,
+                ci_low: p.ci_low,
+                ci_high: p.ci_high,
+                finished_at: rfc3339(p.finished_at.as_ref()),
+            })
+            .collect(),
+        next_page_token: response.next_page_token,
+    }))
 }
 
 /// Create a dataset.

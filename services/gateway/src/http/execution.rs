@@ -241,6 +241,9 @@ pub struct ExecuteBody {
     /// Answer as server-sent events: `started`, `delta`…, `completed`.
     #[serde(default)]
     pub stream: bool,
+    /// A UUID that makes a non-streaming execution idempotent: when your
+    /// org already has a run with this id, it is returned instead of run again.
+    pub run_id: Option<String>,
     /// Tried in order when the model fails before any output (default: the
     /// prompt version's fallbacks).
     #[serde(default)]
@@ -336,7 +339,14 @@ pub async fn execute(
         model: body.model.unwrap_or_default(),
         parameters: Some(body.parameters.into()),
         fallback_models: body.fallback_models,
+        run_id: body.run_id.clone().unwrap_or_default(),
     };
+    if body.stream && body.run_id.is_some() {
+        return Err(bad_request(
+            "run_id",
+            "makes non-streaming executions idempotent; leave it out with stream",
+        ));
+    }
     let mut client = state.execution.clone();
     if !body.stream {
         let response = client
@@ -914,6 +924,7 @@ pub async fn compare(
         model: String::new(),
         parameters: Some(body.parameters.into()),
         fallback_models: Vec::new(),
+        run_id: String::new(),
     };
     let response = state
         .execution

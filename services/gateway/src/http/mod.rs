@@ -142,6 +142,7 @@ pub fn api() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(evaluation::list_results))
         .routes(routes!(evaluation::cancel_run))
         .routes(routes!(evaluation::compare_runs))
+        .routes(routes!(evaluation::score_history))
         .routes(routes!(members::invite))
         .routes(routes!(members::accept))
         .split_for_parts()

@@ -244,6 +244,7 @@ pub async fn chat_completions(
                 model: String::new(),
                 parameters,
                 fallback_models: request.fallback_models,
+                run_id: String::new(),
             }
         }
         None => ExecuteRequest {
@@ -255,6 +256,7 @@ pub async fn chat_completions(
             model: request.model,
             parameters,
             fallback_models: request.fallback_models,
+            run_id: String::new(),
         },
     };
     let mut client = state.execution.clone();
