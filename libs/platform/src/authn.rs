@@ -324,16 +324,17 @@ impl Authenticator {
                     "send authorization: Bearer <access token or API key>",
                 )
             })?;
-        // A service acting for a caller: checked against the shared secret
-        // (revocations concern users' sessions and keys, not services).
-        if let Some(secret) = credential.strip_prefix(SERVICE_CREDENTIAL_PREFIX) {
-            return self.acting_service(secret, metadata);
-        }
         if !self.inner.revocations.is_ready() {
             return Err(ServiceError::new(
                 ErrorClass::Unavailable,
                 "starting: the revocation list is catching up",
             ));
+        }
+        // A service acting for a caller: the shared secret, and the caller
+        // as they are now (a revoked key or a removed member is refused; a
+        // lowered role applies).
+        if let Some(secret) = credential.strip_prefix(SERVICE_CREDENTIAL_PREFIX) {
+            return self.acting_service(secret, metadata);
         }
         if secrets::is_api_key(credential) {
             return self.introspect(credential).await;
@@ -403,11 +404,24 @@ impl Authenticator {
         if !secrets::matches(presented, &secrets::hash(secret)) {
             return Err(refused());
         }
-        metadata
+        let caller = metadata
             .get(ACT_AS_HEADER)
             .and_then(|v| v.to_str().ok())
             .and_then(crate::caller::parse_act_as)
-            .ok_or_else(refused)
+            .ok_or_else(refused)?;
+        let feed = &self.inner.revocations;
+        match ActorKind::try_from(caller.actor.kind) {
+            Ok(ActorKind::ApiKey) if feed.is_key_revoked(&caller.actor.id) => Err(refused()),
+            Ok(ActorKind::User) => {
+                let current = feed
+                    .member_role(&caller.org_id, &caller.actor.id)
+                    .ok_or_else(refused)?;
+                let grants = feed.grants(&caller.org_id, &caller.actor.id);
+                let role = caller.role.min(current);
+                Ok(Caller { role, ..caller }.with_grants(grants))
+            }
+            _ => Ok(caller),
+        }
     }
 
     async fn introspect(&self, credential: &str) -> Result<Caller, ServiceError> {
@@ -497,11 +511,24 @@ mod tests {
             authenticator(dir.path()).service_credential().ok(),
             Some(credential.clone())
         );
+        auth.inner.revocations.mark_ready_for_tests();
+        auth.inner
+            .revocations
+            .set_member("org1", "ada", Some(Role::Admin));
         let ada = Caller::new("org1", ActorKind::User, "ada", Role::Editor, vec!["read".into()]);
         let text = act_as(&ada);
 
         let caller = auth.authenticate(&metadata(&credential, Some(&text))).await;
-        assert_eq!(caller.ok(), Some(ada));
+        assert_eq!(caller.ok(), Some(ada.clone()));
+        // A lowered role applies at once; a removed member is refused.
+        auth.inner
+            .revocations
+            .set_member("org1", "ada", Some(Role::Viewer));
+        let lowered = auth.authenticate(&metadata(&credential, Some(&text))).await;
+        assert_eq!(lowered.ok().map(|c| c.role), Some(Role::Viewer));
+        auth.inner.revocations.set_member("org1", "ada", None);
+        let removed = auth.authenticate(&metadata(&credential, Some(&text))).await;
+        assert_eq!(removed.err().map(|e| e.class), Some(ErrorClass::Unauthenticated));
         for (credential, act_as) in [
             (format!("{credential}x"), Some(text.as_str())),
             (

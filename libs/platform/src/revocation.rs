@@ -21,7 +21,8 @@ use promptops_auth::roles::{Grant, Resource};
 use promptops_auth::tokens::{Claims, Revocations, TokenError};
 use promptops_eventlog::{Context, EventEnvelope, EventLog};
 use promptops_proto::identity::v1::{
-    ApiKeyRevoked, ApiKeyRotated, GrantAdded, GrantRemoved, MemberRemoved, SessionRevoked,
+    ApiKeyRevoked, ApiKeyRotated, GrantAdded, GrantRemoved, MemberJoined, MemberRemoved, MemberRoleChanged,
+    SessionRevoked,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -35,6 +36,10 @@ struct Inner {
     revocations: RwLock<Revocations>,
     /// (org, user) → that member's grants.
     grants: RwLock<HashMap<(String, String), Vec<Grant>>>,
+    /// (org, user) → that member's current role (absent: not a member).
+    members: RwLock<HashMap<(String, String), promptops_auth::roles::Role>>,
+    /// API keys revoked (ids).
+    revoked_keys: RwLock<std::collections::HashSet<String>>,
     ready: AtomicBool,
 }
 
@@ -79,6 +84,46 @@ impl RevocationFeed {
         list.retain(|g| g.resource != resource);
         if let Some(role) = role {
             list.push(Grant { resource, role });
+        }
+    }
+
+    /// The current role of `user_id` in `org_id`; `None` when they are not
+    /// (or no longer) a member.
+    pub fn member_role(&self, org_id: &str, user_id: &str) -> Option<promptops_auth::roles::Role> {
+        self.inner
+            .members
+            .read()
+            .ok()?
+            .get(&(org_id.to_owned(), user_id.to_owned()))
+            .copied()
+    }
+
+    /// Whether the API key `key_id` was revoked.
+    pub fn is_key_revoked(&self, key_id: &str) -> bool {
+        self.inner
+            .revoked_keys
+            .read()
+            .is_ok_and(|keys| keys.contains(key_id))
+    }
+
+    /// Marks the feed caught up (tests that feed it by hand).
+    #[cfg(test)]
+    pub(crate) fn mark_ready_for_tests(&self) {
+        self.inner.ready.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn set_member(&self, org_id: &str, user_id: &str, role: Option<promptops_auth::roles::Role>) {
+        let Ok(mut members) = self.inner.members.write() else {
+            return;
+        };
+        let key = (org_id.to_owned(), user_id.to_owned());
+        match role {
+            Some(role) => {
+                members.insert(key, role);
+            }
+            None => {
+                members.remove(&key);
+            }
         }
     }
 
@@ -142,7 +187,28 @@ impl RevocationFeed {
             }
             "promptops.identity.v1.ApiKeyRevoked" => {
                 if let Ok(revoked) = ApiKeyRevoked::decode(payload) {
+                    if let Ok(mut keys) = self.inner.revoked_keys.write() {
+                        keys.insert(revoked.key_id.clone());
+                    }
                     key_changed(&revoked.key_id);
+                }
+            }
+            "promptops.identity.v1.MemberJoined" => {
+                if let Ok(joined) = MemberJoined::decode(payload) {
+                    self.set_member(
+                        &envelope.org_id,
+                        &joined.user_id,
+                        crate::caller::role_from_pb(joined.role),
+                    );
+                }
+            }
+            "promptops.identity.v1.MemberRoleChanged" => {
+                if let Ok(changed) = MemberRoleChanged::decode(payload) {
+                    self.set_member(
+                        &envelope.org_id,
+                        &changed.user_id,
+                        crate::caller::role_from_pb(changed.to),
+                    );
                 }
             }
             "promptops.identity.v1.GrantAdded" => {
@@ -163,10 +229,11 @@ impl RevocationFeed {
                 }
             }
             "promptops.identity.v1.MemberRemoved" => {
-                if let Ok(removed) = MemberRemoved::decode(payload)
-                    && let Ok(mut grants) = self.inner.grants.write()
-                {
-                    grants.remove(&(envelope.org_id.clone(), removed.user_id));
+                if let Ok(removed) = MemberRemoved::decode(payload) {
+                    self.set_member(&envelope.org_id, &removed.user_id, None);
+                    if let Ok(mut grants) = self.inner.grants.write() {
+                        grants.remove(&(envelope.org_id.clone(), removed.user_id));
+                    }
                 }
             }
             "promptops.identity.v1.ApiKeyRotated" => {

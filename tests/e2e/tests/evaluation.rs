@@ -850,3 +850,81 @@ async fn dataset_uploads_have_their_own_size_limit() {
     assert_eq!(status, 413, "{problem}");
     assert_eq!(problem["status"], 413);
 }
+
+#[tokio::test]
+async fn a_revoked_key_stops_the_executions_of_its_runs() {
+    let all = AllInOne::start().await;
+    let api = Api::new(all.http());
+    let (token, _) = signup(&all.http(), "revoke@acme.test").await;
+    let (status, key) = api
+        .call(
+            Method::POST,
+            "/api/v1/api-keys",
+            Some(&token),
+            Some(json!({"name": "ci", "role": "editor"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{key}");
+    let secret = key["secret"].as_str().unwrap().to_owned();
+    let prompt = create_prompt(&api, &secret, "slowly", "About {{topic}}", "mock/slow").await;
+    let dataset = create_dataset(&api, &secret, "revocable").await;
+    let csv: String = std::iter::once("id,topic\n".to_owned())
+        .chain((0..8).map(|i| format!("c{i},t{i}\n")))
+        .collect();
+    let (status, _) = upload(&api, &secret, &dataset, "text/csv", &csv).await;
+    assert_eq!(status, 201);
+    let (status, run) = api
+        .call(
+            Method::POST,
+            "/api/v1/evaluation-runs",
+            Some(&secret),
+            Some(json!({"dataset_id": dataset, "targets": [{"prompt_id": prompt}],
+                "metrics": [{"kind": "length", "min": 1}], "concurrency": 1})),
+        )
+        .await;
+    assert_eq!(status, 201, "{run}");
+    let run_id = run["id"].as_str().unwrap().to_owned();
+    // Revoke the key once the first case is scored: the run's remaining
+    // executions, made for that key, are refused.
+    loop {
+        let (_, now) = api
+            .call(
+                Method::GET,
+                &format!("/api/v1/evaluation-runs/{run_id}"),
+                Some(&token),
+                None,
+            )
+            .await;
+        if now["done"].as_u64().unwrap_or(0) >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, _) = api
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/api-keys/{}", key["key_id"].as_str().unwrap()),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    let (finished, _) = follow(&api, &token, &run_id).await;
+    assert_eq!(finished["status"], "completed", "{finished}");
+    let listed = results(&api, &token, &run_id).await;
+    let refused = listed
+        .iter()
+        .filter(|r| {
+            r["error"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("Unauthenticated")
+        })
+        .count();
+    assert!(
+        listed[0]["error"].as_str().unwrap_or_default().is_empty(),
+        "{}",
+        listed[0]
+    );
+    assert!(refused >= 5, "{refused} of 8 refused: {listed:?}");
+}
