@@ -24,7 +24,7 @@ use crate::client::Target;
 
 const EXIT_INVALID: u8 = 65;
 
-fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -71,6 +71,22 @@ enum EvalCommand {
         #[arg(long)]
         stem: bool,
     },
+    /// Start an evaluation run on the platform at PROMPTOPS_URL, follow it to
+    /// its end and print it as JSON; optionally fail on regressions.
+    Run {
+        /// The run as JSON: the body of POST /api/v1/evaluation-runs.
+        #[arg(long)]
+        spec: std::path::PathBuf,
+        /// A base run to compare with (needs --gate-metric).
+        #[arg(long)]
+        against: Option<String>,
+        /// Exit 3 when any case of this metric is lower than in the base run.
+        #[arg(long)]
+        gate_metric: Option<String>,
+        /// How much lower a case may score before it counts as regressed.
+        #[arg(long, default_value_t = 0.0)]
+        threshold: f64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -105,6 +121,15 @@ fn main() -> ExitCode {
                     stem,
                 },
         } => eval::score(metric, &hypotheses, &references, stem),
+        Command::Eval {
+            command:
+                EvalCommand::Run {
+                    spec,
+                    against,
+                    gate_metric,
+                    threshold,
+                },
+        } => eval::run(&spec, against.as_deref(), gate_metric.as_deref(), threshold),
         Command::Prompts {
             command: PromptsCommand::Push { dir, dry_run },
         } => files::push(&dir, dry_run),

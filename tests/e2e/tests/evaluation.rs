@@ -928,3 +928,105 @@ async fn a_revoked_key_stops_the_executions_of_its_runs() {
     );
     assert!(refused >= 5, "{refused} of 8 refused: {listed:?}");
 }
+
+#[tokio::test]
+async fn the_cli_runs_an_evaluation_and_gates_on_regressions() {
+    let all = AllInOne::start().await;
+    let api = Api::new(all.http());
+    let (token, _) = signup(&all.http(), "ci-gate@acme.test").await;
+    let (status, key) = api
+        .call(
+            Method::POST,
+            "/api/v1/api-keys",
+            Some(&token),
+            Some(json!({"name": "ci", "role": "editor"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{key}");
+    let secret = key["secret"].as_str().unwrap().to_owned();
+    let prompt = create_prompt(&api, &token, "gated", "Q: {{question}}", "mock/echo").await;
+    let dataset = create_dataset(&api, &token, "gate").await;
+    let csv = "id,question,expected\na,one,Q: one\nb,two,Q: two\n";
+    let (status, _) = upload(&api, &token, &dataset, "text/csv", csv).await;
+    assert_eq!(status, 201);
+
+    let cli = |args: Vec<String>| {
+        let binary = promptops_testkit::workspace_binary("promptops").unwrap();
+        let url = all.http();
+        let secret = secret.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                std::process::Command::new(binary)
+                    .args(["eval", "run"])
+                    .args(args)
+                    .env("PROMPTOPS_URL", url)
+                    .env("PROMPTOPS_API_KEY", secret)
+                    .output()
+                    .unwrap()
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let spec = all.dir.path().join("spec.json");
+    let write_spec = |version: u64| {
+        let body = json!({"dataset_id": dataset, "targets": [{"prompt_id": prompt, "version": version}],
+            "metrics": [{"kind": "exact_match"}], "name": format!("v{version}")});
+        std::fs::write(&spec, body.to_string()).unwrap();
+    };
+    write_spec(1);
+    let out = cli(vec!["--spec".into(), spec.display().to_string()]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let baseline: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (baseline["status"].as_str(), baseline["done"].as_u64()),
+        (Some("completed"), Some(2))
+    );
+    let base_id = baseline["id"].as_str().unwrap().to_owned();
+
+    // Version 2 answers differently: gated on exact_match, the CLI fails
+    // with 3 and names the regressed cases.
+    let (status, _) = api
+        .call(
+            Method::POST,
+            &format!("/api/v1/prompts/{prompt}/versions"),
+            Some(&token),
+            Some(json!({"template": "A: {{question}}", "model": {"model": "mock/echo"}})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    write_spec(2);
+    let gate = |metric: &str| {
+        vec![
+            "--spec".to_owned(),
+            spec.display().to_string(),
+            "--against".to_owned(),
+            base_id.clone(),
+            "--gate-metric".to_owned(),
+            metric.to_owned(),
+        ]
+    };
+    let out = cli(gate("exact_match")).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("regressed a") && stderr.contains("regressed b"),
+        "{stderr}"
+    );
+
+    // A spec the platform refuses: 65, with the field named.
+    std::fs::write(
+        &spec,
+        json!({"dataset_id": dataset, "targets": [], "metrics": []}).to_string(),
+    )
+    .unwrap();
+    let out = cli(vec!["--spec".into(), spec.display().to_string()]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(65), "{stderr}");
+    assert!(stderr.contains("targets"), "{stderr}");
+}
