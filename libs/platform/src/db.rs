@@ -170,6 +170,22 @@ pub async fn ping(pool: &AnyPool) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT 1").execute(pool).await.map(|_| ())
 }
 
+/// A count or sequence as a database integer (saturating).
+pub fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// A database integer back as a count or sequence (negative → 0).
+pub fn to_u64(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+/// A stored protobuf payload that does not decode, as a database error (a
+/// projection's apply fails and is retried rather than skipping the event).
+pub fn decode_error(e: prost::DecodeError) -> sqlx::Error {
+    sqlx::Error::Decode(Box::new(e))
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn unix_ms() -> i64 {
     i64::try_from(time_now_nanos() / 1_000_000).unwrap_or(0)

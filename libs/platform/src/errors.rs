@@ -189,6 +189,11 @@ impl ServiceError {
         }
     }
 
+    /// INVALID_ARGUMENT for one field.
+    pub fn invalid_field(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self::invalid(vec![FieldViolation::new(field, description)])
+    }
+
     /// An infrastructure failure: logged in full, reported without internals.
     pub fn unavailable(context: &str, err: impl std::fmt::Display) -> Self {
         tracing::error!(error = %err, "{context}");

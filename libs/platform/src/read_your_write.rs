@@ -13,6 +13,14 @@ use crate::errors::{ErrorClass, FieldViolation, ServiceError};
 /// How long a read waits for a projection to reach a requested position.
 pub const TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The position of `sequence` in `context`'s stream, as commands return it.
+pub fn position(context: Context, sequence: u64) -> LogPosition {
+    LogPosition {
+        stream: context.stream_name().to_owned(),
+        sequence,
+    }
+}
+
 /// Waits until `projection` in `db` has applied `position` (if given):
 /// INVALID_ARGUMENT for an unknown stream, DEADLINE_EXCEEDED after [`TIMEOUT`].
 pub async fn wait_for(

@@ -12,7 +12,9 @@
 
 use promptops_eventlog::aggregate::Aggregate;
 use promptops_eventlog::{EventDraft, EventEnvelope, RecordedEvent};
-use promptops_proto::evaluation::v1::{DatasetCase, DatasetCasesStaged, DatasetCreated, DatasetVersionAdded};
+use promptops_proto::evaluation::v1::{
+    DatasetCase, DatasetCasesStaged, DatasetCasesStagedHeader, DatasetCreated, DatasetVersionAdded,
+};
 use prost::Message as _;
 use sha2::{Digest, Sha256};
 
@@ -257,10 +259,14 @@ impl Aggregate for Dataset {
         let payload = envelope.payload.as_slice();
         match envelope.event_type.as_str() {
             CREATED => DatasetCreated::decode(payload).ok().map(DatasetEvent::Created),
-            // Cases are not kept in the state: decided without them.
-            CASES_STAGED => DatasetCasesStaged::decode(payload).ok().map(|mut e| {
-                e.cases.clear();
-                DatasetEvent::CasesStaged(e)
+            // Cases are not kept in the state: their bytes are skipped, not decoded.
+            CASES_STAGED => DatasetCasesStagedHeader::decode(payload).ok().map(|h| {
+                DatasetEvent::CasesStaged(DatasetCasesStaged {
+                    dataset_id: h.dataset_id,
+                    version: h.version,
+                    chunk: h.chunk,
+                    cases: Vec::new(),
+                })
             }),
             VERSION_ADDED => DatasetVersionAdded::decode(payload)
                 .ok()

@@ -119,11 +119,7 @@ impl RunState {
         let mut aggregates = Vec::new();
         for target in 0..started.targets.len() as u32 {
             for spec in &started.metrics {
-                let name = if spec.name.is_empty() {
-                    spec.kind.as_str()
-                } else {
-                    spec.name.as_str()
-                };
+                let name = scoring::metric_name(spec);
                 let scores: Vec<f64> = self
                     .results
                     .iter()

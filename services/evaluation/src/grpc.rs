@@ -14,7 +14,6 @@ use promptops_platform::db::unix_ms;
 use promptops_platform::errors::{ErrorClass, FieldViolation, ServiceError};
 use promptops_platform::paging::{Cursor, page_size, timestamp_from_ms};
 use promptops_platform::read_your_write;
-use promptops_proto::common::v1::LogPosition;
 use promptops_proto::common::v1::PageRequest;
 use promptops_proto::evaluation::v1::evaluation_service_server::EvaluationService;
 use promptops_proto::evaluation::v1::{
@@ -45,6 +44,10 @@ use crate::scoring::{self, CaseScore};
 
 type Result<T> = std::result::Result<T, tonic::Status>;
 
+fn evaluation_position(sequence: u64) -> promptops_proto::common::v1::LogPosition {
+    read_your_write::position(Context::Evaluation, sequence)
+}
+
 /// Targets per run, at most.
 pub const MAX_TARGETS: usize = 10;
 /// Concurrency when not given, and at most.
@@ -73,20 +76,9 @@ impl std::fmt::Debug for EvaluationApi {
     }
 }
 
-fn position(sequence: u64) -> LogPosition {
-    LogPosition {
-        stream: Context::Evaluation.stream_name().to_owned(),
-        sequence,
-    }
-}
-
-fn invalid(field: &str, description: impl Into<String>) -> ServiceError {
-    ServiceError::invalid(vec![FieldViolation::new(field, description)])
-}
-
 fn check_uuid(field: &str, id: &str) -> std::result::Result<(), ServiceError> {
     if Uuid::parse_str(id).is_err() {
-        return Err(invalid(field, "must be a UUID"));
+        return Err(ServiceError::invalid_field(field, "must be a UUID"));
     }
     Ok(())
 }
@@ -102,7 +94,9 @@ fn dataset_error(err: ExecuteError<DatasetError>) -> ServiceError {
         ExecuteError::Domain(e @ DatasetError::Full) => {
             ServiceError::new(ErrorClass::FailedPrecondition, e.to_string())
         }
-        ExecuteError::Domain(e @ DatasetError::Empty) => invalid("content", e.to_string()),
+        ExecuteError::Domain(e @ DatasetError::Empty) => {
+            ServiceError::invalid_field("content", e.to_string())
+        }
         ExecuteError::Conflict => {
             ServiceError::new(ErrorClass::Conflict, "the dataset changed concurrently; retry")
         }
@@ -133,7 +127,7 @@ fn offset_token(token: &str) -> std::result::Result<usize, ServiceError> {
     token
         .strip_prefix('o')
         .and_then(|n| n.parse().ok())
-        .ok_or_else(|| invalid("page_token", "is not a page token from this API"))
+        .ok_or_else(|| ServiceError::invalid_field("page_token", "is not a page token from this API"))
 }
 
 fn page_of<T>(items: Vec<T>, offset: usize, size: u32) -> (Vec<T>, String) {
@@ -552,7 +546,7 @@ fn version_view(v: &promptops_proto::evaluation::v1::DatasetVersionAdded, at: Op
         source_format: v.source_format.clone(),
         created_by: None,
         created_at: None,
-        position: at.map(position),
+        position: at.map(evaluation_position),
     }
 }
 
@@ -588,7 +582,7 @@ pub fn run_view(loaded: &Loaded<RunState>) -> EvaluationRun {
             .as_ref()
             .map(|f| f.error.clone())
             .unwrap_or_default(),
-        position: Some(position(loaded.last_sequence)),
+        position: Some(evaluation_position(loaded.last_sequence)),
     }
 }
 
@@ -717,7 +711,7 @@ impl EvaluationService for EvaluationApi {
         let req = request.into_inner();
         let aggregate = Self::dataset_ref(&caller.org_id, &req.dataset_id)?;
         let format = Format::parse(&req.format).ok_or_else(|| {
-            invalid(
+            ServiceError::invalid_field(
                 "format",
                 "csv or jsonl (text/csv, application/jsonl, application/x-ndjson)",
             )
@@ -753,7 +747,7 @@ impl EvaluationService for EvaluationApi {
         let limit = match req.limit {
             0 => DEFAULT_RUNS_TAKEN,
             n if n as usize > MAX_RUNS_TAKEN => {
-                return Err(invalid("limit", format!("1 to {MAX_RUNS_TAKEN}")).into());
+                return Err(ServiceError::invalid_field("limit", format!("1 to {MAX_RUNS_TAKEN}")).into());
             }
             n => n as usize,
         };
@@ -849,7 +843,7 @@ impl EvaluationService for EvaluationApi {
         let format = if req.format.is_empty() {
             Format::JsonLines
         } else {
-            Format::parse(&req.format).ok_or_else(|| invalid("format", "csv or jsonl"))?
+            Format::parse(&req.format).ok_or_else(|| ServiceError::invalid_field("format", "csv or jsonl"))?
         };
         let (cases, version) = self
             .dataset_cases(&caller.org_id, &req.dataset_id, req.version)
@@ -1118,10 +1112,10 @@ impl EvaluationService for EvaluationApi {
         check_uuid("base_run_id", &req.base_run_id)?;
         check_uuid("candidate_run_id", &req.candidate_run_id)?;
         if req.metric.is_empty() {
-            return Err(invalid("metric", "name the metric to compare").into());
+            return Err(ServiceError::invalid_field("metric", "name the metric to compare").into());
         }
         if !(req.threshold.is_finite() && req.threshold >= 0.0) {
-            return Err(invalid("threshold", "must be a number ≥ 0").into());
+            return Err(ServiceError::invalid_field("threshold", "must be a number ≥ 0").into());
         }
         let base = self.load_run(&caller.org_id, &req.base_run_id).await?.state;
         let candidate = self.load_run(&caller.org_id, &req.candidate_run_id).await?.state;
@@ -1132,9 +1126,9 @@ impl EvaluationService for EvaluationApi {
             let started = state
                 .started
                 .as_ref()
-                .ok_or_else(|| invalid(field, "no such run"))?;
+                .ok_or_else(|| ServiceError::invalid_field(field, "no such run"))?;
             if target as usize >= started.targets.len() {
-                return Err(invalid(
+                return Err(ServiceError::invalid_field(
                     field,
                     format!("the run has {} target(s)", started.targets.len()),
                 ));
@@ -1142,9 +1136,9 @@ impl EvaluationService for EvaluationApi {
             let has_metric = started
                 .metrics
                 .iter()
-                .any(|m| (if m.name.is_empty() { &m.kind } else { &m.name }) == &req.metric);
+                .any(|m| scoring::metric_name(m) == req.metric);
             if !has_metric {
-                return Err(invalid(
+                return Err(ServiceError::invalid_field(
                     "metric",
                     format!("run {} has no metric {:?}", started.run_id, req.metric),
                 ));

@@ -4,7 +4,7 @@
 
 use promptops_eventlog::RecordedEvent;
 use promptops_eventlog::projection::Projection;
-use promptops_platform::db::Migration;
+use promptops_platform::db::{Migration, decode_error, to_i64, to_u64};
 use promptops_platform::paging::{Cursor, ms_from_timestamp, split_page, timestamp_from_ms};
 use promptops_platform::query::ListQuery;
 use promptops_proto::common::v1::{Actor, ActorKind};
@@ -101,18 +101,6 @@ pub const MIGRATIONS: &[Migration] = &[
 #[derive(Debug, Default)]
 pub struct EvaluationProjection;
 
-fn decode_err(e: prost::DecodeError) -> sqlx::Error {
-    sqlx::Error::Decode(Box::new(e))
-}
-
-fn int(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-fn unsigned(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
-}
-
 impl Projection for EvaluationProjection {
     fn name(&self) -> &'static str {
         PROJECTION
@@ -126,7 +114,7 @@ impl Projection for EvaluationProjection {
         let at_ms = ms_from_timestamp(envelope.occurred_at.as_ref());
         match envelope.event_type.as_str() {
             datasets::CREATED => {
-                let created = DatasetCreated::decode(payload).map_err(decode_err)?;
+                let created = DatasetCreated::decode(payload).map_err(decode_error)?;
                 sqlx::query(
                     "INSERT INTO datasets (org_id, dataset_id, name, description, version_count, case_count,
                         actor_kind, actor_id, created_at_ms)
@@ -143,20 +131,20 @@ impl Projection for EvaluationProjection {
                 .await?;
             }
             datasets::VERSION_ADDED => {
-                let added = DatasetVersionAdded::decode(payload).map_err(decode_err)?;
+                let added = DatasetVersionAdded::decode(payload).map_err(decode_error)?;
                 sqlx::query(
                     "UPDATE datasets SET version_count = $3, case_count = $4
                      WHERE org_id = $1 AND dataset_id = $2 AND version_count < $3",
                 )
                 .bind(org)
                 .bind(&added.dataset_id)
-                .bind(int(added.version))
-                .bind(int(added.case_count))
+                .bind(to_i64(added.version))
+                .bind(to_i64(added.case_count))
                 .execute(&mut *conn)
                 .await?;
             }
             evaluation_run::STARTED => {
-                let started = EvaluationRunStarted::decode(payload).map_err(decode_err)?;
+                let started = EvaluationRunStarted::decode(payload).map_err(decode_error)?;
                 let total = started.case_ids.len() * started.targets.len();
                 sqlx::query(
                     "INSERT INTO evaluation_runs (org_id, run_id, name, dataset_id, dataset_version, status, total,
@@ -167,9 +155,9 @@ impl Projection for EvaluationProjection {
                 .bind(&started.run_id)
                 .bind(&started.name)
                 .bind(&started.dataset_id)
-                .bind(int(started.dataset_version))
+                .bind(to_i64(started.dataset_version))
                 .bind(EvaluationRunStatus::Running as i64)
-                .bind(int(total as u64))
+                .bind(to_i64(total as u64))
                 .bind(i64::from(actor.kind))
                 .bind(&actor.id)
                 .bind(at_ms)
@@ -184,14 +172,14 @@ impl Projection for EvaluationProjection {
                     .bind(&started.run_id)
                     .bind(target as i64)
                     .bind(&resolved.prompt_id)
-                    .bind(int(resolved.prompt_version))
+                    .bind(to_i64(resolved.prompt_version))
                     .bind(&resolved.model)
                     .execute(&mut *conn)
                     .await?;
                 }
             }
             evaluation_run::CASE_SCORED => {
-                let scored = CaseScored::decode(payload).map_err(decode_err)?;
+                let scored = CaseScored::decode(payload).map_err(decode_error)?;
                 let failed = scored.result.as_ref().is_some_and(|r| !r.error.is_empty());
                 sqlx::query(
                     "UPDATE evaluation_runs SET done = done + 1, failed = failed + $3 WHERE org_id = $1 AND run_id = $2",
@@ -203,7 +191,7 @@ impl Projection for EvaluationProjection {
                 .await?;
             }
             evaluation_run::FINISHED => {
-                let finished = EvaluationRunFinished::decode(payload).map_err(decode_err)?;
+                let finished = EvaluationRunFinished::decode(payload).map_err(decode_error)?;
                 sqlx::query("UPDATE evaluation_runs SET status = $3 WHERE org_id = $1 AND run_id = $2")
                     .bind(org)
                     .bind(&finished.run_id)
@@ -285,7 +273,7 @@ async fn record_scores(
         .bind(target.prompt_version)
         .bind(&target.model)
         .bind(&aggregate.metric)
-        .bind(int(aggregate.count))
+        .bind(to_i64(aggregate.count))
         .bind(aggregate.mean)
         .bind(aggregate.std_dev)
         .bind(aggregate.ci_low)
@@ -334,7 +322,7 @@ pub async fn score_history(
     let p = q.bind(prompt_id.to_owned());
     q.push(&format!(" AND prompt_id = {p}"));
     if let Some(version) = prompt_version {
-        let p = q.bind(int(version));
+        let p = q.bind(to_i64(version));
         q.push(&format!(" AND prompt_version = {p}"));
     }
     if let Some(metric) = metric {
@@ -353,11 +341,11 @@ pub async fn score_history(
             run_id: r.run_id,
             run_name: r.run_name,
             dataset_id: r.dataset_id,
-            dataset_version: unsigned(r.dataset_version),
-            prompt_version: unsigned(r.prompt_version),
+            dataset_version: to_u64(r.dataset_version),
+            prompt_version: to_u64(r.prompt_version),
             model: r.model,
             metric: r.metric,
-            count: unsigned(r.count),
+            count: to_u64(r.count),
             mean: r.mean,
             std_dev: r.std_dev,
             ci_low: r.ci_low,
@@ -459,11 +447,11 @@ pub async fn list_runs(
             id: r.run_id,
             name: r.name,
             dataset_id: r.dataset_id,
-            dataset_version: unsigned(r.dataset_version),
+            dataset_version: to_u64(r.dataset_version),
             status: i32::try_from(r.status).unwrap_or(0),
-            total: unsigned(r.total),
-            done: unsigned(r.done),
-            failed: unsigned(r.failed),
+            total: to_u64(r.total),
+            done: to_u64(r.done),
+            failed: to_u64(r.failed),
             created_by: Some(actor(r.actor_kind, r.actor_id)),
             created_at: Some(timestamp_from_ms(r.created_at_ms)),
             ..Default::default()

@@ -205,7 +205,7 @@ impl Runner {
             total = known.state.total(),
             "evaluation run driving"
         );
-        let concurrency = started.concurrency.clamp(1, 64) as usize;
+        let concurrency = started.concurrency.clamp(1, crate::grpc::MAX_CONCURRENCY) as usize;
         let acting = Acting {
             run_id,
             credential: &credential,
@@ -329,7 +329,7 @@ impl Runner {
         result.run_id = run.run_id.clone();
         result.latency_us = run.latency_us;
         result.cost_nano_usd = run.cost_nano_usd;
-        result.output = truncate(&run.output, MAX_OUTPUT_BYTES).to_owned();
+        result.output = scoring::truncate(&run.output, MAX_OUTPUT_BYTES).to_owned();
         if run.status != RunStatus::Completed as i32 {
             result.error = if run.error.is_empty() {
                 "the execution did not complete".into()
@@ -447,8 +447,12 @@ impl Runner {
         if run.status != RunStatus::Completed as i32 {
             return Err(format!("the judge's run did not complete: {}", run.error));
         }
-        let (score, reasoning) = scoring::parse_judgement(&run.output)
-            .ok_or_else(|| format!("the judge gave no score: {:?}", truncate(&run.output, 200)))?;
+        let (score, reasoning) = scoring::parse_judgement(&run.output).ok_or_else(|| {
+            format!(
+                "the judge gave no score: {:?}",
+                scoring::truncate(&run.output, 200)
+            )
+        })?;
         Ok((score, reasoning, run.run_id))
     }
 }
@@ -476,15 +480,4 @@ pub fn execution_run_id(evaluation_run_id: &str, case_id: &str, target: u32, pur
     let mut bytes = [0u8; 16];
     bytes.copy_from_slice(&digest[..16]);
     uuid::Builder::from_custom_bytes(bytes).into_uuid().to_string()
-}
-
-fn truncate(text: &str, max_bytes: usize) -> &str {
-    if text.len() <= max_bytes {
-        return text;
-    }
-    let mut end = max_bytes;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
 }

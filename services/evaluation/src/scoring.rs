@@ -79,6 +79,27 @@ pub struct Output<'a> {
     pub variables: Option<&'a std::collections::HashMap<String, String>>,
 }
 
+/// The name a metric's scores go by: its `name`, or else its `kind`.
+pub fn metric_name(spec: &MetricSpec) -> &str {
+    if spec.name.is_empty() {
+        &spec.kind
+    } else {
+        &spec.name
+    }
+}
+
+/// `text` cut to at most `max_bytes`, at a character boundary.
+pub fn truncate(text: &str, max_bytes: usize) -> &str {
+    if text.len() <= max_bytes {
+        return text;
+    }
+    let mut end = max_bytes;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 /// Checks a run's metric specs; every problem is named by its field.
 pub fn compile(specs: &[MetricSpec]) -> Result<Vec<Metric>, Vec<FieldViolation>> {
     let mut violations = Vec::new();
@@ -92,11 +113,7 @@ pub fn compile(specs: &[MetricSpec]) -> Result<Vec<Metric>, Vec<FieldViolation>>
     let mut metrics = Vec::new();
     for (i, spec) in specs.iter().enumerate() {
         let field = |name: &str| format!("metrics[{i}].{name}");
-        let name = if spec.name.is_empty() {
-            spec.kind.clone()
-        } else {
-            spec.name.clone()
-        };
+        let name = metric_name(spec).to_owned();
         if name.is_empty()
             || name.chars().count() > MAX_METRIC_NAME_CHARS
             || name.chars().any(char::is_control)
@@ -390,13 +407,7 @@ pub const MAX_REASONING_BYTES: usize = 4 * 1024;
 /// numeric `score` (and `reasoning`) anywhere in the text, or else the
 /// first number in the text (the whole answer is the reasoning).
 pub fn parse_judgement(answer: &str) -> Option<(f64, String)> {
-    let keep = |text: &str| {
-        let mut end = text.len().min(MAX_REASONING_BYTES);
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text[..end].trim().to_owned()
-    };
+    let keep = |text: &str| truncate(text, MAX_REASONING_BYTES).trim().to_owned();
     if let (Some(start), Some(end)) = (answer.find('{'), answer.rfind('}'))
         && start < end
         && let Ok(serde_json::Value::Object(object)) = serde_json::from_str(&answer[start..=end])

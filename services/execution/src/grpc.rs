@@ -97,10 +97,6 @@ pub struct Prepared {
     pub fallbacks: Vec<Arc<ModelSpec>>,
 }
 
-fn invalid(field: &str, message: impl Into<String>) -> ServiceError {
-    ServiceError::invalid(vec![FieldViolation::new(field, message)])
-}
-
 pub(crate) fn truncate(text: &str, max: usize) -> (String, bool) {
     if text.len() <= max {
         return (text.to_owned(), false);
@@ -150,7 +146,7 @@ fn names_a_prompt(reference: &PromptRef) -> bool {
 }
 
 fn unknown_model(model: &str) -> ServiceError {
-    invalid(
+    ServiceError::invalid_field(
         "model",
         format!("unknown model {model:?}; ListModels (GET /api/v1/models) lists the models you can run"),
     )
@@ -165,7 +161,7 @@ pub fn prepare_messages(
 ) -> std::result::Result<(Arc<ModelSpec>, Vec<ChatMessage>, Parameters, u64), ServiceError> {
     let spec = spec.ok_or_else(|| unknown_model(model))?;
     if spec.embeddings {
-        return Err(invalid(
+        return Err(ServiceError::invalid_field(
             "model",
             format!(
                 "{} is an embedding model; use Embed (POST /api/v1/embeddings)",
@@ -198,7 +194,7 @@ pub fn prepare_messages(
     let input_tokens = spec.tokenizer.count_messages(&messages);
     let wanted_output = u64::from(parameters.max_tokens.unwrap_or(0));
     if input_tokens + wanted_output > u64::from(spec.context_window) {
-        return Err(invalid(
+        return Err(ServiceError::invalid_field(
             "messages",
             format!(
                 "the input is {input_tokens} tokens (+ {wanted_output} for the output); {} takes at most {}",
@@ -263,7 +259,7 @@ impl ExecutionApi {
                 req.model.clone()
             };
             if model.is_empty() {
-                return Err(invalid(
+                return Err(ServiceError::invalid_field(
                     "model",
                     "the prompt version names no model; give one in the request",
                 ));
@@ -298,7 +294,10 @@ impl ExecutionApi {
             })
         } else {
             if req.model.is_empty() {
-                return Err(invalid("model", "required with raw messages, e.g. mock/echo"));
+                return Err(ServiceError::invalid_field(
+                    "model",
+                    "required with raw messages, e.g. mock/echo",
+                ));
             }
             let spec = self.models.resolve(&caller.org_id, &req.model).await?;
             let (spec, messages, parameters, input_tokens) =
@@ -331,14 +330,13 @@ impl ExecutionApi {
             requested
         };
         if ids.len() > 5 {
-            return Err(invalid("fallback_models", "at most 5"));
+            return Err(ServiceError::invalid_field("fallback_models", "at most 5"));
         }
         let mut specs = Vec::with_capacity(ids.len());
         for (i, id) in ids.iter().enumerate() {
-            let spec =
-                self.models.resolve(&caller.org_id, id).await?.ok_or_else(|| {
-                    invalid(&format!("fallback_models[{i}]"), format!("unknown model {id:?}"))
-                })?;
+            let spec = self.models.resolve(&caller.org_id, id).await?.ok_or_else(|| {
+                ServiceError::invalid_field(format!("fallback_models[{i}]"), format!("unknown model {id:?}"))
+            })?;
             specs.push(spec);
         }
         Ok(specs)
@@ -425,6 +423,62 @@ impl ExecutionApi {
             .await
         })
     }
+}
+
+/// One embedding call on `spec`, and the end of its run recorded.
+async fn embed_and_record(
+    http: &reqwest::Client,
+    spec: &ModelSpec,
+    inputs: &[String],
+    input_tokens: u64,
+    run_id: &str,
+    recorder: &Recorder,
+    started_at: u64,
+) -> std::result::Result<(Terminal, std::result::Result<Vec<Vec<f32>>, String>), ServiceError> {
+    let began = std::time::Instant::now();
+    let outcome = providers::embed(http, spec, inputs).await;
+    let latency_us = u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX);
+    metrics::histogram!("promptops_provider_call_seconds", "model" => spec.id.clone(), "kind" => "embed")
+        .record(began.elapsed().as_secs_f64());
+    let (terminal, result) = match outcome {
+        Ok((embeddings, reported)) => {
+            let usage = Usage {
+                input_tokens: reported.unwrap_or(input_tokens),
+                estimated: reported.is_none(),
+                ..Default::default()
+            };
+            let cost = spec.cost_nano_usd(usage.input_tokens, 0, 0);
+            let completed = ExecutionCompleted {
+                run_id: run_id.to_owned(),
+                output: format!(
+                    "{} embeddings of {} dimensions",
+                    embeddings.len(),
+                    embeddings.first().map_or(0, Vec::len)
+                ),
+                usage: Some(usage),
+                cost_nano_usd: cost,
+                latency_us,
+                model: spec.id.clone(),
+                finish_reason: "embeddings".into(),
+                ..Default::default()
+            };
+            (Terminal::Completed(completed), Ok(embeddings))
+        }
+        Err(message) => {
+            let failed = ExecutionFailed {
+                run_id: run_id.to_owned(),
+                error_class: "provider-error".into(),
+                message: message.clone(),
+                latency_us,
+            };
+            (Terminal::Failed(failed), Err(message))
+        }
+    };
+    recorder.ended(started_at, &terminal).await.map_err(|e| {
+        metrics::counter!("promptops_runs_unrecorded_total").increment(1);
+        ServiceError::unavailable("the event log (the run's end is not recorded)", e)
+    })?;
+    Ok((terminal, result))
 }
 
 /// One run, start to end, recorded; the provider call is cut at `timeout`.
@@ -690,10 +744,7 @@ fn catalog_error(err: ExecuteError<CatalogError>) -> ServiceError {
 }
 
 fn position(sequence: u64) -> LogPosition {
-    LogPosition {
-        stream: Context::Execution.stream_name().to_owned(),
-        sequence,
-    }
+    promptops_platform::read_your_write::position(Context::Execution, sequence)
 }
 
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<ExecuteChunk>> + Send>>;
@@ -736,7 +787,11 @@ impl ExecutionService for ExecutionApi {
         let req = request.into_inner();
         let kind = ProviderKind::try_from(req.kind).unwrap_or(ProviderKind::Unspecified);
         if req.api_key.len() > 4096 || req.api_key.chars().any(char::is_control) {
-            return Err(invalid("api_key", "at most 4096 characters, no control characters").into());
+            return Err(ServiceError::invalid_field(
+                "api_key",
+                "at most 4096 characters, no control characters",
+            )
+            .into());
         }
         if let Some(limits) = &req.limits {
             let violations = CallLimits::violations(limits);
@@ -757,7 +812,7 @@ impl ExecutionService for ExecutionApi {
                 api_key: api_key.clone(),
             };
             if let Err(reason) = providers::validate(&self.http, &probe).await {
-                return Err(invalid(
+                return Err(ServiceError::invalid_field(
                     "base_url",
                     format!("the provider did not accept the address or key: {reason}"),
                 )
@@ -869,7 +924,7 @@ impl ExecutionService for ExecutionApi {
         let chosen_id = !req.run_id.is_empty();
         let run_id = if chosen_id {
             if Uuid::parse_str(&req.run_id).is_err() {
-                return Err(invalid("run_id", "must be a UUID").into());
+                return Err(ServiceError::invalid_field("run_id", "must be a UUID").into());
             }
             if let Some((run, at)) = self.recorded_run(&caller.org_id, &req.run_id).await? {
                 return Ok(Response::new(ExecuteResponse {
@@ -985,49 +1040,27 @@ impl ExecutionService for ExecutionApi {
             .started(&started_event)
             .await
             .map_err(|e| ServiceError::unavailable("the event log", e))?;
-        let began = std::time::Instant::now();
-        let outcome = providers::embed(&self.http, &spec, &req.inputs).await;
-        let latency_us = u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX);
-        metrics::histogram!("promptops_provider_call_seconds", "model" => spec.id.clone(), "kind" => "embed")
-            .record(began.elapsed().as_secs_f64());
-        let (terminal, result) = match outcome {
-            Ok((embeddings, reported)) => {
-                let usage = Usage {
-                    input_tokens: reported.unwrap_or(input_tokens),
-                    estimated: reported.is_none(),
-                    ..Default::default()
-                };
-                let cost = spec.cost_nano_usd(usage.input_tokens, 0, 0);
-                let completed = ExecutionCompleted {
-                    run_id: run_id.clone(),
-                    output: format!(
-                        "{} embeddings of {} dimensions",
-                        embeddings.len(),
-                        embeddings.first().map_or(0, Vec::len)
-                    ),
-                    usage: Some(usage),
-                    cost_nano_usd: cost,
-                    latency_us,
-                    model: spec.id.clone(),
-                    finish_reason: "embeddings".into(),
-                    ..Default::default()
-                };
-                (Terminal::Completed(completed), Ok(embeddings))
-            }
-            Err(message) => {
-                let failed = ExecutionFailed {
-                    run_id: run_id.clone(),
-                    error_class: "provider-error".into(),
-                    message: message.clone(),
-                    latency_us,
-                };
-                (Terminal::Failed(failed), Err(message))
-            }
-        };
-        recorder.ended(started_at, &terminal).await.map_err(|e| {
-            metrics::counter!("promptops_runs_unrecorded_total").increment(1);
-            ServiceError::unavailable("the event log (the run's end is not recorded)", e)
-        })?;
+        // The call and the record of its end run in the service's run
+        // tracker, like every run: a caller that goes away cannot leave the
+        // run unended, and shutdown waits for it.
+        let (http, task_spec, inputs, task_run_id) =
+            (self.http.clone(), spec.clone(), req.inputs, run_id.clone());
+        let (terminal, result) = self
+            .runs
+            .spawn(async move {
+                embed_and_record(
+                    &http,
+                    &task_spec,
+                    &inputs,
+                    input_tokens,
+                    &task_run_id,
+                    &recorder,
+                    started_at,
+                )
+                .await
+            })
+            .await
+            .map_err(|e| ServiceError::new(ErrorClass::Internal, format!("embedding task failed: {e}")))??;
         let embeddings = result.map_err(|message| ServiceError::unavailable(&spec.id, message))?;
         let Terminal::Completed(done) = terminal else {
             return Err(ServiceError::new(ErrorClass::Internal, "an embedding run ended otherwise").into());
@@ -1061,7 +1094,9 @@ impl ExecutionService for ExecutionApi {
         let input = req.input.unwrap_or_default();
         let managed = input.prompt.as_ref().is_some_and(names_a_prompt);
         if !req.versions.is_empty() && !managed {
-            return Err(invalid("versions", "comparing versions needs a managed prompt").into());
+            return Err(
+                ServiceError::invalid_field("versions", "comparing versions needs a managed prompt").into(),
+            );
         }
         let variants: Vec<(String, ExecuteRequest)> = req
             .models
@@ -1079,7 +1114,9 @@ impl ExecutionService for ExecutionApi {
             }))
             .collect();
         if variants.is_empty() || variants.len() > 10 {
-            return Err(invalid("models", "give 1-10 models and/or versions to compare").into());
+            return Err(
+                ServiceError::invalid_field("models", "give 1-10 models and/or versions to compare").into(),
+            );
         }
         // Prepared one by one (cheap), run all at once.
         let mut pending = Vec::with_capacity(variants.len());
@@ -1220,7 +1257,7 @@ impl ExecutionService for ExecutionApi {
         let (caller, _) = self.caller(&request, Permission::Read).await?;
         let req = request.into_inner();
         if Uuid::parse_str(&req.run_id).is_err() {
-            return Err(invalid("run_id", "must be a UUID").into());
+            return Err(ServiceError::invalid_field("run_id", "must be a UUID").into());
         }
         read_your_write::wait_for(&self.db, PROJECTION, req.min_position.as_ref()).await?;
         let run = runs::get(&self.db, &caller.org_id, &req.run_id)

@@ -3,7 +3,7 @@
 
 use promptops_eventlog::RecordedEvent;
 use promptops_eventlog::projection::Projection;
-use promptops_platform::db::Migration;
+use promptops_platform::db::{Migration, decode_error, to_i64, to_u64};
 use promptops_platform::paging::{Cursor, ms_from_timestamp, split_page, timestamp_from_ms};
 use promptops_platform::query::ListQuery;
 use promptops_proto::common::v1::{Actor, ActorKind};
@@ -91,14 +91,6 @@ pub const PROJECTION: &str = "runs";
 #[derive(Debug, Default)]
 pub struct RunsProjection;
 
-fn decode_err(e: prost::DecodeError) -> sqlx::Error {
-    sqlx::Error::Decode(Box::new(e))
-}
-
-fn int(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
 /// The trace id of a W3C `traceparent` (`00-<trace>-<span>-<flags>`).
 fn trace_id(traceparent: &str) -> &str {
     traceparent.split('-').nth(1).unwrap_or_default()
@@ -126,7 +118,7 @@ impl Projection for RunsProjection {
         }
         match envelope.event_type.as_str() {
             STARTED => {
-                let started = ExecutionStarted::decode(payload).map_err(decode_err)?;
+                let started = ExecutionStarted::decode(payload).map_err(decode_error)?;
                 let actor = envelope.actor.clone().unwrap_or_default();
                 sqlx::query(
                     "INSERT INTO runs (org_id, run_id, status, prompt_id, prompt_version, label, model, output,
@@ -139,10 +131,10 @@ impl Projection for RunsProjection {
                 .bind(&started.run_id)
                 .bind(RunStatus::Running as i64)
                 .bind(&started.prompt_id)
-                .bind(int(started.prompt_version))
+                .bind(to_i64(started.prompt_version))
                 .bind(&started.label)
                 .bind(&started.model)
-                .bind(int(started.input_tokens_counted))
+                .bind(to_i64(started.input_tokens_counted))
                 .bind(ms_from_timestamp(envelope.occurred_at.as_ref()))
                 .bind(i64::from(actor.kind))
                 .bind(&actor.id)
@@ -152,7 +144,7 @@ impl Projection for RunsProjection {
                 .await?;
             }
             COMPLETED => {
-                let done = ExecutionCompleted::decode(payload).map_err(decode_err)?;
+                let done = ExecutionCompleted::decode(payload).map_err(decode_error)?;
                 let usage = done.usage.unwrap_or_default();
                 sqlx::query(
                     "UPDATE runs SET status = $3, output = $4, input_tokens = $5, output_tokens = $6,
@@ -165,20 +157,20 @@ impl Projection for RunsProjection {
                 .bind(&done.run_id)
                 .bind(RunStatus::Completed as i64)
                 .bind(&done.output)
-                .bind(int(usage.input_tokens))
-                .bind(int(usage.output_tokens))
-                .bind(int(usage.cached_input_tokens))
+                .bind(to_i64(usage.input_tokens))
+                .bind(to_i64(usage.output_tokens))
+                .bind(to_i64(usage.cached_input_tokens))
                 .bind(i64::from(usage.estimated))
                 .bind(done.cost_nano_usd)
-                .bind(int(done.latency_us))
-                .bind(int(done.time_to_first_token_us))
+                .bind(to_i64(done.latency_us))
+                .bind(to_i64(done.time_to_first_token_us))
                 .bind(&done.finish_reason)
                 .bind(&done.model)
                 .execute(&mut *conn)
                 .await?;
             }
             FAILED => {
-                let failed = ExecutionFailed::decode(payload).map_err(decode_err)?;
+                let failed = ExecutionFailed::decode(payload).map_err(decode_error)?;
                 sqlx::query(
                     "UPDATE runs SET status = $3, error = $4, latency_us = $5 WHERE org_id = $1 AND run_id = $2",
                 )
@@ -186,12 +178,12 @@ impl Projection for RunsProjection {
                 .bind(&failed.run_id)
                 .bind(RunStatus::Failed as i64)
                 .bind(format!("{}: {}", failed.error_class, failed.message))
-                .bind(int(failed.latency_us))
+                .bind(to_i64(failed.latency_us))
                 .execute(&mut *conn)
                 .await?;
             }
             CANCELLED => {
-                let cancelled = ExecutionCancelled::decode(payload).map_err(decode_err)?;
+                let cancelled = ExecutionCancelled::decode(payload).map_err(decode_error)?;
                 let usage = cancelled.usage.unwrap_or_default();
                 sqlx::query(
                     "UPDATE runs SET status = $3, output = $4, output_tokens = $5, cost_nano_usd = $6,
@@ -202,9 +194,9 @@ impl Projection for RunsProjection {
                 .bind(&cancelled.run_id)
                 .bind(RunStatus::Cancelled as i64)
                 .bind(&cancelled.partial_output)
-                .bind(int(usage.output_tokens))
+                .bind(to_i64(usage.output_tokens))
                 .bind(cancelled.cost_nano_usd)
-                .bind(int(cancelled.latency_us))
+                .bind(to_i64(cancelled.latency_us))
                 .bind(i64::from(usage.estimated))
                 .execute(&mut *conn)
                 .await?;
@@ -235,7 +227,7 @@ async fn apply_conversation(conn: &mut AnyConnection, event: &RecordedEvent) -> 
     let at = ms_from_timestamp(envelope.occurred_at.as_ref());
     match envelope.event_type.as_str() {
         conversation::STARTED => {
-            let started = ConversationStarted::decode(payload).map_err(decode_err)?;
+            let started = ConversationStarted::decode(payload).map_err(decode_error)?;
             let actor = envelope.actor.clone().unwrap_or_default();
             sqlx::query(
                 "INSERT INTO conversations (org_id, conversation_id, title, model, turn_count, actor_kind,
@@ -254,7 +246,7 @@ async fn apply_conversation(conn: &mut AnyConnection, event: &RecordedEvent) -> 
             .await?;
         }
         conversation::TURN_STARTED => {
-            let turn = TurnStarted::decode(payload).map_err(decode_err)?;
+            let turn = TurnStarted::decode(payload).map_err(decode_error)?;
             sqlx::query(
                 "UPDATE conversations SET model = $3, turn_count = $4, updated_at_ms = $5
                  WHERE org_id = $1 AND conversation_id = $2",
@@ -357,29 +349,25 @@ struct RunRow {
     variables: String,
 }
 
-fn unsigned(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
-}
-
 impl From<RunRow> for Run {
     fn from(r: RunRow) -> Self {
         Run {
             run_id: r.run_id,
             status: i32::try_from(r.status).unwrap_or(0),
             prompt_id: r.prompt_id,
-            prompt_version: unsigned(r.prompt_version),
+            prompt_version: to_u64(r.prompt_version),
             label: r.label,
             model: r.model,
             output: r.output,
             usage: Some(Usage {
-                input_tokens: unsigned(r.input_tokens),
-                output_tokens: unsigned(r.output_tokens),
-                cached_input_tokens: unsigned(r.cached_input_tokens),
+                input_tokens: to_u64(r.input_tokens),
+                output_tokens: to_u64(r.output_tokens),
+                cached_input_tokens: to_u64(r.cached_input_tokens),
                 estimated: r.estimated != 0,
             }),
             cost_nano_usd: r.cost_nano_usd,
-            latency_us: unsigned(r.latency_us),
-            time_to_first_token_us: unsigned(r.ttft_us),
+            latency_us: to_u64(r.latency_us),
+            time_to_first_token_us: to_u64(r.ttft_us),
             error: r.error,
             created_at: Some(timestamp_from_ms(r.created_at_ms)),
             actor: Some(Actor {
@@ -432,7 +420,7 @@ pub async fn list(
         q.push(&format!(" AND prompt_id = {p}"));
     }
     if let Some(version) = filter.prompt_version {
-        let p = q.bind(int(version));
+        let p = q.bind(to_i64(version));
         q.push(&format!(" AND prompt_version = {p}"));
     }
     if let Some(model) = &filter.model {

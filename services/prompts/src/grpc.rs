@@ -58,14 +58,7 @@ pub struct PromptsApi {
 type Result<T> = std::result::Result<T, Status>;
 
 fn position(sequence: u64) -> LogPosition {
-    LogPosition {
-        stream: Context::Prompts.stream_name().to_owned(),
-        sequence,
-    }
-}
-
-fn invalid(field: &str, message: impl Into<String>) -> ServiceError {
-    ServiceError::invalid(vec![FieldViolation::new(field, message)])
+    promptops_platform::read_your_write::position(Context::Prompts, sequence)
 }
 
 fn store_error(err: impl std::fmt::Display) -> ServiceError {
@@ -123,7 +116,10 @@ pub fn select<'a>(
 ) -> std::result::Result<(&'a PromptVersion, String), ServiceError> {
     if version != 0 {
         if !label.is_empty() {
-            return Err(invalid("version", "give a label or a version, not both"));
+            return Err(ServiceError::invalid_field(
+                "version",
+                "give a label or a version, not both",
+            ));
         }
         let found = state.version_number(version).ok_or_else(|| {
             ServiceError::new(
@@ -276,7 +272,10 @@ impl PromptsApi {
             return Self::checked_id(&reference.prompt_id);
         }
         if reference.name.is_empty() {
-            return Err(invalid("prompt", "give prompt_id, or name (and folder)"));
+            return Err(ServiceError::invalid_field(
+                "prompt",
+                "give prompt_id, or name (and folder)",
+            ));
         }
         Ok(domain::prompt_id_for(
             &caller.org_id,
@@ -288,7 +287,7 @@ impl PromptsApi {
     fn checked_id(prompt_id: &str) -> std::result::Result<String, ServiceError> {
         Uuid::parse_str(prompt_id)
             .map(|id| id.hyphenated().to_string())
-            .map_err(|_| invalid("prompt_id", "must be a UUID"))
+            .map_err(|_| ServiceError::invalid_field("prompt_id", "must be a UUID"))
     }
 
     /// The prompt's current state; NOT_FOUND when the org has no such prompt.
@@ -433,7 +432,12 @@ pub fn render(
             }
             render_prompt_response::Kind::Chat(ChatTemplate { messages })
         }
-        None => return Err(invalid("template", "the version has no template")),
+        None => {
+            return Err(ServiceError::invalid_field(
+                "template",
+                "the version has no template",
+            ));
+        }
     };
     if !missing.is_empty() {
         let mut error = ServiceError::invalid(
@@ -459,7 +463,7 @@ impl PromptService for PromptsApi {
         let caller = self.authenticated(&request).await?;
         let req = request.into_inner();
         if !req.request_id.is_empty() && Uuid::parse_str(&req.request_id).is_err() {
-            return Err(invalid("request_id", "must be a UUID").into());
+            return Err(ServiceError::invalid_field("request_id", "must be a UUID").into());
         }
         // The name is the identity: the id is derived from org, folder and name.
         let prompt_id = domain::prompt_id_for(&caller.org_id, &req.folder, &req.name);
@@ -540,7 +544,7 @@ impl PromptService for PromptsApi {
         let page = req.page.unwrap_or_default();
         let after = Cursor::decode(&page.page_token, "page_token")?;
         if req.query.chars().count() > 200 {
-            return Err(invalid("query", "must be at most 200 characters").into());
+            return Err(ServiceError::invalid_field("query", "must be at most 200 characters").into());
         }
         read_your_write::wait_for(&self.db, PROJECTION, req.min_position.as_ref()).await?;
         let filter = Filter {
@@ -590,10 +594,18 @@ impl PromptService for PromptsApi {
             .await?;
         let source = match (req.version, req.copy_from) {
             (Some(_), n) if n != 0 => {
-                return Err(invalid("copy_from", "give new content or copy_from, not both").into());
+                return Err(ServiceError::invalid_field(
+                    "copy_from",
+                    "give new content or copy_from, not both",
+                )
+                .into());
             }
             (Some(input), _) => VersionSource::New(input),
-            (None, 0) => return Err(invalid("version", "the new version's content is required").into()),
+            (None, 0) => {
+                return Err(
+                    ServiceError::invalid_field("version", "the new version's content is required").into(),
+                );
+            }
             (None, n) => VersionSource::CopyOf {
                 version: n,
                 commit_message: String::new(),
@@ -622,8 +634,9 @@ impl PromptService for PromptsApi {
         let prompt_id = Self::checked_id(&req.prompt_id)?;
         let page = req.page.unwrap_or_default();
         let before = match Cursor::decode(&page.page_token, "page_token")? {
-            Some(cursor) => u64::try_from(cursor.time_ms)
-                .map_err(|_| invalid("page_token", "is not a page token from this API"))?,
+            Some(cursor) => u64::try_from(cursor.time_ms).map_err(|_| {
+                ServiceError::invalid_field("page_token", "is not a page token from this API")
+            })?,
             None => u64::MAX,
         };
         let snapshot = self.snapshot(&caller, &prompt_id).await?;
@@ -664,7 +677,9 @@ impl PromptService for PromptsApi {
         let prompt_id = Self::prompt_id(&caller, req.prompt.as_ref())?;
         if let Some(min) = &req.min_position {
             if min.stream != Context::Prompts.stream_name() {
-                return Err(invalid("min_position.stream", "must be the prompts stream").into());
+                return Err(
+                    ServiceError::invalid_field("min_position.stream", "must be the prompts stream").into(),
+                );
             }
             // A write elsewhere: wait until this replica has seen it.
             if !self.live.wait_seen(min.sequence, read_your_write::TIMEOUT).await {
@@ -749,7 +764,7 @@ impl PromptService for PromptsApi {
         let state = &snapshot.state;
         let find = |field: &str, n: u64| {
             state.version_number(n).ok_or_else(|| {
-                invalid(
+                ServiceError::invalid_field(
                     field,
                     format!(
                         "version {n} does not exist; the latest is {}",

@@ -109,6 +109,12 @@ impl std::ops::Add for BleuStats {
     }
 }
 
+impl std::iter::Sum for BleuStats {
+    fn sum<I: Iterator<Item = BleuStats>>(stats: I) -> BleuStats {
+        stats.fold(BleuStats::default(), |sum, s| sum + s)
+    }
+}
+
 /// Sentence BLEU of one hypothesis against one reference (0–100).
 pub fn sentence_bleu(hypothesis: &str, reference: &str) -> f64 {
     BleuStats::of_segment(hypothesis, reference).score(true)
@@ -120,7 +126,7 @@ pub fn corpus_bleu<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> f
     pairs
         .into_iter()
         .map(|(hypothesis, reference)| BleuStats::of_segment(hypothesis, reference))
-        .fold(BleuStats::default(), |sum, stats| sum + stats)
+        .sum::<BleuStats>()
         .score(false)
 }
 

@@ -116,7 +116,7 @@ pub fn score_corpus<S: AsRef<str>>(
             // Each segment is tokenized and counted once for both levels.
             let stats: Vec<bleu::BleuStats> =
                 pairs().map(|(h, r)| bleu::BleuStats::of_segment(h, r)).collect();
-            let corpus = stats.iter().fold(bleu::BleuStats::default(), |sum, &s| sum + s);
+            let corpus: bleu::BleuStats = stats.iter().copied().sum();
             Ok(CorpusScores {
                 metric: metric.name(),
                 corpus: corpus.score(false),

@@ -115,7 +115,7 @@ pub fn rfc3339(ts: Option<&prost_types::Timestamp>) -> String {
 
 /// An error answered before reaching a service.
 pub fn bad_request(field: &str, description: &str) -> ServiceError {
-    ServiceError::invalid(vec![FieldViolation::new(field, description)])
+    ServiceError::invalid_field(field, description)
 }
 
 /// What the gateway answers for a failed upstream call.
