@@ -133,8 +133,12 @@ async fn the_slice_runs_through_every_process() {
     assert_eq!(read["folder"], "support");
     assert_eq!(read["latest_version"], 1);
 
+    // The list reads the catalog projection: wait for it to apply the write.
     let list: Value = http
-        .get(format!("{}/api/v1/prompts", cluster.http()))
+        .get(format!(
+            "{}/api/v1/prompts?min_position={position}",
+            cluster.http()
+        ))
         .bearer_auth(&token)
         .send()
         .await
