@@ -62,16 +62,27 @@ impl ListQuery {
     /// Newest first by `(created_at_ms, id_column)`, after `cursor`, one row
     /// more than `page_size` (for [`crate::paging::split_page`]).
     pub fn newest_first_page(&mut self, id_column: &str, after: Option<&Cursor>, page_size: u32) {
+        self.newest_first_page_by("created_at_ms", id_column, after, page_size);
+    }
+
+    /// [`newest_first_page`](Self::newest_first_page) on another time column.
+    pub fn newest_first_page_by(
+        &mut self,
+        time_column: &str,
+        id_column: &str,
+        after: Option<&Cursor>,
+        page_size: u32,
+    ) {
         if let Some(cursor) = after {
             let t = self.bind(cursor.time_ms);
             let i = self.bind(cursor.id.clone());
             self.push(&format!(
-                " AND (created_at_ms < {t} OR (created_at_ms = {t} AND {id_column} < {i}))"
+                " AND ({time_column} < {t} OR ({time_column} = {t} AND {id_column} < {i}))"
             ));
         }
         let limit = self.bind(i64::from(page_size) + 1);
         self.push(&format!(
-            " ORDER BY created_at_ms DESC, {id_column} DESC LIMIT {limit}"
+            " ORDER BY {time_column} DESC, {id_column} DESC LIMIT {limit}"
         ));
     }
 

@@ -1,25 +1,33 @@
-//! The audit trail: one entry per event of every stream.
+//! The audit trail projection and its queries.
 //!
-//! The projection runs once per stream (one consumer per stream: nats-server
-//! 2.9 has no multi-filter consumers), each with its own checkpoint, so a
-//! rebuild replays each stream in its own order and yields the same rows.
-//! Hash chaining, signed checkpoints, search and export come with the audit
-//! issue; this is the projection they build on.
+//! One entry per mutation event of every stream ([`crate::classify`]). The
+//! projection runs once per stream (one consumer per stream: nats-server 2.9
+//! has no multi-filter consumers), each with its own checkpoint, and chains
+//! the entries per org and stream ([`crate::chain`]): the chain's head
+//! (`audit_chains`) moves in the same transaction as the entry and the
+//! checkpoint, so a replay yields the same rows and the same hashes.
 
-use promptops_eventlog::RecordedEvent;
 use promptops_eventlog::projection::Projection;
-use promptops_platform::db::Migration;
+use promptops_eventlog::{EventEnvelope, RecordedEvent};
+use promptops_platform::db::{Migration, to_i64, to_u64};
+use promptops_platform::errors::{FieldViolation, ServiceError};
 use promptops_platform::paging::{Cursor, ms_from_timestamp, split_page, timestamp_from_ms};
-use promptops_proto::audit::v1::AuditEntry;
-use promptops_proto::common::v1::{Actor, LogPosition};
+use promptops_platform::query::ListQuery;
+use promptops_proto::audit::v1::{AuditEntry, AuditFilter};
+use promptops_proto::common::v1::{Actor, ActorKind, LogPosition};
+use promptops_proto::identity::v1 as identity;
 use sqlx::{AnyConnection, AnyPool, FromRow};
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "audit trail",
-    statements: &[
-        promptops_eventlog::projection::CHECKPOINT_TABLE,
-        "CREATE TABLE audit_entries (
+use crate::chain::{self, EntryContent, GENESIS, StoredEntry};
+use crate::classify::{CANCELLED, FAILURE, SUCCESS, classify};
+
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "audit trail",
+        statements: &[
+            promptops_eventlog::projection::CHECKPOINT_TABLE,
+            "CREATE TABLE audit_entries (
             event_id TEXT NOT NULL PRIMARY KEY,
             org_id TEXT NOT NULL,
             stream TEXT NOT NULL,
@@ -34,9 +42,70 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             correlation_id TEXT NOT NULL,
             trace_id TEXT NOT NULL
         )",
-        "CREATE INDEX audit_entries_newest_first ON audit_entries (org_id, occurred_at_ms, event_id)",
-    ],
-}];
+            "CREATE INDEX audit_entries_newest_first ON audit_entries (org_id, occurred_at_ms, event_id)",
+        ],
+    },
+    // The chained trail replaces the first one: dropped and rebuilt by
+    // replay (the checkpoint goes with it).
+    Migration {
+        version: 2,
+        name: "hash-chained audit trail",
+        statements: &[
+            "DROP TABLE audit_entries",
+            "DELETE FROM projection_checkpoints WHERE projection = 'audit_trail'",
+            "CREATE TABLE audit_entries (
+            org_id TEXT NOT NULL,
+            chain TEXT NOT NULL,
+            chain_sequence BIGINT NOT NULL,
+            event_id TEXT NOT NULL UNIQUE,
+            stream_sequence BIGINT NOT NULL,
+            occurred_at_ms BIGINT NOT NULL,
+            actor_kind BIGINT NOT NULL,
+            actor_id TEXT NOT NULL,
+            action TEXT NOT NULL,
+            resource_type TEXT NOT NULL,
+            resource_id TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            summary TEXT NOT NULL,
+            correlation_id TEXT NOT NULL,
+            trace_id TEXT NOT NULL,
+            client_address TEXT NOT NULL,
+            user_agent TEXT NOT NULL,
+            previous_hash TEXT NOT NULL,
+            hash TEXT NOT NULL,
+            PRIMARY KEY (org_id, chain, chain_sequence)
+        )",
+            "CREATE INDEX audit_entries_by_time ON audit_entries (org_id, occurred_at_ms, event_id)",
+            "CREATE INDEX audit_entries_by_actor ON audit_entries (org_id, actor_id, occurred_at_ms)",
+            "CREATE INDEX audit_entries_by_action ON audit_entries (org_id, action, occurred_at_ms)",
+            "CREATE INDEX audit_entries_by_resource ON audit_entries (org_id, resource_id, occurred_at_ms)",
+            "CREATE TABLE audit_chains (
+            org_id TEXT NOT NULL,
+            chain TEXT NOT NULL,
+            length BIGINT NOT NULL,
+            head_hash TEXT NOT NULL,
+            PRIMARY KEY (org_id, chain)
+        )",
+            "CREATE TABLE audit_checkpoints (
+            org_id TEXT NOT NULL,
+            chain TEXT NOT NULL,
+            chain_sequence BIGINT NOT NULL,
+            head_hash TEXT NOT NULL,
+            signed_at_ms BIGINT NOT NULL,
+            key_id TEXT NOT NULL,
+            signature TEXT NOT NULL,
+            PRIMARY KEY (org_id, chain, chain_sequence)
+        )",
+            // Who belongs to which org: failed logins (recorded per user) in
+            // an org's compliance report.
+            "CREATE TABLE audit_members (
+            org_id TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            PRIMARY KEY (org_id, user_id)
+        )",
+        ],
+    },
+];
 
 pub const PROJECTION: &str = "audit_trail";
 
@@ -50,54 +119,121 @@ impl Projection for AuditTrail {
 
     async fn apply(&self, conn: &mut AnyConnection, event: &RecordedEvent) -> Result<(), sqlx::Error> {
         let envelope = &event.envelope;
+        track_members(conn, envelope).await?;
+        let Some(classified) = classify(envelope) else {
+            return Ok(());
+        };
+        let chain_name = event.context.stream_name();
+        let head: Option<(i64, String)> =
+            sqlx::query_as("SELECT length, head_hash FROM audit_chains WHERE org_id = $1 AND chain = $2")
+                .bind(&envelope.org_id)
+                .bind(chain_name)
+                .fetch_optional(&mut *conn)
+                .await?;
+        let (length, previous_hash) = head.unwrap_or((0, GENESIS.to_owned()));
         let actor = envelope.actor.clone().unwrap_or_default();
+        let content = EntryContent {
+            event_id: envelope.event_id.clone(),
+            org_id: envelope.org_id.clone(),
+            chain: chain_name.to_owned(),
+            chain_sequence: to_u64(length) + 1,
+            stream_sequence: event.sequence,
+            occurred_at_ms: ms_from_timestamp(envelope.occurred_at.as_ref()),
+            actor_kind: i64::from(actor.kind),
+            actor_id: actor.id,
+            action: classified.action,
+            resource_type: envelope.aggregate_type.clone(),
+            resource_id: envelope.aggregate_id.clone(),
+            outcome: classified.outcome.to_owned(),
+            summary: classified.summary,
+            correlation_id: envelope.correlation_id.clone(),
+            trace_id: trace_id_of(&envelope.traceparent),
+            client_address: classified.client_address,
+            user_agent: classified.user_agent,
+        };
+        let hash = chain::entry_hash(&content, &previous_hash);
         sqlx::query(
-            "INSERT INTO audit_entries (event_id, org_id, stream, stream_sequence, occurred_at_ms,
-                actor_kind, actor_id, action, resource_type, resource_id, summary, correlation_id, trace_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-             ON CONFLICT (event_id) DO NOTHING",
+            "INSERT INTO audit_entries (org_id, chain, chain_sequence, event_id, stream_sequence, occurred_at_ms,
+                actor_kind, actor_id, action, resource_type, resource_id, outcome, summary, correlation_id,
+                trace_id, client_address, user_agent, previous_hash, hash)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
         )
-        .bind(&envelope.event_id)
-        .bind(&envelope.org_id)
-        .bind(event.context.stream_name())
-        .bind(i64::try_from(event.sequence).unwrap_or(i64::MAX))
-        .bind(ms_from_timestamp(envelope.occurred_at.as_ref()))
-        .bind(i64::from(actor.kind))
-        .bind(&actor.id)
-        .bind(action_of(&envelope.event_type))
-        .bind(&envelope.aggregate_type)
-        .bind(&envelope.aggregate_id)
-        .bind(crate::summary::summarize(envelope))
-        .bind(&envelope.correlation_id)
-        .bind(trace_id_of(&envelope.traceparent))
+        .bind(&content.org_id)
+        .bind(&content.chain)
+        .bind(to_i64(content.chain_sequence))
+        .bind(&content.event_id)
+        .bind(to_i64(content.stream_sequence))
+        .bind(content.occurred_at_ms)
+        .bind(content.actor_kind)
+        .bind(&content.actor_id)
+        .bind(&content.action)
+        .bind(&content.resource_type)
+        .bind(&content.resource_id)
+        .bind(&content.outcome)
+        .bind(&content.summary)
+        .bind(&content.correlation_id)
+        .bind(&content.trace_id)
+        .bind(&content.client_address)
+        .bind(&content.user_agent)
+        .bind(&previous_hash)
+        .bind(&hash)
         .execute(&mut *conn)
-        .await
-        .map(|_| ())
+        .await?;
+        sqlx::query(
+            "INSERT INTO audit_chains (org_id, chain, length, head_hash) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (org_id, chain) DO UPDATE SET length = $3, head_hash = $4",
+        )
+        .bind(&content.org_id)
+        .bind(&content.chain)
+        .bind(to_i64(content.chain_sequence))
+        .bind(&hash)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
     }
 
+    /// A rebuild re-derives every chain from the log, so the checkpoints
+    /// signed over the old rows go too; new ones are signed as it proceeds.
     async fn reset(&self, conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
-        sqlx::query("DELETE FROM audit_entries")
-            .execute(&mut *conn)
-            .await
-            .map(|_| ())
+        for table in [
+            "audit_entries",
+            "audit_chains",
+            "audit_checkpoints",
+            "audit_members",
+        ] {
+            sqlx::query(&format!("DELETE FROM {table}"))
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(())
     }
 }
 
-/// `promptops.prompts.v1.PromptVersionCreated` → `prompt.version.created`.
-pub fn action_of(event_type: &str) -> String {
-    let name = event_type.rsplit('.').next().unwrap_or(event_type);
-    let mut action = String::with_capacity(name.len() + 4);
-    for (i, c) in name.chars().enumerate() {
-        if c.is_uppercase() {
-            if i > 0 {
-                action.push('.');
-            }
-            action.extend(c.to_lowercase());
-        } else {
-            action.push(c);
-        }
-    }
-    action
+async fn track_members(conn: &mut AnyConnection, envelope: &EventEnvelope) -> Result<(), sqlx::Error> {
+    use prost::Message as _;
+    let p = envelope.payload.as_slice();
+    let (user_id, joined) = match envelope.event_type.as_str() {
+        "promptops.identity.v1.MemberJoined" => match identity::MemberJoined::decode(p) {
+            Ok(e) => (e.user_id, true),
+            Err(_) => return Ok(()),
+        },
+        "promptops.identity.v1.MemberRemoved" => match identity::MemberRemoved::decode(p) {
+            Ok(e) => (e.user_id, false),
+            Err(_) => return Ok(()),
+        },
+        _ => return Ok(()),
+    };
+    let sql = if joined {
+        "INSERT INTO audit_members (org_id, user_id) VALUES ($1, $2) ON CONFLICT (org_id, user_id) DO NOTHING"
+    } else {
+        "DELETE FROM audit_members WHERE org_id = $1 AND user_id = $2"
+    };
+    sqlx::query(sql)
+        .bind(&envelope.org_id)
+        .bind(user_id)
+        .execute(&mut *conn)
+        .await
+        .map(|_| ())
 }
 
 /// The trace id inside a W3C `traceparent` (`00-<trace>-<span>-<flags>`).
@@ -105,10 +241,14 @@ pub fn trace_id_of(traceparent: &str) -> String {
     traceparent.split('-').nth(1).unwrap_or_default().to_owned()
 }
 
+pub const COLUMNS: &str = "org_id, chain, chain_sequence, event_id, stream_sequence, occurred_at_ms, actor_kind, actor_id, action, resource_type, resource_id, outcome, summary, correlation_id, trace_id, client_address, user_agent, previous_hash, hash";
+
 #[derive(Debug, FromRow)]
-struct EntryRow {
+pub struct EntryRow {
+    org_id: String,
+    chain: String,
+    chain_sequence: i64,
     event_id: String,
-    stream: String,
     stream_sequence: i64,
     occurred_at_ms: i64,
     actor_kind: i64,
@@ -116,60 +256,226 @@ struct EntryRow {
     action: String,
     resource_type: String,
     resource_id: String,
+    outcome: String,
     summary: String,
     correlation_id: String,
     trace_id: String,
+    client_address: String,
+    user_agent: String,
+    previous_hash: String,
+    hash: String,
 }
 
-impl From<EntryRow> for AuditEntry {
+impl From<EntryRow> for StoredEntry {
     fn from(row: EntryRow) -> Self {
-        AuditEntry {
-            event_id: row.event_id,
-            occurred_at: Some(timestamp_from_ms(row.occurred_at_ms)),
-            actor: Some(Actor {
-                kind: i32::try_from(row.actor_kind).unwrap_or(0),
-                id: row.actor_id,
-            }),
-            action: row.action,
-            resource_type: row.resource_type,
-            resource_id: row.resource_id,
-            summary: row.summary,
-            correlation_id: row.correlation_id,
-            trace_id: row.trace_id,
-            position: Some(LogPosition {
-                stream: row.stream,
-                sequence: u64::try_from(row.stream_sequence).unwrap_or(0),
-            }),
+        StoredEntry {
+            content: EntryContent {
+                event_id: row.event_id,
+                org_id: row.org_id,
+                chain: row.chain,
+                chain_sequence: to_u64(row.chain_sequence),
+                stream_sequence: to_u64(row.stream_sequence),
+                occurred_at_ms: row.occurred_at_ms,
+                actor_kind: row.actor_kind,
+                actor_id: row.actor_id,
+                action: row.action,
+                resource_type: row.resource_type,
+                resource_id: row.resource_id,
+                outcome: row.outcome,
+                summary: row.summary,
+                correlation_id: row.correlation_id,
+                trace_id: row.trace_id,
+                client_address: row.client_address,
+                user_agent: row.user_agent,
+            },
+            previous_hash: row.previous_hash,
+            hash: row.hash,
         }
     }
 }
 
-/// A page of `org_id`'s entries, newest first.
+impl From<StoredEntry> for AuditEntry {
+    fn from(entry: StoredEntry) -> Self {
+        let c = entry.content;
+        AuditEntry {
+            event_id: c.event_id,
+            occurred_at: Some(timestamp_from_ms(c.occurred_at_ms)),
+            actor: Some(Actor {
+                kind: i32::try_from(c.actor_kind).unwrap_or(0),
+                id: c.actor_id,
+            }),
+            action: c.action,
+            resource_type: c.resource_type,
+            resource_id: c.resource_id,
+            summary: c.summary,
+            correlation_id: c.correlation_id,
+            trace_id: c.trace_id,
+            position: Some(LogPosition {
+                stream: c.chain,
+                sequence: c.stream_sequence,
+            }),
+            outcome: c.outcome,
+            client_address: c.client_address,
+            user_agent: c.user_agent,
+            chain_sequence: c.chain_sequence,
+            hash: entry.hash,
+            previous_hash: entry.previous_hash,
+        }
+    }
+}
+
+impl From<EntryRow> for AuditEntry {
+    fn from(row: EntryRow) -> Self {
+        StoredEntry::from(row).into()
+    }
+}
+
+/// A validated [`AuditFilter`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EntryFilter {
+    pub from_ms: Option<i64>,
+    pub to_ms: Option<i64>,
+    pub actor_kind: Option<i64>,
+    pub actor_id: String,
+    pub action_prefix: String,
+    pub resource_type: String,
+    pub resource_id: String,
+    pub outcome: String,
+    pub text: String,
+}
+
+const MAX_FILTER_TEXT: usize = 200;
+
+impl EntryFilter {
+    /// Every problem of `filter`, named by field under `prefix` (`filter.`).
+    pub fn from_proto(filter: &AuditFilter, prefix: &str) -> Result<Self, ServiceError> {
+        let mut problems = Vec::new();
+        let time = |ts: Option<&prost_types::Timestamp>| ts.map(|t| ms_from_timestamp(Some(t)));
+        let from_ms = time(filter.from.as_ref());
+        let to_ms = time(filter.to.as_ref());
+        if let (Some(from), Some(to)) = (from_ms, to_ms)
+            && to <= from
+        {
+            problems.push(FieldViolation::new(
+                format!("{prefix}to"),
+                "must be after `from` (the range is from inclusive, to exclusive)",
+            ));
+        }
+        let actor_kind = match ActorKind::try_from(filter.actor_kind) {
+            Ok(ActorKind::Unspecified) => None,
+            Ok(kind) => Some(kind as i64),
+            Err(_) => {
+                problems.push(FieldViolation::new(
+                    format!("{prefix}actor_kind"),
+                    "must be user, api_key or service",
+                ));
+                None
+            }
+        };
+        for (field, value) in [
+            ("actor_id", &filter.actor_id),
+            ("action_prefix", &filter.action_prefix),
+            ("resource_type", &filter.resource_type),
+            ("resource_id", &filter.resource_id),
+            ("text", &filter.text),
+        ] {
+            if value.len() > MAX_FILTER_TEXT {
+                problems.push(FieldViolation::new(
+                    format!("{prefix}{field}"),
+                    format!("must be at most {MAX_FILTER_TEXT} bytes"),
+                ));
+            }
+        }
+        if !filter.outcome.is_empty() && ![SUCCESS, FAILURE, CANCELLED].contains(&filter.outcome.as_str()) {
+            problems.push(FieldViolation::new(
+                format!("{prefix}outcome"),
+                "must be success, failure or cancelled",
+            ));
+        }
+        if !problems.is_empty() {
+            return Err(ServiceError::invalid(problems));
+        }
+        Ok(Self {
+            from_ms,
+            to_ms,
+            actor_kind,
+            actor_id: filter.actor_id.clone(),
+            action_prefix: filter.action_prefix.clone(),
+            resource_type: filter.resource_type.clone(),
+            resource_id: filter.resource_id.clone(),
+            outcome: filter.outcome.clone(),
+            text: filter.text.clone(),
+        })
+    }
+
+    /// `org_id`'s entries matching the filter, as a query to extend.
+    fn query(&self, org_id: &str) -> ListQuery {
+        let mut q = ListQuery::new(
+            format!("SELECT {COLUMNS} FROM audit_entries WHERE org_id = $1"),
+            org_id,
+        );
+        if let Some(from) = self.from_ms {
+            let p = q.bind(from);
+            q.push(&format!(" AND occurred_at_ms >= {p}"));
+        }
+        if let Some(to) = self.to_ms {
+            let p = q.bind(to);
+            q.push(&format!(" AND occurred_at_ms < {p}"));
+        }
+        if let Some(kind) = self.actor_kind {
+            let p = q.bind(kind);
+            q.push(&format!(" AND actor_kind = {p}"));
+        }
+        for (column, value) in [
+            ("actor_id", &self.actor_id),
+            ("resource_type", &self.resource_type),
+            ("resource_id", &self.resource_id),
+            ("outcome", &self.outcome),
+        ] {
+            if !value.is_empty() {
+                let p = q.bind(value.clone());
+                q.push(&format!(" AND {column} = {p}"));
+            }
+        }
+        if !self.action_prefix.is_empty() {
+            // `>=` lets the index start at the prefix; `substr` is the exact
+            // (case-sensitive, wildcard-free) prefix test.
+            let p = q.bind(self.action_prefix.clone());
+            q.push(&format!(
+                " AND action >= {p} AND substr(action, 1, length({p})) = {p}"
+            ));
+        }
+        if !self.text.is_empty() {
+            let pattern = format!("%{}%", escape_like(&self.text.to_lowercase()));
+            let p = q.bind(pattern);
+            q.push(&format!(" AND lower(summary) LIKE {p} ESCAPE '\\'"));
+        }
+        q
+    }
+}
+
+fn escape_like(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
+/// A page of `org_id`'s entries matching `filter`, newest first.
 pub async fn list(
     pool: &AnyPool,
     org_id: &str,
-    action_prefix: &str,
+    filter: &EntryFilter,
     after: Option<&Cursor>,
     page_size: u32,
 ) -> Result<(Vec<AuditEntry>, Option<Cursor>), sqlx::Error> {
-    const COLUMNS: &str = "event_id, stream, stream_sequence, occurred_at_ms, actor_kind, actor_id, action, resource_type, resource_id, summary, correlation_id, trace_id";
-    // `substr` is a portable exact prefix match (LIKE would treat % and _ as
-    // wildcards, and is case-insensitive on SQLite).
-    let (after_ms, after_id) = after.map_or((i64::MAX, String::new()), |c| (c.time_ms, c.id.clone()));
-    let rows: Vec<EntryRow> = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM audit_entries
-         WHERE org_id = $1 AND substr(action, 1, length($2)) = $2
-           AND ($5 = 0 OR occurred_at_ms < $3 OR (occurred_at_ms = $3 AND event_id < $4))
-         ORDER BY occurred_at_ms DESC, event_id DESC LIMIT $6"
-    ))
-    .bind(org_id)
-    .bind(action_prefix)
-    .bind(after_ms)
-    .bind(after_id)
-    .bind(i64::from(after.is_some()))
-    .bind(i64::from(page_size) + 1)
-    .fetch_all(pool)
-    .await?;
+    let mut q = filter.query(org_id);
+    q.newest_first_page_by("occurred_at_ms", "event_id", after, page_size);
+    let rows: Vec<EntryRow> = q.fetch_all(pool).await?;
     let entries: Vec<AuditEntry> = rows.into_iter().map(AuditEntry::from).collect();
     Ok(split_page(entries, page_size, |e| Cursor {
         time_ms: ms_from_timestamp(e.occurred_at.as_ref()),
@@ -177,19 +483,53 @@ pub async fn list(
     }))
 }
 
+/// One batch of an export: entries matching `filter`, oldest first, after
+/// `after` (`(occurred_at_ms, event_id)` of the last one sent).
+pub async fn export_batch(
+    pool: &AnyPool,
+    org_id: &str,
+    filter: &EntryFilter,
+    after: Option<&(i64, String)>,
+    limit: u32,
+) -> Result<Vec<AuditEntry>, sqlx::Error> {
+    let mut q = filter.query(org_id);
+    if let Some((time, id)) = after {
+        let t = q.bind(*time);
+        let i = q.bind(id.clone());
+        q.push(&format!(
+            " AND (occurred_at_ms > {t} OR (occurred_at_ms = {t} AND event_id > {i}))"
+        ));
+    }
+    let l = q.bind(i64::from(limit));
+    q.push(&format!(" ORDER BY occurred_at_ms, event_id LIMIT {l}"));
+    let rows: Vec<EntryRow> = q.fetch_all(pool).await?;
+    Ok(rows.into_iter().map(AuditEntry::from).collect())
+}
+
+/// One chain's entries in `[from_sequence, ..)` (ascending), at most `limit`.
+pub async fn chain_entries(
+    pool: &AnyPool,
+    org_id: &str,
+    chain: &str,
+    from_sequence: u64,
+    limit: u32,
+) -> Result<Vec<StoredEntry>, sqlx::Error> {
+    let rows: Vec<EntryRow> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM audit_entries WHERE org_id = $1 AND chain = $2 AND chain_sequence >= $3
+         ORDER BY chain_sequence LIMIT $4"
+    ))
+    .bind(org_id)
+    .bind(chain)
+    .bind(to_i64(from_sequence))
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(StoredEntry::from).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn actions_are_dotted_snake_case_of_the_event_name() {
-        assert_eq!(action_of("promptops.prompts.v1.PromptCreated"), "prompt.created");
-        assert_eq!(
-            action_of("promptops.prompts.v1.PromptVersionCreated"),
-            "prompt.version.created"
-        );
-        assert_eq!(action_of("Plain"), "plain");
-    }
 
     #[test]
     fn trace_ids_come_from_traceparent() {
@@ -198,5 +538,28 @@ mod tests {
             "0af7651916cd43dd8448eb211c80319c"
         );
         assert_eq!(trace_id_of(""), "");
+    }
+
+    #[test]
+    fn filters_name_every_problem() {
+        let filter = AuditFilter {
+            from: Some(timestamp_from_ms(2_000)),
+            to: Some(timestamp_from_ms(1_000)),
+            outcome: "maybe".into(),
+            actor_kind: 42,
+            text: "x".repeat(201),
+            ..AuditFilter::default()
+        };
+        let err = EntryFilter::from_proto(&filter, "filter.").unwrap_err();
+        let fields: Vec<&str> = err.violations.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["filter.to", "filter.actor_kind", "filter.text", "filter.outcome"]
+        );
+    }
+
+    #[test]
+    fn text_search_treats_wildcards_literally() {
+        assert_eq!(escape_like("100%_off\\"), "100\\%\\_off\\\\");
     }
 }

@@ -17,6 +17,7 @@ use promptops_platform::config::{CommonConfig, ConfigError, Env, ServiceName};
 use promptops_platform::db::Migration;
 use promptops_platform::runtime::{RunError, open_resources};
 use promptops_platform::server::{GrpcService, Readiness, bind, serve, serve_grpc};
+use promptops_proto::audit::v1::analytics_service_client::AnalyticsServiceClient;
 use promptops_proto::audit::v1::audit_service_client::AuditServiceClient;
 use promptops_proto::evaluation::v1::evaluation_service_client::EvaluationServiceClient;
 use promptops_proto::execution::v1::execution_service_client::ExecutionServiceClient;
@@ -271,7 +272,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         limiter: std::sync::Arc::new(http::limits::Limiter::new(config.rate_limits)),
         prompts: PromptServiceClient::new(prompts),
         execution: ExecutionServiceClient::new(execution),
-        audit: AuditServiceClient::new(audit),
+        audit: AuditServiceClient::new(audit.clone()),
+        analytics: AnalyticsServiceClient::new(audit),
         evaluation: EvaluationServiceClient::new(evaluation)
             .max_decoding_message_size(promptops_proto::MAX_LARGE_MESSAGE_BYTES)
             .max_encoding_message_size(promptops_proto::MAX_LARGE_MESSAGE_BYTES),

@@ -7,6 +7,7 @@
 //! - client commands (`promptops status`, and more with later issues) talk to a
 //!   running platform at `PROMPTOPS_URL` with `PROMPTOPS_API_KEY`.
 
+mod audit;
 mod client;
 mod eval;
 mod files;
@@ -45,12 +46,43 @@ enum Command {
         #[command(subcommand)]
         command: EvalCommand,
     },
+    /// The audit trail of the platform at PROMPTOPS_URL.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Read models: rebuild one from the event log.
+    Projections {
+        #[command(subcommand)]
+        command: ProjectionsCommand,
+    },
     /// Check that the platform at PROMPTOPS_URL is up and ready.
     Status {
         /// Print the readiness document as JSON.
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Verify the hash chains (and signed checkpoints) of your org's trail;
+    /// prints JSON, exits 1 naming the first broken entry.
+    Verify {
+        /// From this time (RFC 3339, inclusive).
+        #[arg(long)]
+        from: Option<String>,
+        /// Before this time (RFC 3339, exclusive).
+        #[arg(long)]
+        to: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ProjectionsCommand {
+    /// Drop a read model and replay it from the start of the log (stop the
+    /// service that owns it first): audit_trail or analytics.
+    Rebuild { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -112,6 +144,12 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Serve { service: None }) {
         Command::Serve { service } => serve::main(service.as_deref()),
         Command::Status { json } => client::status(json),
+        Command::Audit {
+            command: AuditCommand::Verify { from, to },
+        } => audit::verify(from.as_deref(), to.as_deref()),
+        Command::Projections {
+            command: ProjectionsCommand::Rebuild { name },
+        } => audit::rebuild(&name),
         Command::Eval {
             command:
                 EvalCommand::Score {

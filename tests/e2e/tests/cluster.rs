@@ -498,7 +498,7 @@ async fn audit_catches_up_exactly_once_after_sigkill() {
     let (count, distinct_positions, min, max) = loop {
         let row: (i64, i64, Option<i64>, Option<i64>) = sqlx::query_as(
             "SELECT COUNT(*), COUNT(DISTINCT stream_sequence), MIN(stream_sequence), MAX(stream_sequence)
-             FROM audit.audit_entries WHERE stream = 'EVT_PROMPTS'",
+             FROM audit.audit_entries WHERE chain = 'EVT_PROMPTS'",
         )
         .fetch_one(&db)
         .await

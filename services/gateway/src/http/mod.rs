@@ -8,7 +8,9 @@
 //! `/openapi.json`, `/.well-known/jwks.json`, `/api/v1/auth/{signup,login,
 //! refresh,logout}`. Every other handler takes `Authenticated`.
 
+mod analytics;
 mod api;
+mod audit;
 mod auth;
 mod authn;
 mod conversations;
@@ -27,6 +29,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use promptops_platform::errors::{ErrorClass, Problem, ServiceError};
 use promptops_platform::server::{Readiness, observed, ops_router};
+use promptops_proto::audit::v1::analytics_service_client::AnalyticsServiceClient;
 use promptops_proto::audit::v1::audit_service_client::AuditServiceClient;
 use promptops_proto::evaluation::v1::evaluation_service_client::EvaluationServiceClient;
 use promptops_proto::execution::v1::execution_service_client::ExecutionServiceClient;
@@ -43,6 +46,7 @@ pub struct AppState {
     pub prompts: PromptServiceClient<Channel>,
     pub execution: ExecutionServiceClient<Channel>,
     pub audit: AuditServiceClient<Channel>,
+    pub analytics: AnalyticsServiceClient<Channel>,
     pub evaluation: EvaluationServiceClient<Channel>,
     /// Mutations run here so a client disconnect cannot cut them short.
     pub background: TaskTracker,
@@ -71,7 +75,8 @@ pub struct AppState {
         (name = "conversations", description = "Multi-turn threads"),
         (name = "evaluation", description = "Datasets and evaluation runs"),
         (name = "openai", description = "OpenAI-compatible endpoints for the official SDKs"),
-        (name = "audit", description = "The audit trail"),
+        (name = "audit", description = "The audit trail: query, export, verify, compliance report"),
+        (name = "analytics", description = "Dashboards over the org's runs"),
     )
 )]
 struct ApiDoc;
@@ -94,7 +99,14 @@ pub fn api() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(prompts::import))
         .routes(routes!(prompts::watch))
         .routes(routes!(prompts::get_policy, prompts::set_policy))
-        .routes(routes!(api::list_audit_entries))
+        .routes(routes!(audit::list_audit_entries))
+        .routes(routes!(audit::export_audit_entries))
+        .routes(routes!(audit::verify_audit_trail))
+        .routes(routes!(audit::compliance_report))
+        .routes(routes!(analytics::kpis))
+        .routes(routes!(analytics::time_series))
+        .routes(routes!(analytics::top))
+        .routes(routes!(analytics::compare))
         .routes(routes!(auth::signup))
         .routes(routes!(auth::login))
         .routes(routes!(auth::refresh))

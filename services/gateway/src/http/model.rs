@@ -4,7 +4,7 @@ use promptops_platform::errors::{ErrorClass, FieldViolation, ServiceError};
 use promptops_proto::audit::v1::AuditEntry;
 use promptops_proto::common::v1::{Actor, ActorKind, LogPosition};
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 
 /// Who did something.
 #[derive(Debug, Serialize, Deserialize, ToSchema, PartialEq)]
@@ -42,6 +42,15 @@ pub struct AuditEntryJson {
     pub correlation_id: String,
     pub trace_id: String,
     pub position: String,
+    /// `success`, `failure` or `cancelled`.
+    pub outcome: String,
+    pub client_address: String,
+    pub user_agent: String,
+    /// The entry's place in its chain (one chain per org and stream).
+    pub chain_sequence: u64,
+    /// SHA-256 of the entry's content and `previous_hash`.
+    pub hash: String,
+    pub previous_hash: String,
 }
 
 impl From<AuditEntry> for AuditEntryJson {
@@ -57,6 +66,12 @@ impl From<AuditEntry> for AuditEntryJson {
             correlation_id: e.correlation_id,
             trace_id: e.trace_id,
             position: e.position.map(|p| format_position(&p)).unwrap_or_default(),
+            outcome: e.outcome,
+            client_address: e.client_address,
+            user_agent: e.user_agent,
+            chain_sequence: e.chain_sequence,
+            hash: e.hash,
+            previous_hash: e.previous_hash,
         }
     }
 }
@@ -65,16 +80,6 @@ impl From<AuditEntry> for AuditEntryJson {
 pub struct AuditEntryListJson {
     pub entries: Vec<AuditEntryJson>,
     pub next_page_token: String,
-}
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct AuditParams {
-    pub page_size: Option<u32>,
-    pub page_token: Option<String>,
-    pub min_position: Option<String>,
-    /// Only actions starting with this, e.g. `prompt.`.
-    pub action_prefix: Option<String>,
 }
 
 /// `EVT_PROMPTS:42`
