@@ -117,6 +117,9 @@ pub struct EventMetadata {
     pub causation_id: String,
     /// W3C `traceparent` of the operation appending the events.
     pub traceparent: String,
+    /// The end client's address and User-Agent, when the gateway knew them.
+    pub client_address: String,
+    pub user_agent: String,
 }
 
 /// Wraps a draft in its envelope for `aggregate` at `aggregate_version`.
@@ -144,6 +147,8 @@ pub fn envelope_for(
         causation_id: metadata.causation_id.clone(),
         traceparent: metadata.traceparent.clone(),
         payload: draft.payload,
+        client_address: metadata.client_address.clone(),
+        user_agent: metadata.user_agent.clone(),
     }
 }
 

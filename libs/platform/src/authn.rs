@@ -312,6 +312,12 @@ impl Authenticator {
 
     /// The verified caller of a request.
     pub async fn authenticate(&self, metadata: &MetadataMap) -> Result<Caller, ServiceError> {
+        let mut caller = self.verify_caller(metadata).await?;
+        caller.origin = crate::caller::Origin::from_metadata(metadata);
+        Ok(caller)
+    }
+
+    async fn verify_caller(&self, metadata: &MetadataMap) -> Result<Caller, ServiceError> {
         let credential = metadata
             .get("authorization")
             .and_then(|v| v.to_str().ok())

@@ -21,6 +21,77 @@ pub struct Caller {
     pub scopes: Vec<String>,
     /// A member's resource-level grants (none for API keys and services).
     pub grants: Vec<Grant>,
+    /// Where the request came from, as the gateway saw it.
+    pub origin: Origin,
+}
+
+/// The end client of a request: its address and User-Agent, as the gateway
+/// saw them. Travels as `x-promptops-client-address` and
+/// `x-promptops-user-agent` metadata on calls between services and lands in
+/// the events the request causes (the audit trail shows it). Informational:
+/// nothing is authorised by it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Origin {
+    pub client_address: String,
+    pub user_agent: String,
+}
+
+pub const CLIENT_ADDRESS_HEADER: &str = "x-promptops-client-address";
+pub const USER_AGENT_HEADER: &str = "x-promptops-user-agent";
+
+/// The longest User-Agent kept.
+const MAX_USER_AGENT: usize = 256;
+
+tokio::task_local! {
+    static ORIGIN: Origin;
+}
+
+impl Origin {
+    /// Runs `future` with this origin: the gateway wraps each HTTP request
+    /// in it, and [`outgoing`] passes it on.
+    pub async fn scope<F: std::future::Future>(self, future: F) -> F::Output {
+        ORIGIN.scope(self, future).await
+    }
+
+    /// `future` with the current origin, for a task spawned to finish a
+    /// request (task-locals do not cross `spawn`).
+    pub fn carried<F: std::future::Future>(future: F) -> impl std::future::Future<Output = F::Output> {
+        Origin::current().unwrap_or_default().scope(future)
+    }
+
+    /// The origin of the request being handled, if any.
+    pub fn current() -> Option<Origin> {
+        ORIGIN.try_with(Clone::clone).ok()
+    }
+
+    /// From a gRPC request's metadata (empty fields when absent).
+    pub fn from_metadata(metadata: &tonic::metadata::MetadataMap) -> Origin {
+        let get = |name: &str| {
+            metadata
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        Origin {
+            client_address: get(CLIENT_ADDRESS_HEADER),
+            user_agent: get(USER_AGENT_HEADER),
+        }
+    }
+
+    /// Bounded and printable, so it fits in metadata and in an entry.
+    pub fn new(client_address: &str, user_agent: &str) -> Origin {
+        let printable = |s: &str, max: usize| {
+            s.chars()
+                .filter(|c| (' '..='~').contains(c))
+                .take(max)
+                .collect::<String>()
+        };
+        Origin {
+            client_address: printable(client_address, 64),
+            user_agent: printable(user_agent, MAX_USER_AGENT),
+        }
+    }
 }
 
 impl Caller {
@@ -40,6 +111,17 @@ impl Caller {
             role,
             scopes,
             grants: Vec::new(),
+            origin: Origin::default(),
+        }
+    }
+
+    /// Who and what caused the events a command of this caller appends:
+    /// [`event_metadata`] with the request's origin.
+    pub fn event_metadata(&self) -> promptops_eventlog::EventMetadata {
+        promptops_eventlog::EventMetadata {
+            client_address: self.origin.client_address.clone(),
+            user_agent: self.origin.user_agent.clone(),
+            ..event_metadata(self.actor.clone())
         }
     }
 
@@ -107,6 +189,8 @@ pub fn event_metadata(actor: Actor) -> promptops_eventlog::EventMetadata {
         correlation_id: uuid::Uuid::now_v7().to_string(),
         causation_id: String::new(),
         traceparent: crate::telemetry::current_traceparent(),
+        client_address: String::new(),
+        user_agent: String::new(),
     }
 }
 
@@ -148,6 +232,16 @@ pub fn outgoing<T>(credential: &str, message: T) -> tonic::Request<T> {
         .and_then(|v| MetadataValue::try_from(v).ok())
     {
         request.metadata_mut().insert("traceparent", value);
+    }
+    if let Some(origin) = Origin::current() {
+        for (name, value) in [
+            (CLIENT_ADDRESS_HEADER, origin.client_address),
+            (USER_AGENT_HEADER, origin.user_agent),
+        ] {
+            if let Ok(value) = MetadataValue::try_from(value) {
+                request.metadata_mut().insert(name, value);
+            }
+        }
     }
     request
 }

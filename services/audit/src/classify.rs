@@ -155,6 +155,13 @@ pub fn classify(envelope: &EventEnvelope) -> Option<Classified> {
         "promptops.identity.v1.ApiKeyRevoked" => show(p, |e: identity::ApiKeyRevoked| {
             format!("revoked API key {}", e.key_id)
         }),
+        "promptops.identity.v1.RetentionPolicySet" => show(p, |e: identity::RetentionPolicySet| {
+            if e.audit_days == 0 {
+                "audit retention set to the default".to_owned()
+            } else {
+                format!("audit retention set to {} days", e.audit_days)
+            }
+        }),
         // prompts
         "promptops.prompts.v1.PromptCreated" => show(p, |e: prompts::PromptCreated| {
             let folder = if e.folder.is_empty() {
@@ -290,6 +297,14 @@ pub fn classify(envelope: &EventEnvelope) -> Option<Classified> {
         }
         _ => name.to_owned(),
     };
+    // Where the request came from: as the event recorded it (sign-ins and
+    // failed logins carry it in their payload too).
+    if entry.client_address.is_empty() {
+        entry.client_address.clone_from(&envelope.client_address);
+    }
+    if entry.user_agent.is_empty() {
+        entry.user_agent.clone_from(&envelope.user_agent);
+    }
     Some(entry)
 }
 

@@ -10,7 +10,8 @@ use promptops_platform::read_your_write;
 use promptops_proto::audit::v1::audit_service_server::AuditService;
 use promptops_proto::audit::v1::{
     AuditEntry, ComplianceReport, ExportAuditEntriesRequest, GetComplianceReportRequest,
-    ListAuditEntriesRequest, ListAuditEntriesResponse, VerifyAuditTrailRequest, VerifyAuditTrailResponse,
+    GetRetentionPolicyRequest, ListAuditEntriesRequest, ListAuditEntriesResponse, PrunedChain,
+    RetentionPolicy, VerifyAuditTrailRequest, VerifyAuditTrailResponse,
 };
 use sqlx::AnyPool;
 use tokio_stream::Stream;
@@ -27,11 +28,17 @@ pub struct AuditApi {
     db: AnyPool,
     auth: Authenticator,
     signer: Signer,
+    default_retention_days: u32,
 }
 
 impl AuditApi {
-    pub fn new(db: AnyPool, auth: Authenticator, signer: Signer) -> Self {
-        Self { db, auth, signer }
+    pub fn new(db: AnyPool, auth: Authenticator, signer: Signer, default_retention_days: u32) -> Self {
+        Self {
+            db,
+            auth,
+            signer,
+            default_retention_days,
+        }
     }
 }
 
@@ -178,5 +185,32 @@ impl AuditService for AuditApi {
         .await
         .map_err(|e| ServiceError::unavailable("the audit database", e))?;
         Ok(Response::new(report))
+    }
+
+    async fn get_retention_policy(
+        &self,
+        request: Request<GetRetentionPolicyRequest>,
+    ) -> Result<Response<RetentionPolicy>, Status> {
+        let caller = self.auth.authenticate(request.metadata()).await?;
+        caller.require(Permission::ReadAudit)?;
+        let req = request.into_inner();
+        read_your_write::wait_for(&self.db, PROJECTION, req.min_position.as_ref()).await?;
+        let unavailable = |e| ServiceError::unavailable("the audit database", e);
+        let (audit_days, is_default) =
+            crate::retention::audit_days(&self.db, &caller.org_id, self.default_retention_days)
+                .await
+                .map_err(unavailable)?;
+        let pruned = crate::retention::pruned_through(&self.db, &caller.org_id)
+            .await
+            .map_err(unavailable)?;
+        Ok(Response::new(RetentionPolicy {
+            audit_days,
+            default_audit_days: self.default_retention_days,
+            is_default,
+            pruned: pruned
+                .into_iter()
+                .map(|(chain, through)| PrunedChain { chain, through })
+                .collect(),
+        }))
     }
 }

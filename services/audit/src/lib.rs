@@ -11,6 +11,7 @@ pub mod classify;
 pub mod grpc;
 pub mod rebuild;
 pub mod report;
+pub mod retention;
 pub mod signing;
 pub mod trail;
 pub mod verify;
@@ -51,6 +52,10 @@ pub struct Config {
     pub signing_key: signing::KeySource,
     /// `PROMPTOPS_AUDIT_CHECKPOINT_SECS` (60): how often moved chain heads are signed.
     pub checkpoint_interval: Duration,
+    /// `PROMPTOPS_AUDIT_RETENTION_DAYS` (365): how long entries are kept unless an org chose.
+    pub retention_days: u32,
+    /// `PROMPTOPS_AUDIT_PRUNE_SECS` (3600): how often entries past retention are pruned.
+    pub prune_interval: Duration,
 }
 
 /// Reads the configuration from the environment.
@@ -61,7 +66,24 @@ pub fn config_from_env(env: &Env) -> Result<Config, ConfigError> {
         checkpoint_interval: env
             .seconds("PROMPTOPS_AUDIT_CHECKPOINT_SECS", 60)?
             .max(Duration::from_secs(1)),
+        retention_days: retention_days(env)?,
+        prune_interval: env
+            .seconds("PROMPTOPS_AUDIT_PRUNE_SECS", 3600)?
+            .max(Duration::from_secs(1)),
     })
+}
+
+fn retention_days(env: &Env) -> Result<u32, ConfigError> {
+    let days = env.parse::<u32>("PROMPTOPS_AUDIT_RETENTION_DAYS", 365)?;
+    if (1..=36_500).contains(&days) {
+        Ok(days)
+    } else {
+        Err(ConfigError {
+            variable: "PROMPTOPS_AUDIT_RETENTION_DAYS".into(),
+            value: days.to_string(),
+            reason: "expected 1 to 36500 days".into(),
+        })
+    }
 }
 
 /// Runs the service until `shutdown` is cancelled.
@@ -108,12 +130,20 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         config.checkpoint_interval,
         shutdown.clone(),
     ));
+    tasks.spawn(retention::run_pruner(
+        resources.db.clone(),
+        signer.clone(),
+        config.retention_days,
+        config.prune_interval,
+        shutdown.clone(),
+    ));
     tasks.close();
 
     let routes = tonic::service::Routes::new(AuditServiceServer::new(grpc::AuditApi::new(
         resources.db.clone(),
         auth.clone(),
         signer,
+        config.retention_days,
     )))
     .add_service(AnalyticsServiceServer::new(analytics::grpc::AnalyticsApi::new(
         resources.db.clone(),

@@ -14,7 +14,8 @@ use crate::trail::{COLUMNS, EntryRow};
 /// At most this many privileged actions and security events are listed.
 pub const MAX_LISTED: usize = 1_000;
 
-/// Actions that change who may do what, or what runs in production.
+/// Actions that change who may do what, what runs in production, or how
+/// long the trail is kept.
 pub const PRIVILEGED_ACTIONS: &[&str] = &[
     "member.invited",
     "member.role.changed",
@@ -29,6 +30,7 @@ pub const PRIVILEGED_ACTIONS: &[&str] = &[
     "model.set",
     "model.removed",
     "label.policy.set",
+    "retention.policy.set",
 ];
 
 /// The pseudo-org of user-level events (registration, failed logins).

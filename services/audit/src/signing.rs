@@ -160,6 +160,10 @@ impl Signer {
         Self { key, public, key_id }
     }
 
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
     pub fn public_key_hex(&self) -> String {
         hex(self.public.as_bytes())
     }

@@ -67,6 +67,7 @@ pub const MIGRATIONS: &[Migration] = &[
             resource_id TEXT NOT NULL,
             outcome TEXT NOT NULL,
             summary TEXT NOT NULL,
+            summary_folded TEXT NOT NULL,
             correlation_id TEXT NOT NULL,
             trace_id TEXT NOT NULL,
             client_address TEXT NOT NULL,
@@ -105,6 +106,14 @@ pub const MIGRATIONS: &[Migration] = &[
         )",
         ],
     },
+    Migration {
+        version: 3,
+        name: "audit retention per org",
+        statements: &["CREATE TABLE audit_retention (
+            org_id TEXT NOT NULL PRIMARY KEY,
+            audit_days BIGINT NOT NULL
+        )"],
+    },
 ];
 
 pub const PROJECTION: &str = "audit_trail";
@@ -120,6 +129,7 @@ impl Projection for AuditTrail {
     async fn apply(&self, conn: &mut AnyConnection, event: &RecordedEvent) -> Result<(), sqlx::Error> {
         let envelope = &event.envelope;
         track_members(conn, envelope).await?;
+        track_retention(conn, envelope).await?;
         let Some(classified) = classify(envelope) else {
             return Ok(());
         };
@@ -155,8 +165,8 @@ impl Projection for AuditTrail {
         sqlx::query(
             "INSERT INTO audit_entries (org_id, chain, chain_sequence, event_id, stream_sequence, occurred_at_ms,
                 actor_kind, actor_id, action, resource_type, resource_id, outcome, summary, correlation_id,
-                trace_id, client_address, user_agent, previous_hash, hash)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
+                trace_id, client_address, user_agent, previous_hash, hash, summary_folded)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
         )
         .bind(&content.org_id)
         .bind(&content.chain)
@@ -177,6 +187,7 @@ impl Projection for AuditTrail {
         .bind(&content.user_agent)
         .bind(&previous_hash)
         .bind(&hash)
+        .bind(content.summary.to_lowercase())
         .execute(&mut *conn)
         .await?;
         sqlx::query(
@@ -234,6 +245,25 @@ async fn track_members(conn: &mut AnyConnection, envelope: &EventEnvelope) -> Re
         .execute(&mut *conn)
         .await
         .map(|_| ())
+}
+
+async fn track_retention(conn: &mut AnyConnection, envelope: &EventEnvelope) -> Result<(), sqlx::Error> {
+    use prost::Message as _;
+    if envelope.event_type != "promptops.identity.v1.RetentionPolicySet" {
+        return Ok(());
+    }
+    let Ok(policy) = identity::RetentionPolicySet::decode(envelope.payload.as_slice()) else {
+        return Ok(());
+    };
+    sqlx::query(
+        "INSERT INTO audit_retention (org_id, audit_days) VALUES ($1, $2)
+         ON CONFLICT (org_id) DO UPDATE SET audit_days = $2",
+    )
+    .bind(&envelope.org_id)
+    .bind(i64::from(policy.audit_days))
+    .execute(&mut *conn)
+    .await
+    .map(|_| ())
 }
 
 /// The trace id inside a W3C `traceparent` (`00-<trace>-<span>-<flags>`).
@@ -438,17 +468,17 @@ impl EntryFilter {
             }
         }
         if !self.action_prefix.is_empty() {
-            // `>=` lets the index start at the prefix; `substr` is the exact
-            // (case-sensitive, wildcard-free) prefix test.
+            // An exact, case-sensitive, wildcard-free prefix test, read along
+            // the newest-first index (a range on `action` would make the
+            // planner sort every action after the prefix instead).
             let p = q.bind(self.action_prefix.clone());
-            q.push(&format!(
-                " AND action >= {p} AND substr(action, 1, length({p})) = {p}"
-            ));
+            q.push(&format!(" AND substr(action, 1, length({p})) = {p}"));
         }
         if !self.text.is_empty() {
+            // `summary_folded` is the summary lowercased when it was written.
             let pattern = format!("%{}%", escape_like(&self.text.to_lowercase()));
             let p = q.bind(pattern);
-            q.push(&format!(" AND lower(summary) LIKE {p} ESCAPE '\\'"));
+            q.push(&format!(" AND summary_folded LIKE {p} ESCAPE '\\'"));
         }
         q
     }

@@ -9,7 +9,7 @@ use promptops_auth::roles::Permission;
 use promptops_eventlog::aggregate::{self, ExecuteError, Loaded};
 use promptops_eventlog::{AggregateRef, Context, EventLog};
 use promptops_platform::authn::Authenticator;
-use promptops_platform::caller::{Caller, event_metadata, outgoing};
+use promptops_platform::caller::{Caller, outgoing};
 use promptops_platform::db::unix_ms;
 use promptops_platform::errors::{ErrorClass, FieldViolation, ServiceError};
 use promptops_platform::paging::{Cursor, page_size, timestamp_from_ms};
@@ -296,7 +296,7 @@ impl EvaluationApi {
             &self.log,
             aggregate,
             DatasetCommand::AddVersion { cases, source },
-            &event_metadata(caller.actor.clone()),
+            &caller.event_metadata(),
         )
         .await
         .map_err(dataset_error)?;
@@ -646,20 +646,16 @@ impl EvaluationService for EvaluationApi {
             name: name.clone(),
             description: req.description,
         };
-        let executed = aggregate::execute::<DatasetAggregate>(
-            &self.log,
-            &aggregate,
-            command,
-            &event_metadata(caller.actor.clone()),
-        )
-        .await
-        .map_err(|e| match e {
-            ExecuteError::Domain(DatasetError::Exists) => ServiceError::new(
-                ErrorClass::AlreadyExists,
-                format!("a dataset named {name:?} exists already ({id})"),
-            ),
-            other => dataset_error(other),
-        })?;
+        let executed =
+            aggregate::execute::<DatasetAggregate>(&self.log, &aggregate, command, &caller.event_metadata())
+                .await
+                .map_err(|e| match e {
+                    ExecuteError::Domain(DatasetError::Exists) => ServiceError::new(
+                        ErrorClass::AlreadyExists,
+                        format!("a dataset named {name:?} exists already ({id})"),
+                    ),
+                    other => dataset_error(other),
+                })?;
         metrics::counter!("evaluation_datasets_created_total").increment(1);
         let created = executed.state.created.unwrap_or_default();
         Ok(Response::new(Dataset {
@@ -931,7 +927,7 @@ impl EvaluationService for EvaluationApi {
             &self.log,
             &aggregate,
             RunCommand::Start(started),
-            &event_metadata(caller.actor.clone()),
+            &caller.event_metadata(),
         )
         .await
         .map_err(run_error)?;
@@ -1062,7 +1058,7 @@ impl EvaluationService for EvaluationApi {
                 error: format!("cancelled by {}", caller.actor.id),
                 now_ms: unix_ms(),
             },
-            &event_metadata(caller.actor.clone()),
+            &caller.event_metadata(),
         )
         .await
         .map_err(run_error)?;

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use promptops_eventlog::aggregate::{self, ExecuteError, Executed};
 use promptops_eventlog::{AggregateRef, Context, EventMetadata};
-use promptops_platform::caller::{Caller, event_metadata};
+use promptops_platform::caller::Caller;
 use promptops_platform::db::unix_ms;
 use promptops_platform::errors::{ErrorClass, FieldViolation, ServiceError};
 use promptops_proto::execution::v1::{
@@ -143,7 +143,7 @@ impl ExecutionApi {
             &self.log,
             &aggregate,
             ConversationCommand::Start(started),
-            &event_metadata(caller.actor.clone()),
+            &caller.event_metadata(),
         )
         .await
         .map_err(conversation_error)?;
@@ -216,7 +216,7 @@ impl ExecutionApi {
                 now_ms: unix_ms(),
                 stale_after_ms,
             },
-            &event_metadata(caller.actor.clone()),
+            &caller.event_metadata(),
         )
         .await
         .map_err(conversation_error)?;
@@ -258,7 +258,7 @@ impl ExecutionApi {
         };
         let handle = self.spawn_run(caller, turn.prepared, run_tx, turn.run_id.clone());
         let log = self.log.clone();
-        let metadata = event_metadata(caller.actor.clone());
+        let metadata = caller.event_metadata();
         self.runs.spawn(async move {
             let mut last = None;
             if let (Some(mut run_rx), Some(client)) = (run_rx, &chunks) {

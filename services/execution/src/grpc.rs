@@ -17,7 +17,7 @@ use promptops_auth::roles::Permission;
 use promptops_eventlog::aggregate::ExecuteError;
 use promptops_eventlog::{AggregateRef, AppendError, Context, EventLog, EventMetadata};
 use promptops_platform::authn::Authenticator;
-use promptops_platform::caller::{Caller, event_metadata, forward};
+use promptops_platform::caller::{Caller, forward};
 use promptops_platform::errors::{ErrorClass, FieldViolation, ServiceError};
 use promptops_platform::paging::{Cursor, page_size};
 use promptops_platform::read_your_write;
@@ -399,7 +399,7 @@ impl ExecutionApi {
         run_id: String,
     ) -> tokio::task::JoinHandle<std::result::Result<(Run, u64), ServiceError>> {
         let log = self.log.clone();
-        let metadata = event_metadata(caller.actor.clone());
+        let metadata = caller.event_metadata();
         let org_id = caller.org_id.clone();
         let actor = caller.actor.clone();
         let cancel = self.shutdown.child_token();
@@ -819,7 +819,7 @@ impl ExecutionService for ExecutionApi {
                 .into());
             }
         }
-        let metadata = event_metadata(caller.actor.clone());
+        let metadata = caller.event_metadata();
         for _ in 0..3 {
             let (sealed, new_data_key) = match &api_key {
                 Some(key) => {
@@ -859,7 +859,7 @@ impl ExecutionService for ExecutionApi {
             .execute(
                 &caller.org_id,
                 CatalogCommand::RemoveProvider(name),
-                &event_metadata(caller.actor.clone()),
+                &caller.event_metadata(),
             )
             .await
             .map_err(catalog_error)?;
@@ -883,7 +883,7 @@ impl ExecutionService for ExecutionApi {
             .execute(
                 &caller.org_id,
                 CatalogCommand::SetModel(model),
-                &event_metadata(caller.actor.clone()),
+                &caller.event_metadata(),
             )
             .await
             .map_err(catalog_error)?;
@@ -911,7 +911,7 @@ impl ExecutionService for ExecutionApi {
             .execute(
                 &caller.org_id,
                 CatalogCommand::RemoveModel(id),
-                &event_metadata(caller.actor.clone()),
+                &caller.event_metadata(),
             )
             .await
             .map_err(catalog_error)?;
@@ -1014,13 +1014,8 @@ impl ExecutionService for ExecutionApi {
             return Err(ServiceError::invalid(violations).into());
         }
         let run_id = Uuid::now_v7().to_string();
-        let recorder = Recorder::new(
-            self.log.clone(),
-            &caller.org_id,
-            &run_id,
-            event_metadata(caller.actor.clone()),
-        )
-        .map_err(|e| ServiceError::new(ErrorClass::Internal, e))?;
+        let recorder = Recorder::new(self.log.clone(), &caller.org_id, &run_id, caller.event_metadata())
+            .map_err(|e| ServiceError::new(ErrorClass::Internal, e))?;
         let started_event = ExecutionStarted {
             run_id: run_id.clone(),
             model: spec.id.clone(),

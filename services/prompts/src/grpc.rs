@@ -11,7 +11,7 @@ use promptops_auth::roles::Permission;
 use promptops_eventlog::aggregate::{ExecuteError, Executed, Loaded, execute, execute_from, load};
 use promptops_eventlog::{AggregateRef, Context, EventLog};
 use promptops_platform::authn::Authenticator;
-use promptops_platform::caller::{Caller, event_metadata};
+use promptops_platform::caller::Caller;
 use promptops_platform::errors::{ErrorClass, FieldViolation, ServiceError};
 use promptops_platform::paging::{Cursor, page_size};
 use promptops_platform::read_your_write;
@@ -330,14 +330,9 @@ impl PromptsApi {
             },
             _ => Loaded::empty(),
         };
-        let result = execute_from::<events::Prompt>(
-            &self.log,
-            &aggregate,
-            known,
-            command,
-            &event_metadata(caller.actor.clone()),
-        )
-        .await;
+        let result =
+            execute_from::<events::Prompt>(&self.log, &aggregate, known, command, &caller.event_metadata())
+                .await;
         if let Ok(done) = &result
             && !done.events.is_empty()
         {
@@ -934,7 +929,7 @@ impl PromptService for PromptsApi {
             LabelPolicySet {
                 protected_labels: req.protected_labels,
             },
-            &event_metadata(caller.actor.clone()),
+            &caller.event_metadata(),
         )
         .await
         .map_err(|err| match err {

@@ -11,7 +11,7 @@ use promptops_platform::caller::outgoing;
 use promptops_platform::errors::{FieldViolation, Problem, ServiceError};
 use promptops_proto::audit::v1::{
     AuditEntry, AuditFilter, ComplianceReport, ExportAuditEntriesRequest, GetComplianceReportRequest,
-    ListAuditEntriesRequest, VerifyAuditTrailRequest, VerifyAuditTrailResponse,
+    GetRetentionPolicyRequest, ListAuditEntriesRequest, VerifyAuditTrailRequest, VerifyAuditTrailResponse,
 };
 use promptops_proto::common::v1::ActorKind;
 use serde::{Deserialize, Serialize};
@@ -20,10 +20,10 @@ use utoipa::{IntoParams, ToSchema};
 use super::AppState;
 use super::api::page;
 use super::authn::Authenticated;
-use super::extract::ApiQuery;
+use super::extract::{ApiJson, ApiQuery};
 use super::model::{
-    ActorJson, AuditEntryJson, AuditEntryListJson, JSON_PROBLEMS, bad_request, parse_position, rfc3339,
-    upstream,
+    ActorJson, AuditEntryJson, AuditEntryListJson, JSON_PROBLEMS, bad_request, format_position,
+    parse_position, rfc3339, upstream,
 };
 
 /// Parses an RFC 3339 time parameter.
@@ -570,4 +570,98 @@ pub async fn compliance_report(
     } else {
         Ok(Json(report).into_response())
     }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionBody {
+    /// Days to keep the org's audit entries (30–3650), or 0 for the default.
+    pub audit_days: u32,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RetentionSetJson {
+    /// Pass as `min_position` to read the policy back.
+    pub position: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PrunedJson {
+    pub chain: String,
+    /// Entries up to this sequence were pruned behind a signed checkpoint.
+    pub through: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RetentionJson {
+    pub audit_days: u32,
+    pub default_audit_days: u32,
+    pub is_default: bool,
+    pub pruned: Vec<PrunedJson>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionParams {
+    pub min_position: Option<String>,
+}
+
+/// Set how long your org's audit entries are kept; older ones are pruned
+/// behind a signed checkpoint, so the chain stays verifiable.
+#[utoipa::path(put, path = "/api/v1/audit/retention", tag = "audit", request_body = RetentionBody,
+    responses(
+        (status = 200, description = "Set", body = RetentionSetJson),
+        (status = 400, description = "Out of range", body = Problem, content_type = JSON_PROBLEMS),
+        (status = 403, description = "Needs settings:manage", body = Problem, content_type = JSON_PROBLEMS),
+    ))]
+pub async fn set_retention(
+    State(state): State<AppState>,
+    Authenticated(principal, _credential): Authenticated,
+    ApiJson(body): ApiJson<RetentionBody>,
+) -> Result<Json<RetentionSetJson>, ServiceError> {
+    let sequence = state
+        .identity
+        .set_audit_retention(&principal, body.audit_days)
+        .await?;
+    let position =
+        promptops_platform::read_your_write::position(promptops_eventlog::Context::Identity, sequence);
+    Ok(Json(RetentionSetJson {
+        position: format_position(&position),
+    }))
+}
+
+/// Your org's audit retention and how far each chain has been pruned.
+#[utoipa::path(get, path = "/api/v1/audit/retention", tag = "audit", params(RetentionParams),
+    responses(
+        (status = 200, description = "The policy", body = RetentionJson),
+        (status = 403, description = "Needs audit:read", body = Problem, content_type = JSON_PROBLEMS),
+    ))]
+pub async fn get_retention(
+    State(state): State<AppState>,
+    Authenticated(_caller, credential): Authenticated,
+    ApiQuery(params): ApiQuery<RetentionParams>,
+) -> Result<Json<RetentionJson>, ServiceError> {
+    let request = GetRetentionPolicyRequest {
+        min_position: parse_position(params.min_position.as_deref())?,
+    };
+    let policy = state
+        .audit
+        .clone()
+        .get_retention_policy(outgoing(&credential, request))
+        .await
+        .map_err(|status| upstream(&status))?
+        .into_inner();
+    Ok(Json(RetentionJson {
+        audit_days: policy.audit_days,
+        default_audit_days: policy.default_audit_days,
+        is_default: policy.is_default,
+        pruned: policy
+            .pruned
+            .into_iter()
+            .map(|p| PrunedJson {
+                chain: p.chain,
+                through: p.through,
+            })
+            .collect(),
+    }))
 }

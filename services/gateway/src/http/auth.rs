@@ -77,7 +77,7 @@ pub async fn signup(
     // Runs to completion even if the client disconnects.
     let created = state
         .background
-        .spawn(async move {
+        .spawn(promptops_platform::caller::Origin::carried(async move {
             identity
                 .signup(
                     &body.email,
@@ -87,7 +87,7 @@ pub async fn signup(
                     &client,
                 )
                 .await
-        })
+        }))
         .await
         .map_err(|e| ServiceError::new(ErrorClass::Internal, format!("request task failed: {e}")))??;
     Ok(tokens(StatusCode::CREATED, created))

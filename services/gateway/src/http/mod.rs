@@ -27,6 +27,7 @@ mod prompts;
 use axum::Json;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
+use promptops_platform::caller::Origin;
 use promptops_platform::errors::{ErrorClass, Problem, ServiceError};
 use promptops_platform::server::{Readiness, observed, ops_router};
 use promptops_proto::audit::v1::analytics_service_client::AnalyticsServiceClient;
@@ -103,6 +104,7 @@ pub fn api() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(audit::export_audit_entries))
         .routes(routes!(audit::verify_audit_trail))
         .routes(routes!(audit::compliance_report))
+        .routes(routes!(audit::get_retention, audit::set_retention))
         .routes(routes!(analytics::kpis))
         .routes(routes!(analytics::time_series))
         .routes(routes!(analytics::top))
@@ -182,6 +184,24 @@ pub fn router(state: AppState, readiness: Readiness) -> axum::Router {
                 errors: Vec::new(),
             }
         })
-        .layer(DefaultBodyLimit::max(max_body_bytes));
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::from_fn(with_origin));
     observed(app, "gateway")
+}
+
+/// Runs the request with its [`Origin`] (peer address, User-Agent), which
+/// every call to a service passes on and the events it causes record.
+async fn with_origin(
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let user_agent = request
+        .headers()
+        .get(axum::http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    Origin::new(&peer.ip().to_string(), user_agent)
+        .scope(next.run(request))
+        .await
 }

@@ -445,7 +445,7 @@ async fn in_background<T: Send + 'static>(
 ) -> Result<T, ServiceError> {
     state
         .background
-        .spawn(call)
+        .spawn(promptops_platform::caller::Origin::carried(call))
         .await
         .map_err(|e| ServiceError::new(ErrorClass::Internal, format!("request task failed: {e}")))?
         .map(tonic::Response::into_inner)

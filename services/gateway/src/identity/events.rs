@@ -117,6 +117,7 @@ impl Aggregate for Org {
         Removed => MemberRemoved,
         GrantAdded => GrantAdded,
         GrantRemoved => GrantRemoved,
+        RetentionSet => RetentionPolicySet,
     });
 }
 

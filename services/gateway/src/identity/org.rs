@@ -15,11 +15,15 @@ use promptops_auth::roles::{self, Permission, Role};
 use promptops_platform::errors::FieldViolation;
 use promptops_proto::identity::v1::{
     GrantAdded, GrantRemoved, MemberInvited, MemberJoined, MemberRemoved, MemberRoleChanged, OrgCreated,
+    RetentionPolicySet,
 };
 
 use super::{canonical_email, role_from_pb, role_to_pb, validate_email};
 
 pub const MAX_ORG_NAME_CHARS: usize = 100;
+
+/// Audit retention an org may choose (days); 0 means the deployment's default.
+pub const AUDIT_RETENTION_DAYS: std::ops::RangeInclusive<u32> = 30..=3650;
 
 /// Who is acting, as the org knows them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +44,8 @@ pub struct OrgState {
     pub invitations: BTreeMap<String, Invitation>,
     /// (user, resource kind, resource) → role.
     pub grants: BTreeMap<(String, String, String), Role>,
+    /// Days the audit trail is kept (0 = the default).
+    pub audit_retention_days: u32,
     pub version: u64,
 }
 
@@ -58,6 +64,7 @@ pub enum OrgEvent {
     Removed(MemberRemoved),
     GrantAdded(GrantAdded),
     GrantRemoved(GrantRemoved),
+    RetentionSet(RetentionPolicySet),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -97,6 +104,10 @@ pub enum OrgCommand {
         actor: Actor,
         user_id: String,
         resource: roles::Resource,
+    },
+    SetRetention {
+        actor: Actor,
+        audit_days: u32,
     },
 }
 
@@ -310,6 +321,24 @@ pub fn decide(state: &OrgState, command: OrgCommand) -> Result<Vec<OrgEvent>, Or
                 resource,
             })])
         }
+        OrgCommand::SetRetention { actor, audit_days } => {
+            let acting = actor_role(state, &actor)?;
+            require(acting, Permission::ManageSettings)?;
+            if audit_days != 0 && !AUDIT_RETENTION_DAYS.contains(&audit_days) {
+                return Err(OrgError::Invalid(vec![FieldViolation::new(
+                    "audit_days",
+                    format!(
+                        "must be between {} and {} (or 0 for the default)",
+                        AUDIT_RETENTION_DAYS.start(),
+                        AUDIT_RETENTION_DAYS.end()
+                    ),
+                )]));
+            }
+            if audit_days == state.audit_retention_days {
+                return Ok(Vec::new());
+            }
+            Ok(vec![OrgEvent::RetentionSet(RetentionPolicySet { audit_days })])
+        }
     }
 }
 
@@ -361,6 +390,7 @@ pub fn evolve(mut state: OrgState, event: &OrgEvent) -> OrgState {
                 grant.resource.clone(),
             ));
         }
+        OrgEvent::RetentionSet(policy) => state.audit_retention_days = policy.audit_days,
     }
     state.version += 1;
     state
@@ -596,5 +626,30 @@ mod tests {
         .unwrap();
         let state = removed.iter().fold(state, evolve);
         assert!(state.grants.is_empty());
+    }
+
+    #[test]
+    fn retention_needs_settings_permission_and_a_sane_range() {
+        let owner = actor("owner");
+        let state = given(vec![OrgCommand::Create {
+            org_id: "o".into(),
+            name: "O".into(),
+            owner: owner.clone(),
+        }]);
+        let set = |actor: Actor, audit_days| OrgCommand::SetRetention { actor, audit_days };
+        assert_eq!(
+            decide(&state, set(owner.clone(), 400)).unwrap(),
+            vec![OrgEvent::RetentionSet(RetentionPolicySet { audit_days: 400 })]
+        );
+        assert!(matches!(
+            decide(&state, set(owner.clone(), 5)),
+            Err(OrgError::Invalid(_))
+        ));
+        assert_eq!(
+            decide(&state, set(actor("stranger"), 400)),
+            Err(OrgError::NotFound)
+        );
+        // Setting what is already set changes nothing.
+        assert_eq!(decide(&state, set(owner, 0)).unwrap(), Vec::new());
     }
 }

@@ -248,11 +248,17 @@ fn aggregate(org: &str, kind: &str, id: &str) -> Result<AggregateRef, ServiceErr
         .map_err(|e| ServiceError::new(ErrorClass::Internal, e.to_string()))
 }
 
+/// The metadata of the gateway's own events, with the HTTP request's origin.
 fn metadata(actor_kind: ActorKind, actor_id: &str) -> EventMetadata {
-    promptops_platform::caller::event_metadata(Actor {
-        kind: actor_kind as i32,
-        id: actor_id.to_owned(),
-    })
+    let origin = promptops_platform::caller::Origin::current().unwrap_or_default();
+    EventMetadata {
+        client_address: origin.client_address,
+        user_agent: origin.user_agent,
+        ..promptops_platform::caller::event_metadata(Actor {
+            kind: actor_kind as i32,
+            id: actor_id.to_owned(),
+        })
+    }
 }
 
 fn now_secs() -> i64 {
@@ -1204,6 +1210,24 @@ impl Identity {
         )
         .await?;
         self.end_sessions(principal, user_id).await
+    }
+
+    /// Sets how long the org's audit entries are kept (0 = the default);
+    /// the audit service learns it from the identity stream.
+    pub async fn set_audit_retention(
+        &self,
+        principal: &Principal,
+        audit_days: u32,
+    ) -> Result<u64, ServiceError> {
+        principal.require(Permission::ManageSettings)?;
+        self.org_command(
+            principal,
+            OrgCommand::SetRetention {
+                actor: Self::member_actor(principal)?,
+                audit_days,
+            },
+        )
+        .await
     }
 
     /// Gives a member `role` on a folder (and everything below it) or on one

@@ -198,7 +198,10 @@ async fn apply_org(
                 .execute(&mut *conn)
                 .await?;
         }
-        OrgEvent::Invited(_) | OrgEvent::GrantAdded(_) | OrgEvent::GrantRemoved(_) => {}
+        OrgEvent::Invited(_)
+        | OrgEvent::GrantAdded(_)
+        | OrgEvent::GrantRemoved(_)
+        | OrgEvent::RetentionSet(_) => {}
     }
     Ok(())
 }
