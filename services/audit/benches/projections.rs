@@ -7,7 +7,8 @@
 //! 3. a 30-day dashboard (KPIs, top models) over dense buckets.
 //!
 //! `cargo bench -p promptops-audit --bench projections` (PostgreSQL is
-//! skipped when `initdb` is missing). Results: docs/benchmarks.md.
+//! skipped when `initdb` is missing; `PROJECTIONS_BACKEND=sqlite|postgres`
+//! runs one). Results: docs/benchmarks.md.
 
 #![allow(
     clippy::unwrap_used,
@@ -510,7 +511,13 @@ fn main() {
         )
         .await
         .unwrap();
-        bench("sqlite", sqlite).await;
+        let only = std::env::var("PROJECTIONS_BACKEND").unwrap_or_default();
+        if only != "postgres" {
+            bench("sqlite", sqlite).await;
+        }
+        if only == "sqlite" {
+            return;
+        }
         match promptops_testkit::Postgres::start() {
             Ok(pg) => {
                 let url = pg.create_database("bench").unwrap();
