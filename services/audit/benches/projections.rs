@@ -525,6 +525,10 @@ fn main() {
                     promptops_platform::db::open(&DatabaseConfig::Postgres { url }, "audit", &migrations)
                         .await
                         .unwrap();
+                println!(
+                    "postgres: trigram index on summaries: {}",
+                    promptops_audit::trail::create_postgres_text_index(&db).await
+                );
                 bench("postgres", db).await;
             }
             Err(e) => println!("postgres: skipped ({e})"),

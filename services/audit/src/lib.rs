@@ -94,6 +94,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         .map_err(|e| RunError::Other(e.to_string()))?;
     let common = &config.service.common;
     let resources = open_resources(common, SERVICE, &migrations()).await?;
+    if matches!(
+        common.database,
+        promptops_platform::config::DatabaseConfig::Postgres { .. }
+    ) {
+        trail::create_postgres_text_index(&resources.db).await;
+    }
     let listener = bind(config.service.grpc_addr).await?;
     tracing::info!(addr = %config.service.grpc_addr, "audit service listening");
 

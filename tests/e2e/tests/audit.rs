@@ -487,6 +487,13 @@ async fn every_mutation_is_one_entry_tampering_is_named_and_a_rebuild_is_identic
     let mut reader = csv::Reader::from_reader(csv.as_bytes());
     assert_eq!(reader.records().count(), seen);
 
+    // A failed login (recorded per user): the org's report counts it.
+    let wrong = json!({"email": "owner@audit.test", "password": "not the password at all", "org_id": org});
+    let (status, _) = api
+        .call(Method::POST, "/api/v1/auth/login", None, Some(wrong))
+        .await;
+    assert_eq!(status, 401);
+
     // The compliance report.
     let (status, report) = api
         .call(
@@ -526,6 +533,30 @@ async fn every_mutation_is_one_entry_tampering_is_named_and_a_rebuild_is_identic
         ]
     );
     assert_eq!(report["verification"]["intact"], true, "{report}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let report = loop {
+        let (_, report) = api
+            .call(
+                Method::GET,
+                &format!("/api/v1/audit/report?{}", hour_range()),
+                Some(&t),
+                None,
+            )
+            .await;
+        if report["failed_logins"] == 1 || Instant::now() > deadline {
+            break report;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(report["failed_logins"], 1, "{report}");
+    assert_eq!(
+        report["security_events"][0]["action"], "user.login.failed",
+        "{report}"
+    );
+    assert_eq!(
+        report["security_events"][0]["client_address"], "127.0.0.1",
+        "{report}"
+    );
 
     // Tenancy: another org sees nothing of this one.
     let other = api.signup("other@audit.test").await;
@@ -885,6 +916,17 @@ async fn the_trail_and_analytics_work_on_jetstream_and_postgres() {
             "execution.completed"
         ]
     );
+    // Text search (a trigram index on PostgreSQL), case-insensitive.
+    let (status, found) = api
+        .call(
+            Method::GET,
+            "/api/v1/audit/entries?text=MOCK%2FECHO%20Completed",
+            Some(&t),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{found}");
+    assert_eq!(found["entries"].as_array().unwrap().len(), 3, "{found}");
     // The client's address crossed gateway → prompts / execution as metadata.
     let all = entries(&api, &t).await;
     assert!(all.iter().all(|e| e["client_address"] == "127.0.0.1"), "{all:?}");
