@@ -100,6 +100,23 @@ impl Env {
     }
 }
 
+/// `PROMPTOPS_RUN_PAYLOAD_RETENTION_DAYS` (90): how long run payloads
+/// (outputs, variables) stay in the run history unless an org chose. Read by
+/// the execution service (which prunes) and the audit service (which shows
+/// the policy).
+pub fn run_payload_retention_days(env: &Env) -> Result<u32, ConfigError> {
+    let days = env.parse::<u32>("PROMPTOPS_RUN_PAYLOAD_RETENTION_DAYS", 90)?;
+    if (1..=36_500).contains(&days) {
+        Ok(days)
+    } else {
+        Err(ConfigError {
+            variable: "PROMPTOPS_RUN_PAYLOAD_RETENTION_DAYS".into(),
+            value: days.to_string(),
+            reason: "expected 1 to 36500 days".into(),
+        })
+    }
+}
+
 /// Where the event log lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventLogConfig {

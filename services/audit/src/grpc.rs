@@ -28,16 +28,23 @@ pub struct AuditApi {
     db: AnyPool,
     auth: Authenticator,
     signer: Signer,
-    default_retention_days: u32,
+    defaults: RetentionDefaults,
+}
+
+/// The deployment's retention defaults.
+#[derive(Debug, Clone, Copy)]
+pub struct RetentionDefaults {
+    pub audit_days: u32,
+    pub run_payload_days: u32,
 }
 
 impl AuditApi {
-    pub fn new(db: AnyPool, auth: Authenticator, signer: Signer, default_retention_days: u32) -> Self {
+    pub fn new(db: AnyPool, auth: Authenticator, signer: Signer, defaults: RetentionDefaults) -> Self {
         Self {
             db,
             auth,
             signer,
-            default_retention_days,
+            defaults,
         }
     }
 }
@@ -197,20 +204,26 @@ impl AuditService for AuditApi {
         read_your_write::wait_for(&self.db, PROJECTION, req.min_position.as_ref()).await?;
         let unavailable = |e| ServiceError::unavailable("the audit database", e);
         let (audit_days, is_default) =
-            crate::retention::audit_days(&self.db, &caller.org_id, self.default_retention_days)
+            crate::retention::audit_days(&self.db, &caller.org_id, self.defaults.audit_days)
                 .await
                 .map_err(unavailable)?;
         let pruned = crate::retention::pruned_through(&self.db, &caller.org_id)
             .await
             .map_err(unavailable)?;
+        let run_payload_days =
+            crate::retention::run_payload_days(&self.db, &caller.org_id, self.defaults.run_payload_days)
+                .await
+                .map_err(unavailable)?;
         Ok(Response::new(RetentionPolicy {
             audit_days,
-            default_audit_days: self.default_retention_days,
+            default_audit_days: self.defaults.audit_days,
             is_default,
             pruned: pruned
                 .into_iter()
                 .map(|(chain, through)| PrunedChain { chain, through })
                 .collect(),
+            run_payload_days,
+            default_run_payload_days: self.defaults.run_payload_days,
         }))
     }
 }

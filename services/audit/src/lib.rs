@@ -56,6 +56,8 @@ pub struct Config {
     pub retention_days: u32,
     /// `PROMPTOPS_AUDIT_PRUNE_SECS` (3600): how often entries past retention are pruned.
     pub prune_interval: Duration,
+    /// `PROMPTOPS_RUN_PAYLOAD_RETENTION_DAYS` (90), shown with the policy.
+    pub run_payload_days: u32,
 }
 
 /// Reads the configuration from the environment.
@@ -70,6 +72,7 @@ pub fn config_from_env(env: &Env) -> Result<Config, ConfigError> {
         prune_interval: env
             .seconds("PROMPTOPS_AUDIT_PRUNE_SECS", 3600)?
             .max(Duration::from_secs(1)),
+        run_payload_days: promptops_platform::config::run_payload_retention_days(env)?,
     })
 }
 
@@ -149,7 +152,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         resources.db.clone(),
         auth.clone(),
         signer,
-        config.retention_days,
+        grpc::RetentionDefaults {
+            audit_days: config.retention_days,
+            run_payload_days: config.run_payload_days,
+        },
     )))
     .add_service(AnalyticsServiceServer::new(analytics::grpc::AnalyticsApi::new(
         resources.db.clone(),

@@ -53,6 +53,19 @@ pub async fn audit_days(pool: &AnyPool, org_id: &str, default_days: u32) -> Resu
     )
 }
 
+/// The days `org_id` keeps run payloads (the execution service prunes them).
+pub async fn run_payload_days(pool: &AnyPool, org_id: &str, default_days: u32) -> Result<u32, sqlx::Error> {
+    let days: Option<i64> =
+        sqlx::query_scalar("SELECT run_payload_days FROM audit_retention WHERE org_id = $1")
+            .bind(org_id)
+            .fetch_optional(pool)
+            .await?;
+    Ok(days
+        .and_then(|d| u32::try_from(d).ok())
+        .filter(|d| *d > 0)
+        .unwrap_or(default_days))
+}
+
 /// How far each of `org_id`'s chains is pruned.
 pub async fn pruned_through(pool: &AnyPool, org_id: &str) -> Result<Vec<(String, u64)>, sqlx::Error> {
     let rows: Vec<(String, i64, Option<i64>)> = sqlx::query_as(
@@ -322,10 +335,12 @@ mod tests {
         let signer = Signer::from_seed(&[3; 32]);
         let (db, _dir) = trail_with(&[100, 90, 80, 10], now).await;
         assert!(prune(&db, &signer, now, 365).await.unwrap().is_empty());
-        sqlx::query("INSERT INTO audit_retention (org_id, audit_days) VALUES ('acme', 30)")
-            .execute(&db)
-            .await
-            .unwrap();
+        sqlx::query(
+            "INSERT INTO audit_retention (org_id, audit_days, run_payload_days) VALUES ('acme', 30, 0)",
+        )
+        .execute(&db)
+        .await
+        .unwrap();
         assert_eq!(audit_days(&db, "acme", 365).await.unwrap(), (30, false));
         sqlx::query("UPDATE audit_entries SET summary = 'forged' WHERE chain_sequence = 2")
             .execute(&db)

@@ -111,7 +111,8 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "audit retention per org",
         statements: &["CREATE TABLE audit_retention (
             org_id TEXT NOT NULL PRIMARY KEY,
-            audit_days BIGINT NOT NULL
+            audit_days BIGINT NOT NULL,
+            run_payload_days BIGINT NOT NULL
         )"],
     },
 ];
@@ -275,11 +276,12 @@ async fn track_retention(conn: &mut AnyConnection, envelope: &EventEnvelope) -> 
         return Ok(());
     };
     sqlx::query(
-        "INSERT INTO audit_retention (org_id, audit_days) VALUES ($1, $2)
-         ON CONFLICT (org_id) DO UPDATE SET audit_days = $2",
+        "INSERT INTO audit_retention (org_id, audit_days, run_payload_days) VALUES ($1, $2, $3)
+         ON CONFLICT (org_id) DO UPDATE SET audit_days = $2, run_payload_days = $3",
     )
     .bind(&envelope.org_id)
     .bind(i64::from(policy.audit_days))
+    .bind(i64::from(policy.run_payload_days))
     .execute(&mut *conn)
     .await
     .map(|_| ())

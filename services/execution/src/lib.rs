@@ -22,6 +22,7 @@ pub mod mock_server;
 pub mod models;
 pub mod providers;
 pub mod resilience;
+pub mod run_retention;
 pub mod runs;
 pub mod secrets;
 pub mod sweeper;
@@ -62,6 +63,10 @@ pub struct Config {
     /// How often every configured model is checked
     /// (`PROMPTOPS_MODEL_HEALTH_CHECK_SECS`, default 300).
     pub health_check_every: std::time::Duration,
+    /// `PROMPTOPS_RUN_PAYLOAD_RETENTION_DAYS` (90) unless an org chose.
+    pub run_payload_days: u32,
+    /// `PROMPTOPS_RUN_PAYLOAD_PRUNE_SECS` (3600).
+    pub run_payload_prune_every: std::time::Duration,
 }
 
 /// Reads the configuration from the environment.
@@ -86,6 +91,10 @@ pub fn config_from_env(env: &Env) -> Result<Config, ConfigError> {
             .map(|k| secrets::Secret::new(k.to_owned())),
         master_key_file: env.get("PROMPTOPS_MASTER_KEY_FILE").map(std::path::PathBuf::from),
         health_check_every: env.seconds("PROMPTOPS_MODEL_HEALTH_CHECK_SECS", 300)?,
+        run_payload_days: promptops_platform::config::run_payload_retention_days(env)?,
+        run_payload_prune_every: env
+            .seconds("PROMPTOPS_RUN_PAYLOAD_PRUNE_SECS", 3600)?
+            .max(std::time::Duration::from_secs(1)),
     })
 }
 
@@ -116,6 +125,21 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         )
         .run(shutdown.clone()),
     );
+    background.spawn(
+        ProjectionRunner::new(
+            resources.log.clone(),
+            resources.db.clone(),
+            Arc::new(run_retention::RetentionPolicies),
+            Context::Identity,
+        )
+        .run(shutdown.clone()),
+    );
+    background.spawn(run_retention::run_pruner(
+        resources.db.clone(),
+        config.run_payload_days,
+        config.run_payload_prune_every,
+        shutdown.clone(),
+    ));
     background.spawn(
         sweeper::Sweeper {
             log: resources.log.clone(),

@@ -84,6 +84,14 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "run variables",
         statements: &["ALTER TABLE runs ADD COLUMN variables TEXT NOT NULL DEFAULT '{}'"],
     },
+    Migration {
+        version: 6,
+        name: "run payload retention",
+        statements: &[
+            "ALTER TABLE runs ADD COLUMN payload_pruned BIGINT NOT NULL DEFAULT 0",
+            "CREATE TABLE run_retention (org_id TEXT NOT NULL PRIMARY KEY, days BIGINT NOT NULL)",
+        ],
+    },
 ];
 
 pub const PROJECTION: &str = "runs";

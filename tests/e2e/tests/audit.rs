@@ -278,6 +278,59 @@ async fn every_mutation_is_one_entry_tampering_is_named_and_a_rebuild_is_identic
         .await;
     assert_eq!(status, 400, "{problem}");
     assert_eq!(promptops_e2e::problem_fields(&problem), ["audit_days"]);
+    for (body, fields) in [
+        (
+            json!({"audit_days": 5, "run_payload_days": 99_999}),
+            vec!["audit_days", "run_payload_days"],
+        ),
+        (json!({}), vec!["audit_days"]),
+        (json!({"keep": 3}), vec![]),
+    ] {
+        let (status, problem) = api
+            .call(
+                Method::PUT,
+                "/api/v1/audit/retention",
+                Some(&t),
+                Some(body.clone()),
+            )
+            .await;
+        assert_eq!(status, 400, "{body}: {problem}");
+        if !fields.is_empty() {
+            assert_eq!(
+                promptops_e2e::problem_fields(&problem),
+                fields,
+                "{body}: {problem}"
+            );
+        }
+    }
+    // Run payloads: a field not given stays (audit_days is still 400).
+    let set = call_ok(
+        &api,
+        Method::PUT,
+        "/api/v1/audit/retention",
+        &t,
+        Some(json!({"run_payload_days": 30})),
+    )
+    .await;
+    assert_eq!(step(&["retention.policy.set"]).await, ["retention.policy.set"]);
+    let position = set["position"].as_str().unwrap();
+    let policy = call_ok(
+        &api,
+        Method::GET,
+        &format!("/api/v1/audit/retention?min_position={position}"),
+        &t,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (
+            policy["audit_days"].as_u64(),
+            policy["run_payload_days"].as_u64(),
+            policy["default_run_payload_days"].as_u64()
+        ),
+        (Some(400), Some(30), Some(90)),
+        "{policy}"
+    );
     // Sessions: a refresh, and a second session that logs out.
     let refresh = json!({"refresh_token": owner["refresh_token"].as_str().unwrap()});
     let (status, _) = api
@@ -525,6 +578,7 @@ async fn every_mutation_is_one_entry_tampering_is_named_and_a_rebuild_is_identic
             "grant.added",
             "grant.removed",
             "member.removed",
+            "retention.policy.set",
             "retention.policy.set",
             "provider.set",
             "model.set",

@@ -576,7 +576,10 @@ pub async fn compliance_report(
 #[serde(deny_unknown_fields)]
 pub struct RetentionBody {
     /// Days to keep the org's audit entries (30–3650), or 0 for the default.
-    pub audit_days: u32,
+    pub audit_days: Option<u32>,
+    /// Days to keep run payloads — outputs and variables in the run history
+    /// (1–3650), or 0 for the default. A field not given stays as it is.
+    pub run_payload_days: Option<u32>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -598,6 +601,8 @@ pub struct RetentionJson {
     pub default_audit_days: u32,
     pub is_default: bool,
     pub pruned: Vec<PrunedJson>,
+    pub run_payload_days: u32,
+    pub default_run_payload_days: u32,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -606,8 +611,8 @@ pub struct RetentionParams {
     pub min_position: Option<String>,
 }
 
-/// Set how long your org's audit entries are kept; older ones are pruned
-/// behind a signed checkpoint, so the chain stays verifiable.
+/// Set how long your org's audit entries (older ones are pruned behind a
+/// signed checkpoint, so the chain stays verifiable) and run payloads are kept.
 #[utoipa::path(put, path = "/api/v1/audit/retention", tag = "audit", request_body = RetentionBody,
     responses(
         (status = 200, description = "Set", body = RetentionSetJson),
@@ -619,9 +624,15 @@ pub async fn set_retention(
     Authenticated(principal, _credential): Authenticated,
     ApiJson(body): ApiJson<RetentionBody>,
 ) -> Result<Json<RetentionSetJson>, ServiceError> {
+    if body.audit_days.is_none() && body.run_payload_days.is_none() {
+        return Err(bad_request(
+            "audit_days",
+            "give audit_days, run_payload_days or both",
+        ));
+    }
     let sequence = state
         .identity
-        .set_audit_retention(&principal, body.audit_days)
+        .set_retention(&principal, body.audit_days, body.run_payload_days)
         .await?;
     let position =
         promptops_platform::read_your_write::position(promptops_eventlog::Context::Identity, sequence);
@@ -630,7 +641,7 @@ pub async fn set_retention(
     }))
 }
 
-/// Your org's audit retention and how far each chain has been pruned.
+/// Your org's retention policy and how far each audit chain has been pruned.
 #[utoipa::path(get, path = "/api/v1/audit/retention", tag = "audit", params(RetentionParams),
     responses(
         (status = 200, description = "The policy", body = RetentionJson),
@@ -654,6 +665,8 @@ pub async fn get_retention(
     Ok(Json(RetentionJson {
         audit_days: policy.audit_days,
         default_audit_days: policy.default_audit_days,
+        run_payload_days: policy.run_payload_days,
+        default_run_payload_days: policy.default_run_payload_days,
         is_default: policy.is_default,
         pruned: policy
             .pruned

@@ -24,6 +24,8 @@ pub const MAX_ORG_NAME_CHARS: usize = 100;
 
 /// Audit retention an org may choose (days); 0 means the deployment's default.
 pub const AUDIT_RETENTION_DAYS: std::ops::RangeInclusive<u32> = 30..=3650;
+/// Run-payload retention an org may choose (days); 0 means the default.
+pub const RUN_PAYLOAD_RETENTION_DAYS: std::ops::RangeInclusive<u32> = 1..=3650;
 
 /// Who is acting, as the org knows them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,8 +46,8 @@ pub struct OrgState {
     pub invitations: BTreeMap<String, Invitation>,
     /// (user, resource kind, resource) → role.
     pub grants: BTreeMap<(String, String, String), Role>,
-    /// Days the audit trail is kept (0 = the default).
-    pub audit_retention_days: u32,
+    /// The retention policy (0s = the defaults).
+    pub retention: RetentionPolicySet,
     pub version: u64,
 }
 
@@ -105,9 +107,11 @@ pub enum OrgCommand {
         user_id: String,
         resource: roles::Resource,
     },
+    /// Changes the fields given; the others stay.
     SetRetention {
         actor: Actor,
-        audit_days: u32,
+        audit_days: Option<u32>,
+        run_payload_days: Option<u32>,
     },
 }
 
@@ -321,23 +325,43 @@ pub fn decide(state: &OrgState, command: OrgCommand) -> Result<Vec<OrgEvent>, Or
                 resource,
             })])
         }
-        OrgCommand::SetRetention { actor, audit_days } => {
+        OrgCommand::SetRetention {
+            actor,
+            audit_days,
+            run_payload_days,
+        } => {
             let acting = actor_role(state, &actor)?;
             require(acting, Permission::ManageSettings)?;
-            if audit_days != 0 && !AUDIT_RETENTION_DAYS.contains(&audit_days) {
-                return Err(OrgError::Invalid(vec![FieldViolation::new(
-                    "audit_days",
-                    format!(
-                        "must be between {} and {} (or 0 for the default)",
-                        AUDIT_RETENTION_DAYS.start(),
-                        AUDIT_RETENTION_DAYS.end()
-                    ),
-                )]));
+            let mut problems = Vec::new();
+            for (field, value, range) in [
+                ("audit_days", audit_days, AUDIT_RETENTION_DAYS),
+                ("run_payload_days", run_payload_days, RUN_PAYLOAD_RETENTION_DAYS),
+            ] {
+                if let Some(days) = value
+                    && days != 0
+                    && !range.contains(&days)
+                {
+                    problems.push(FieldViolation::new(
+                        field,
+                        format!(
+                            "must be between {} and {} (or 0 for the default)",
+                            range.start(),
+                            range.end()
+                        ),
+                    ));
+                }
             }
-            if audit_days == state.audit_retention_days {
+            if !problems.is_empty() {
+                return Err(OrgError::Invalid(problems));
+            }
+            let policy = RetentionPolicySet {
+                audit_days: audit_days.unwrap_or(state.retention.audit_days),
+                run_payload_days: run_payload_days.unwrap_or(state.retention.run_payload_days),
+            };
+            if policy == state.retention {
                 return Ok(Vec::new());
             }
-            Ok(vec![OrgEvent::RetentionSet(RetentionPolicySet { audit_days })])
+            Ok(vec![OrgEvent::RetentionSet(policy)])
         }
     }
 }
@@ -390,7 +414,7 @@ pub fn evolve(mut state: OrgState, event: &OrgEvent) -> OrgState {
                 grant.resource.clone(),
             ));
         }
-        OrgEvent::RetentionSet(policy) => state.audit_retention_days = policy.audit_days,
+        OrgEvent::RetentionSet(policy) => state.retention = *policy,
     }
     state.version += 1;
     state
@@ -636,20 +660,38 @@ mod tests {
             name: "O".into(),
             owner: owner.clone(),
         }]);
-        let set = |actor: Actor, audit_days| OrgCommand::SetRetention { actor, audit_days };
+        let set = |actor: Actor, audit_days, run_payload_days| OrgCommand::SetRetention {
+            actor,
+            audit_days,
+            run_payload_days,
+        };
+        let events = decide(&state, set(owner.clone(), Some(400), None)).unwrap();
+        let policy = RetentionPolicySet {
+            audit_days: 400,
+            run_payload_days: 0,
+        };
+        assert_eq!(events, vec![OrgEvent::RetentionSet(policy)]);
+        // A field not given keeps its value.
+        let state = evolve(state, &events[0]);
         assert_eq!(
-            decide(&state, set(owner.clone(), 400)).unwrap(),
-            vec![OrgEvent::RetentionSet(RetentionPolicySet { audit_days: 400 })]
+            decide(&state, set(owner.clone(), None, Some(30))).unwrap(),
+            vec![OrgEvent::RetentionSet(RetentionPolicySet {
+                run_payload_days: 30,
+                ..policy
+            })]
         );
-        assert!(matches!(
-            decide(&state, set(owner.clone(), 5)),
-            Err(OrgError::Invalid(_))
-        ));
+        match decide(&state, set(owner.clone(), Some(5), Some(9999))) {
+            Err(OrgError::Invalid(problems)) => {
+                let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+                assert_eq!(fields, ["audit_days", "run_payload_days"]);
+            }
+            other => panic!("{other:?}"),
+        }
         assert_eq!(
-            decide(&state, set(actor("stranger"), 400)),
+            decide(&state, set(actor("stranger"), Some(400), None)),
             Err(OrgError::NotFound)
         );
         // Setting what is already set changes nothing.
-        assert_eq!(decide(&state, set(owner, 0)).unwrap(), Vec::new());
+        assert_eq!(decide(&state, set(owner, Some(400), None)).unwrap(), Vec::new());
     }
 }

@@ -1212,12 +1212,14 @@ impl Identity {
         self.end_sessions(principal, user_id).await
     }
 
-    /// Sets how long the org's audit entries are kept (0 = the default);
-    /// the audit service learns it from the identity stream.
-    pub async fn set_audit_retention(
+    /// Sets how long the org's audit entries and run payloads are kept (0 =
+    /// the default; a field not given stays); the audit and execution
+    /// services learn it from the identity stream.
+    pub async fn set_retention(
         &self,
         principal: &Principal,
-        audit_days: u32,
+        audit_days: Option<u32>,
+        run_payload_days: Option<u32>,
     ) -> Result<u64, ServiceError> {
         principal.require(Permission::ManageSettings)?;
         self.org_command(
@@ -1225,6 +1227,7 @@ impl Identity {
             OrgCommand::SetRetention {
                 actor: Self::member_actor(principal)?,
                 audit_days,
+                run_payload_days,
             },
         )
         .await
