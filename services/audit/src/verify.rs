@@ -183,19 +183,12 @@ async fn verify_chain(
                     || (c.chain_sequence == anchor_sequence && next == first)
             })
             .collect();
-        let head_check = if done && whole_chain {
-            head.as_ref().map(|(l, h)| (to_u64(*l), h.as_str()))
-        } else if done {
-            Some((end, ""))
-        } else {
-            None
-        };
-        let verified = chain::verify(
-            &batch,
-            &anchor,
-            &in_batch,
-            head_check.filter(|(_, h)| !h.is_empty()),
-        );
+        // The recorded head is checked once the whole chain has been read.
+        let head_check = head
+            .as_ref()
+            .filter(|_| done && whole_chain)
+            .map(|(l, h)| (to_u64(*l), h.as_str()));
+        let verified = chain::verify(&batch, &anchor, &in_batch, head_check);
         status.entries_checked += verified.entries_checked;
         checkpoints_checked += verified.checkpoints_checked;
         if let Some(b) = verified.first_break {

@@ -8,16 +8,7 @@ use std::process::ExitCode;
 use promptops_platform::config::{CommonConfig, Env};
 
 use crate::client::Target;
-
-fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|err| {
-            eprintln!("cannot start: {err}");
-            ExitCode::from(70)
-        })
-}
+use crate::files::runtime;
 
 /// `promptops audit verify [--from T] [--to T]`: prints the verification as
 /// JSON; exit 0 when intact, 1 when broken (the first broken entry named on
