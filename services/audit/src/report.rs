@@ -33,6 +33,13 @@ pub const PRIVILEGED_ACTIONS: &[&str] = &[
     "retention.policy.set",
 ];
 
+/// Security events of org `$1` in `[$2, $3)`: failed logins (recorded per
+/// user under `$4`, the pseudo-org) of its members, refresh-token reuse.
+const SECURITY_EVENTS: &str = "WHERE occurred_at_ms >= $2 AND occurred_at_ms < $3
+           AND ((org_id = $4 AND action = 'user.login.failed'
+                 AND resource_id IN (SELECT user_id FROM audit_members WHERE org_id = $1))
+                OR (org_id = $1 AND action = 'refresh.reuse.detected'))";
+
 /// The pseudo-org of user-level events (registration, failed logins).
 const USERS_ORG: &str = "_users";
 
@@ -89,12 +96,7 @@ pub async fn compliance_report(
     privileged.truncate(MAX_LISTED);
     // Failed logins are recorded per user; the org's are its members'.
     let mut security_events: Vec<AuditEntry> = sqlx::query_as::<_, EntryRow>(&format!(
-        "SELECT {COLUMNS} FROM audit_entries
-         WHERE occurred_at_ms >= $2 AND occurred_at_ms < $3
-           AND ((org_id = $4 AND action = 'user.login.failed'
-                 AND resource_id IN (SELECT user_id FROM audit_members WHERE org_id = $1))
-                OR (org_id = $1 AND action = 'refresh.reuse.detected'))
-         ORDER BY occurred_at_ms, event_id LIMIT $5"
+        "SELECT {COLUMNS} FROM audit_entries {SECURITY_EVENTS} ORDER BY occurred_at_ms, event_id LIMIT $5"
     ))
     .bind(org_id)
     .bind(from_ms)
@@ -107,16 +109,12 @@ pub async fn compliance_report(
     .map(AuditEntry::from)
     .collect();
     security_events.truncate(MAX_LISTED);
-    let (failed_logins, reuse): (i64, i64) = sqlx::query_as(
+    let (failed_logins, reuse): (i64, i64) = sqlx::query_as(&format!(
         "SELECT
             COUNT(CASE WHEN action = 'user.login.failed' THEN 1 END),
             COUNT(CASE WHEN action = 'refresh.reuse.detected' THEN 1 END)
-         FROM audit_entries
-         WHERE occurred_at_ms >= $2 AND occurred_at_ms < $3
-           AND ((org_id = $4 AND action = 'user.login.failed'
-                 AND resource_id IN (SELECT user_id FROM audit_members WHERE org_id = $1))
-                OR (org_id = $1 AND action = 'refresh.reuse.detected'))",
-    )
+         FROM audit_entries {SECURITY_EVENTS}"
+    ))
     .bind(org_id)
     .bind(from_ms)
     .bind(to_ms)

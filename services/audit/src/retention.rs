@@ -23,11 +23,10 @@ use promptops_platform::db::{to_i64, to_u64, unix_ms};
 use sqlx::AnyPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::chain::{self, Anchor};
+use crate::chain::Anchor;
 use crate::signing::{self, Signer};
 
 const DAY_MS: i64 = 86_400_000;
-const BATCH: u32 = 5_000;
 
 /// What one pass did, per chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,13 +94,19 @@ pub async fn prune(
     now_ms: i64,
     default_days: u32,
 ) -> Result<Vec<Pruned>, sqlx::Error> {
-    let chains: Vec<(String, String, i64)> =
-        sqlx::query_as("SELECT org_id, chain, length FROM audit_chains ORDER BY org_id, chain")
-            .fetch_all(pool)
-            .await?;
+    // Every chain with its org's chosen days (NULL or 0: the default).
+    let chains: Vec<(String, String, i64, Option<i64>)> = sqlx::query_as(
+        "SELECT c.org_id, c.chain, c.length, r.audit_days FROM audit_chains c
+         LEFT JOIN audit_retention r ON r.org_id = c.org_id ORDER BY c.org_id, c.chain",
+    )
+    .fetch_all(pool)
+    .await?;
     let mut done = Vec::new();
-    for (org_id, chain_name, length) in chains {
-        let (days, _) = audit_days(pool, &org_id, default_days).await?;
+    for (org_id, chain_name, length, chosen) in chains {
+        let days = chosen
+            .and_then(|d| u32::try_from(d).ok())
+            .filter(|d| *d > 0)
+            .unwrap_or(default_days);
         let cutoff = now_ms - i64::from(days) * DAY_MS;
         let (first_present, first_kept): (Option<i64>, Option<i64>) = sqlx::query_as(
             "SELECT MIN(chain_sequence), MIN(CASE WHEN occurred_at_ms >= $3 THEN chain_sequence END)
@@ -154,7 +159,7 @@ async fn prune_chain(
     through: u64,
     now_ms: i64,
 ) -> Result<Result<u64, String>, sqlx::Error> {
-    let mut anchor = if first == 1 {
+    let anchor = if first == 1 {
         Anchor::Genesis
     } else {
         let (trusted, _) = signing::checkpoints(pool, signer, org_id, chain_name).await?;
@@ -170,44 +175,23 @@ async fn prune_chain(
             }
         }
     };
-    let mut next = first;
-    let mut last_hash = String::new();
-    while next <= through {
-        let batch: Vec<_> = crate::trail::chain_entries(pool, org_id, chain_name, next, BATCH)
-            .await?
-            .into_iter()
-            .filter(|e| e.content.chain_sequence <= through)
-            .collect();
-        let Some(last) = batch.last() else {
-            return Ok(Err(format!("entry {next} is missing")));
-        };
-        let verified = chain::verify(&batch, &anchor, &[], None);
-        if let Some(b) = verified.first_break {
-            return Ok(Err(format!("entry {}: {}", b.chain_sequence, b.reason)));
-        }
-        last_hash = last.hash.clone();
-        next = last.content.chain_sequence + 1;
-        anchor = Anchor::After {
-            sequence: last.content.chain_sequence,
-            hash: last.hash.clone(),
-        };
+    let walked = crate::verify::walk(pool, org_id, chain_name, anchor, first, through, &[], None).await?;
+    if let Some(b) = walked.first_break {
+        return Ok(Err(format!("entry {}: {}", b.chain_sequence, b.reason)));
     }
-    if next <= through {
-        return Ok(Err(format!("entries {next}..{through} are missing")));
-    }
+    let Some((_, last_hash)) = walked.last else {
+        return Ok(Err(format!("entries {first}..{through} are missing")));
+    };
     let mut tx = pool.begin().await?;
-    sqlx::query(
-        "INSERT INTO audit_checkpoints (org_id, chain, chain_sequence, head_hash, signed_at_ms, key_id, signature)
-         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (org_id, chain, chain_sequence) DO NOTHING",
+    signing::insert_checkpoint(
+        &mut tx,
+        signer,
+        org_id,
+        chain_name,
+        to_i64(through),
+        &last_hash,
+        now_ms,
     )
-    .bind(org_id)
-    .bind(chain_name)
-    .bind(to_i64(through))
-    .bind(&last_hash)
-    .bind(now_ms)
-    .bind(signer.key_id())
-    .bind(signer.sign(org_id, chain_name, to_i64(through), &last_hash, now_ms))
-    .execute(&mut *tx)
     .await?;
     let deleted =
         sqlx::query("DELETE FROM audit_entries WHERE org_id = $1 AND chain = $2 AND chain_sequence <= $3")

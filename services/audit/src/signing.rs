@@ -92,7 +92,7 @@ impl KeySource {
                 }
             }
         };
-        let seed = parse_seed(&hex_seed).ok_or_else(|| ConfigError {
+        let seed = parse_hex::<32>(&hex_seed).ok_or_else(|| ConfigError {
             variable: variable.into(),
             value: "<redacted>".into(),
             reason: "expected 64 hex digits (a 32-byte Ed25519 seed)".into(),
@@ -111,17 +111,6 @@ fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file = options.open(path)?;
     std::io::Write::write_all(&mut file, text.as_bytes())
-}
-
-fn parse_seed(text: &str) -> Option<[u8; 32]> {
-    if text.len() != 64 {
-        return None;
-    }
-    let mut seed = [0u8; 32];
-    for (i, byte) in seed.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(text.get(i * 2..i * 2 + 2)?, 16).ok()?;
-    }
-    Some(seed)
 }
 
 /// The checkpoint signer and verifier.
@@ -158,10 +147,6 @@ impl Signer {
         )))[..16]
             .to_owned();
         Self { key, public, key_id }
-    }
-
-    pub fn key_id(&self) -> &str {
-        &self.key_id
     }
 
     pub fn public_key_hex(&self) -> String {
@@ -231,25 +216,41 @@ pub async fn sign_moved_heads(pool: &AnyPool, signer: &Signer) -> Result<usize, 
     .fetch_all(pool)
     .await?;
     let now = unix_ms();
+    let mut conn = pool.acquire().await?;
     for (org_id, chain, length, head_hash) in &heads {
-        sqlx::query(
-            "INSERT INTO audit_checkpoints (org_id, chain, chain_sequence, head_hash, signed_at_ms, key_id, signature)
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (org_id, chain, chain_sequence) DO NOTHING",
-        )
-        .bind(org_id)
-        .bind(chain)
-        .bind(*length)
-        .bind(head_hash)
-        .bind(now)
-        .bind(&signer.key_id)
-        .bind(signer.sign(org_id, chain, *length, head_hash, now))
-        .execute(pool)
-        .await?;
+        insert_checkpoint(&mut conn, signer, org_id, chain, *length, head_hash, now).await?;
     }
     if !heads.is_empty() {
         metrics::counter!("audit_checkpoints_signed_total").increment(heads.len() as u64);
     }
     Ok(heads.len())
+}
+
+/// Signs and stores a checkpoint of `org_id`'s `chain` at `sequence` (kept
+/// if one is already there).
+pub async fn insert_checkpoint(
+    conn: &mut sqlx::AnyConnection,
+    signer: &Signer,
+    org_id: &str,
+    chain: &str,
+    sequence: i64,
+    head_hash: &str,
+    signed_at_ms: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO audit_checkpoints (org_id, chain, chain_sequence, head_hash, signed_at_ms, key_id, signature)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (org_id, chain, chain_sequence) DO NOTHING",
+    )
+    .bind(org_id)
+    .bind(chain)
+    .bind(sequence)
+    .bind(head_hash)
+    .bind(signed_at_ms)
+    .bind(&signer.key_id)
+    .bind(signer.sign(org_id, chain, sequence, head_hash, signed_at_ms))
+    .execute(&mut *conn)
+    .await
+    .map(|_| ())
 }
 
 /// The checkpoints of one chain, split into the trusted ones and the

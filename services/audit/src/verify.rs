@@ -132,7 +132,7 @@ async fn verify_chain(
             .find(|(c, _)| c.chain_sequence == sequence)
             .map(|(c, _)| c.head_hash.clone())
     };
-    let (mut anchor, first) = if first <= 1 {
+    let (anchor, first) = if first <= 1 {
         (Anchor::Genesis, 1)
     } else if let Some(previous) = entry_at(first - 1).await? {
         // A range that starts mid-chain: the entry before it anchors it.
@@ -161,60 +161,94 @@ async fn verify_chain(
     } else {
         last
     };
+    let trusted: Vec<TrustedCheckpoint> = trusted.into_iter().map(|(c, _)| c).collect();
+    // The whole chain is checked against its recorded head; a range must
+    // reach its last entry.
+    let head = head
+        .as_ref()
+        .filter(|_| whole_chain)
+        .map(|(l, h)| (to_u64(*l), h.as_str()));
+    let walked = walk(pool, org_id, chain_name, anchor, first, end, &trusted, head).await?;
+    status.entries_checked = walked.entries_checked;
+    let broken = walked.first_break.map(|b| {
+        status.intact = false;
+        break_at(b.chain_sequence, b.event_id, b.reason)
+    });
+    Ok((status, walked.checkpoints_checked, broken))
+}
+
+/// What [`walk`] found.
+#[derive(Debug, Default)]
+pub(crate) struct Walked {
+    pub entries_checked: u64,
+    pub checkpoints_checked: u64,
+    pub first_break: Option<chain::Break>,
+    /// The last entry read: its sequence and hash.
+    pub last: Option<(u64, String)>,
+}
+
+/// Checks entries `first..=end` of one chain from `anchor`, in batches:
+/// each against the trusted checkpoints that fall in it (and the anchor's),
+/// and the last against `head` when given; without `head`, entries missing
+/// before `end` are a break too. Shared by verify and the pruner.
+#[expect(clippy::too_many_arguments, reason = "one chain segment, named by its parts")]
+pub(crate) async fn walk(
+    pool: &AnyPool,
+    org_id: &str,
+    chain_name: &str,
+    mut anchor: Anchor,
+    first: u64,
+    end: u64,
+    trusted: &[TrustedCheckpoint],
+    head: Option<(u64, &str)>,
+) -> Result<Walked, sqlx::Error> {
+    let mut walked = Walked::default();
     let mut next = first;
-    let mut checkpoints_checked = 0;
     while next <= end {
-        let batch = crate::trail::chain_entries(pool, org_id, chain_name, next, BATCH).await?;
-        let batch: Vec<_> = batch
+        let batch: Vec<_> = crate::trail::chain_entries(pool, org_id, chain_name, next, BATCH)
+            .await?
             .into_iter()
             .filter(|e| e.content.chain_sequence <= end)
             .collect();
-        let batch_last = batch.last().map_or(next, |e| e.content.chain_sequence);
-        let done = batch.len() < BATCH as usize || batch_last >= end;
         let anchor_sequence = match &anchor {
             Anchor::Genesis => 0,
             Anchor::After { sequence, .. } => *sequence,
         };
+        let batch_last = batch.last().map_or(anchor_sequence, |e| e.content.chain_sequence);
+        let done = batch.len() < BATCH as usize || batch_last >= end;
         let in_batch: Vec<TrustedCheckpoint> = trusted
             .iter()
-            .map(|(c, _)| c.clone())
             .filter(|c| {
                 (c.chain_sequence > anchor_sequence && c.chain_sequence <= batch_last)
                     || (c.chain_sequence == anchor_sequence && next == first)
             })
+            .cloned()
             .collect();
-        // The recorded head is checked once the whole chain has been read.
-        let head_check = head
-            .as_ref()
-            .filter(|_| done && whole_chain)
-            .map(|(l, h)| (to_u64(*l), h.as_str()));
-        let verified = chain::verify(&batch, &anchor, &in_batch, head_check);
-        status.entries_checked += verified.entries_checked;
-        checkpoints_checked += verified.checkpoints_checked;
-        if let Some(b) = verified.first_break {
-            status.intact = false;
-            let b = break_at(b.chain_sequence, b.event_id, b.reason);
-            return Ok((status, checkpoints_checked, Some(b)));
+        let verified = chain::verify(&batch, &anchor, &in_batch, head.filter(|_| done));
+        walked.entries_checked += verified.entries_checked;
+        walked.checkpoints_checked += verified.checkpoints_checked;
+        if verified.first_break.is_some() {
+            walked.first_break = verified.first_break;
+            return Ok(walked);
         }
-        // A range that ends before the chain does: the entries must reach `end`.
-        if done && !whole_chain && batch_last < end {
-            status.intact = false;
-            let b = break_at(
-                batch_last + 1,
-                String::new(),
-                format!("entries {}..{end} are missing", batch_last + 1),
-            );
-            return Ok((status, checkpoints_checked, Some(b)));
-        }
-        let Some(last_entry) = batch.last() else { break };
+        let Some(last) = batch.last() else { break };
+        walked.last = Some((last.content.chain_sequence, last.hash.clone()));
         anchor = Anchor::After {
-            sequence: last_entry.content.chain_sequence,
-            hash: last_entry.hash.clone(),
+            sequence: last.content.chain_sequence,
+            hash: last.hash.clone(),
         };
         next = batch_last + 1;
         if done {
             break;
         }
     }
-    Ok((status, checkpoints_checked, None))
+    let reached = walked.last.as_ref().map_or(first.saturating_sub(1), |(s, _)| *s);
+    if head.is_none() && reached < end {
+        walked.first_break = Some(chain::Break {
+            chain_sequence: reached + 1,
+            event_id: String::new(),
+            reason: format!("entries {}..{end} are missing", reached + 1),
+        });
+    }
+    Ok(walked)
 }

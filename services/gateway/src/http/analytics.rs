@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
-use super::audit::{parse_time, unprefixed};
+use super::audit::{parse_range, unprefixed};
 use super::authn::Authenticated;
 use super::extract::ApiQuery;
 use super::model::{JSON_PROBLEMS, bad_request, rfc3339, upstream};
@@ -49,16 +49,8 @@ pub struct AnalyticsParams {
 
 impl AnalyticsParams {
     fn query(&self) -> Result<AnalyticsQuery, ServiceError> {
-        let from = parse_time("from", self.from.as_deref());
-        let to = parse_time("to", self.to.as_deref());
-        let (from, to) = match (from, to) {
-            (Ok(from), Ok(to)) => (from, to),
-            (from, to) => {
-                return Err(ServiceError::invalid(
-                    [from.err(), to.err()].into_iter().flatten().collect(),
-                ));
-            }
-        };
+        let (from, to) =
+            parse_range(self.from.as_deref(), self.to.as_deref()).map_err(ServiceError::invalid)?;
         Ok(AnalyticsQuery {
             from,
             to,

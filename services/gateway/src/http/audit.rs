@@ -41,6 +41,16 @@ pub fn parse_time(
     }))
 }
 
+/// The `from` / `to` parameters, every problem named.
+pub type TimeRange = (Option<prost_types::Timestamp>, Option<prost_types::Timestamp>);
+
+pub fn parse_range(from: Option<&str>, to: Option<&str>) -> Result<TimeRange, Vec<FieldViolation>> {
+    match (parse_time("from", from), parse_time("to", to)) {
+        (Ok(from), Ok(to)) => Ok((from, to)),
+        (from, to) => Err([from.err(), to.err()].into_iter().flatten().collect()),
+    }
+}
+
 /// The filters of a list or an export.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -70,14 +80,10 @@ pub struct AuditParams {
 impl AuditParams {
     fn filter(&self) -> Result<AuditFilter, ServiceError> {
         let mut problems = Vec::new();
-        let mut time = |field: &str, value: Option<&String>| {
-            parse_time(field, value.map(String::as_str)).unwrap_or_else(|p| {
-                problems.push(p);
-                None
-            })
-        };
-        let from = time("from", self.from.as_ref());
-        let to = time("to", self.to.as_ref());
+        let (from, to) = parse_range(self.from.as_deref(), self.to.as_deref()).unwrap_or_else(|p| {
+            problems.extend(p);
+            (None, None)
+        });
         let actor_kind = match self.actor_kind.as_deref() {
             None => ActorKind::Unspecified,
             Some("user") => ActorKind::User,
@@ -307,17 +313,8 @@ pub struct RangeParams {
 }
 
 impl RangeParams {
-    fn range(
-        &self,
-    ) -> Result<(Option<prost_types::Timestamp>, Option<prost_types::Timestamp>), ServiceError> {
-        let from = parse_time("from", self.from.as_deref());
-        let to = parse_time("to", self.to.as_deref());
-        match (from, to) {
-            (Ok(from), Ok(to)) => Ok((from, to)),
-            (from, to) => Err(ServiceError::invalid(
-                [from.err(), to.err()].into_iter().flatten().collect(),
-            )),
-        }
+    fn range(&self) -> Result<TimeRange, ServiceError> {
+        parse_range(self.from.as_deref(), self.to.as_deref()).map_err(ServiceError::invalid)
     }
 }
 
