@@ -14,8 +14,11 @@
 //! - a failing handler is retried with backoff, never skipped.
 //!
 //! The checkpoint table is the truth; the durable consumer is a cursor that
-//! can always be rebuilt from it. One runner per projection and stream must
-//! be active at a time (a service runs its projections in one replica).
+//! can always be rebuilt from it. One runner per projection and stream is
+//! active at a time, whatever the number of replicas: a runner applies
+//! events only while it holds the pair's lease in `projection_leases`
+//! (taken when free or expired, renewed every [`LEASE_RENEW`], expiring
+//! after [`LEASE_TTL`]); the other replicas' runners wait to take over.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -52,6 +55,62 @@ pub const CHECKPOINT_TABLE: &str = "CREATE TABLE IF NOT EXISTS projection_checkp
     updated_at_ms BIGINT NOT NULL,
     PRIMARY KEY (projection, stream)
 )";
+
+/// The lease table (created by the runner when missing).
+pub const LEASE_TABLE: &str = "CREATE TABLE IF NOT EXISTS projection_leases (
+    projection TEXT NOT NULL,
+    stream TEXT NOT NULL,
+    holder TEXT NOT NULL,
+    expires_at_ms BIGINT NOT NULL,
+    PRIMARY KEY (projection, stream)
+)";
+
+/// How long a lease lasts without renewal: a replica that dies hands its
+/// projections over after this.
+pub const LEASE_TTL: Duration = Duration::from_secs(15);
+/// How often the holder renews.
+pub const LEASE_RENEW: Duration = Duration::from_secs(5);
+
+/// Takes or renews the lease of `(projection, stream)` for `holder`: true
+/// when it holds it now.
+pub async fn take_lease(
+    pool: &AnyPool,
+    projection: &str,
+    context: Context,
+    holder: &str,
+) -> Result<bool, sqlx::Error> {
+    let now = unix_ms();
+    let ttl = i64::try_from(LEASE_TTL.as_millis()).unwrap_or(i64::MAX);
+    let done = sqlx::query(
+        "INSERT INTO projection_leases (projection, stream, holder, expires_at_ms) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (projection, stream) DO UPDATE SET holder = $3, expires_at_ms = $4
+         WHERE projection_leases.holder = $3 OR projection_leases.expires_at_ms < $5",
+    )
+    .bind(projection)
+    .bind(context.stream_name())
+    .bind(holder)
+    .bind(now + ttl)
+    .bind(now)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Gives the lease up (at shutdown), so another replica takes over at once.
+pub async fn release_lease(
+    pool: &AnyPool,
+    projection: &str,
+    context: Context,
+    holder: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM projection_leases WHERE projection = $1 AND stream = $2 AND holder = $3")
+        .bind(projection)
+        .bind(context.stream_name())
+        .bind(holder)
+        .execute(pool)
+        .await
+        .map(|_| ())
+}
 
 /// Creates the checkpoint table if it is missing (portable SQL).
 pub async fn ensure_checkpoints(pool: &AnyPool) -> Result<(), sqlx::Error> {
@@ -153,13 +212,41 @@ impl<P: Projection> ProjectionRunner<P> {
         let name = self.projection.name();
         let stream = self.context.stream_name();
         let span = tracing::info_span!("projection", projection = name, stream);
+        let holder = uuid::Uuid::now_v7().simple().to_string();
         async move {
             let mut backoff = Backoff::default();
             let mut allow_gap = false;
+            if let Err(e) = sqlx::query(LEASE_TABLE).execute(&self.pool).await {
+                tracing::warn!(error = %e, "creating the lease table");
+            }
             while !shutdown.is_cancelled() {
-                match self.run_subscription(&shutdown, &mut backoff, allow_gap).await {
+                match take_lease(&self.pool, name, self.context, &holder).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        // Another replica runs it: wait to take over.
+                        tokio::select! {
+                            () = shutdown.cancelled() => break,
+                            () = tokio::time::sleep(LEASE_RENEW) => continue,
+                        }
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %err, "projection lease unavailable; retrying");
+                        if !backoff.wait(&shutdown).await {
+                            break;
+                        }
+                        continue;
+                    }
+                }
+                match self
+                    .run_subscription(&shutdown, &mut backoff, allow_gap, &holder)
+                    .await
+                {
                     Ok(Resubscribe::Shutdown) => break,
                     Ok(Resubscribe::AfterGap) => allow_gap = true,
+                    Ok(Resubscribe::LeaseLost) => {
+                        allow_gap = false;
+                        tracing::info!("projection lease lost; another replica runs it");
+                    }
                     Err(err) => {
                         allow_gap = false;
                         tracing::warn!(error = %err, "projection interrupted; retrying");
@@ -168,6 +255,9 @@ impl<P: Projection> ProjectionRunner<P> {
                         }
                     }
                 }
+            }
+            if let Err(e) = release_lease(&self.pool, name, self.context, &holder).await {
+                tracing::debug!(error = %e, "releasing the projection lease");
             }
             tracing::info!("projection stopped");
         }
@@ -180,6 +270,7 @@ impl<P: Projection> ProjectionRunner<P> {
         shutdown: &CancellationToken,
         backoff: &mut Backoff,
         mut allow_gap: bool,
+        holder: &str,
     ) -> Result<Resubscribe, StoreError> {
         let name = self.projection.name();
         let stream = self.context.stream_name();
@@ -193,9 +284,20 @@ impl<P: Projection> ProjectionRunner<P> {
         };
         let mut subscription = self.log.subscribe(self.context, options).await?;
         tracing::debug!(position, "projection subscribed");
+        let mut renew = tokio::time::interval(LEASE_RENEW);
+        renew.tick().await;
         loop {
             let deliveries = tokio::select! {
                 () = shutdown.cancelled() => return Ok(Resubscribe::Shutdown),
+                _ = renew.tick() => {
+                    let held = take_lease(&self.pool, name, self.context, holder)
+                        .await
+                        .map_err(|e| StoreError::Unavailable(format!("projection lease: {e}")))?;
+                    if held {
+                        continue;
+                    }
+                    return Ok(Resubscribe::LeaseLost);
+                }
                 batch = subscription.next_batch(BATCH) => batch?,
             };
             // Sort the batch: already applied (skip), the contiguous run to
@@ -232,8 +334,12 @@ impl<P: Projection> ProjectionRunner<P> {
             crate::Delivery::ack_all(done).await?;
             if !apply.is_empty() {
                 let events: Vec<&RecordedEvent> = apply.iter().map(|d| &d.event).collect();
-                if !self.apply_with_retry(&events, shutdown).await {
-                    return Ok(Resubscribe::Shutdown);
+                match self.apply_with_retry(&events, position, shutdown).await {
+                    Applied::Yes => {}
+                    Applied::Shutdown => return Ok(Resubscribe::Shutdown),
+                    // Another runner moved the checkpoint (a lease that
+                    // expired under us): nothing of this batch was kept.
+                    Applied::Stale => return Ok(Resubscribe::LeaseLost),
                 }
                 backoff.reset();
                 if let Some(last) = apply.last() {
@@ -258,14 +364,19 @@ impl<P: Projection> ProjectionRunner<P> {
         }
     }
 
-    /// Applies a contiguous run of events and moves the checkpoint to the
-    /// last, in one transaction, retrying until it commits. Returns false
-    /// when shutdown came first.
-    async fn apply_with_retry(&self, events: &[&RecordedEvent], shutdown: &CancellationToken) -> bool {
+    /// Applies a contiguous run of events and moves the checkpoint from
+    /// `from` to the last, in one transaction, retrying until it commits.
+    async fn apply_with_retry(
+        &self,
+        events: &[&RecordedEvent],
+        from: u64,
+        shutdown: &CancellationToken,
+    ) -> Applied {
         let mut backoff = Backoff::default();
         loop {
-            match self.apply_once(events).await {
-                Ok(()) => return true,
+            match self.apply_once(events, from).await {
+                Ok(true) => return Applied::Yes,
+                Ok(false) => return Applied::Stale,
                 Err(err) => {
                     metrics::counter!(
                         "projection_errors_total",
@@ -275,39 +386,57 @@ impl<P: Projection> ProjectionRunner<P> {
                     .increment(1);
                     tracing::warn!(error = %err, first = events.first().map(|e| e.sequence), count = events.len(), "projection failed to apply events; retrying");
                     if !backoff.wait(shutdown).await {
-                        return false;
+                        return Applied::Shutdown;
                     }
                 }
             }
         }
     }
 
-    async fn apply_once(&self, events: &[&RecordedEvent]) -> Result<(), sqlx::Error> {
-        let Some(last) = events.last() else { return Ok(()) };
+    /// One transaction: the events' rows and the checkpoint moved from
+    /// `from` (a compare-and-set: false, rolled back, when it is no longer
+    /// at `from`).
+    async fn apply_once(&self, events: &[&RecordedEvent], from: u64) -> Result<bool, sqlx::Error> {
+        let Some(last) = events.last() else {
+            return Ok(true);
+        };
         let mut tx = self.pool.begin().await?;
         for event in events {
             let span = apply_span(self.projection.name(), event);
             self.projection.apply(&mut tx, event).instrument(span).await?;
         }
         let position = i64::try_from(last.sequence).unwrap_or(i64::MAX);
-        sqlx::query(
+        let moved = sqlx::query(
             "INSERT INTO projection_checkpoints (projection, stream, position, updated_at_ms)
              VALUES ($1, $2, $3, $4)
-             ON CONFLICT (projection, stream) DO UPDATE SET position = $3, updated_at_ms = $4",
+             ON CONFLICT (projection, stream) DO UPDATE SET position = $3, updated_at_ms = $4
+             WHERE projection_checkpoints.position = $5",
         )
         .bind(self.projection.name())
         .bind(self.context.stream_name())
         .bind(position)
         .bind(unix_ms())
+        .bind(i64::try_from(from).unwrap_or(i64::MAX))
         .execute(&mut *tx)
         .await?;
-        tx.commit().await
+        if moved.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        tx.commit().await.map(|()| true)
     }
+}
+
+enum Applied {
+    Yes,
+    Stale,
+    Shutdown,
 }
 
 enum Resubscribe {
     Shutdown,
     AfterGap,
+    LeaseLost,
 }
 
 fn record_lag(projection: &'static str, stream: &'static str, applied: &[crate::Delivery], pending: u64) {

@@ -28,6 +28,9 @@ pub enum ErrorClass {
     PayloadTooLarge,
     UnsupportedMediaType,
     ResourceExhausted,
+    /// A hard spend budget is used up (HTTP 402; gRPC RESOURCE_EXHAUSTED
+    /// with the reason in `ErrorInfo`).
+    BudgetExceeded,
     Cancelled,
     Unimplemented,
     Unavailable,
@@ -86,6 +89,12 @@ const TABLE: &[(ErrorClass, u16, Code, &str)] = &[
         429,
         Code::ResourceExhausted,
         "resource-exhausted",
+    ),
+    (
+        ErrorClass::BudgetExceeded,
+        402,
+        Code::ResourceExhausted,
+        "budget-exceeded",
     ),
     (ErrorClass::Cancelled, 499, Code::Cancelled, "cancelled"),
     (
@@ -165,7 +174,12 @@ pub struct ServiceError {
     pub class: ErrorClass,
     pub message: String,
     pub violations: Vec<FieldViolation>,
+    /// The budget that refused the request, when one did.
+    pub budget: Option<String>,
 }
+
+/// The `ErrorInfo` domain of promptops' own reasons.
+const ERROR_DOMAIN: &str = "promptops";
 
 impl ServiceError {
     pub fn new(class: ErrorClass, message: impl Into<String>) -> Self {
@@ -173,6 +187,16 @@ impl ServiceError {
             class,
             message: message.into(),
             violations: Vec::new(),
+            budget: None,
+        }
+    }
+
+    /// Refused by `budget` (its id): `class` is `BudgetExceeded` for spend,
+    /// `ResourceExhausted` for a request or token quota.
+    pub fn budget(class: ErrorClass, budget: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            budget: Some(budget.into()),
+            ..Self::new(class, message)
         }
     }
 
@@ -186,6 +210,7 @@ impl ServiceError {
             class: ErrorClass::InvalidArgument,
             message,
             violations,
+            budget: None,
         }
     }
 
@@ -212,10 +237,19 @@ impl ServiceError {
                     .collect()
             })
             .unwrap_or_default();
+        let info = details.error_info().filter(|info| info.domain == ERROR_DOMAIN);
+        let class = info
+            .and_then(|info| {
+                TABLE
+                    .iter()
+                    .find(|row| row.3 == info.reason && row.2 == status.code())
+            })
+            .map_or_else(|| ErrorClass::from_grpc_code(status.code()), |row| row.0);
         Self {
-            class: ErrorClass::from_grpc_code(status.code()),
+            class,
             message: status.message().to_owned(),
             violations,
+            budget: info.and_then(|info| info.metadata.get("budget").cloned()),
         }
     }
 
@@ -227,21 +261,30 @@ impl ServiceError {
             status: status.as_u16(),
             detail: self.message.clone(),
             errors: self.violations.clone(),
+            budget: self.budget.clone(),
         }
     }
 }
 
 impl From<ServiceError> for tonic::Status {
     fn from(err: ServiceError) -> Self {
-        if err.violations.is_empty() {
-            tonic::Status::new(err.class.grpc_code(), err.message)
-        } else {
-            let mut details = ErrorDetails::new();
-            for v in &err.violations {
-                details.add_bad_request_violation(v.field.clone(), v.description.clone());
-            }
-            tonic::Status::with_error_details(err.class.grpc_code(), err.message, details)
+        if err.violations.is_empty() && err.budget.is_none() {
+            return tonic::Status::new(err.class.grpc_code(), err.message);
         }
+        let mut details = ErrorDetails::new();
+        for v in &err.violations {
+            details.add_bad_request_violation(v.field.clone(), v.description.clone());
+        }
+        if let Some(budget) = &err.budget {
+            details.set_error_info(
+                err.class.row().3,
+                ERROR_DOMAIN,
+                [("budget".to_owned(), budget.clone())]
+                    .into_iter()
+                    .collect::<std::collections::HashMap<_, _>>(),
+            );
+        }
+        tonic::Status::with_error_details(err.class.grpc_code(), err.message, details)
     }
 }
 
@@ -256,6 +299,9 @@ pub struct Problem {
     /// The invalid fields, when the input was invalid.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldViolation>,
+    /// The id of the budget that refused the request, when one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<String>,
 }
 
 impl IntoResponse for Problem {
@@ -311,5 +357,26 @@ mod tests {
         assert_eq!(problem.status, 400);
         assert_eq!(problem.problem_type, "urn:promptops:problem:invalid-argument");
         assert_eq!(problem.errors.len(), 2);
+    }
+
+    #[test]
+    fn a_refusing_budget_survives_the_grpc_round_trip_as_402_or_429() {
+        for (class, http) in [
+            (ErrorClass::BudgetExceeded, 402),
+            (ErrorClass::ResourceExhausted, 429),
+        ] {
+            let err = ServiceError::budget(class, "team-spend", "budget team-spend is used up");
+            let status: tonic::Status = err.clone().into();
+            assert_eq!(status.code(), Code::ResourceExhausted);
+            let back = ServiceError::from_status(&status);
+            assert_eq!(back, err);
+            let problem = back.to_problem();
+            assert_eq!(problem.status, http);
+            assert_eq!(problem.budget.as_deref(), Some("team-spend"));
+        }
+        assert_eq!(
+            ErrorClass::from_grpc_code(Code::ResourceExhausted),
+            ErrorClass::ResourceExhausted
+        );
     }
 }

@@ -59,3 +59,10 @@ pub mod evaluation {
         tonic::include_proto!("promptops.evaluation.v1");
     }
 }
+
+pub mod billing {
+    #[allow(clippy::all, clippy::pedantic, reason = "generated code")]
+    pub mod v1 {
+        tonic::include_proto!("promptops.billing.v1");
+    }
+}

@@ -8,7 +8,8 @@
 //! - `ExecutionStarted` (the run's entry is its end: completed, failed or
 //!   cancelled, which carries the outcome), `TurnStarted` / `TurnEnded` (a
 //!   message's run is the entry), `DataKeyCreated` (part of the first
-//!   `provider.set`);
+//!   `provider.set`), `BudgetCreditGranted` / `BudgetCreditReturned` (a
+//!   replica's bookkeeping of the budget credit its runs use);
 //! - `CaseScored`, `DatasetCasesStaged` (progress and chunks of an evaluation
 //!   run or a dataset version, whose start and end are entries).
 //!
@@ -17,6 +18,7 @@
 //! variable's value); unknown types show only their name.
 
 use promptops_eventlog::EventEnvelope;
+use promptops_proto::billing::v1 as billing;
 use promptops_proto::evaluation::v1 as evaluation;
 use promptops_proto::execution::v1 as execution;
 use promptops_proto::identity::v1 as identity;
@@ -59,6 +61,9 @@ pub fn classify(envelope: &EventEnvelope) -> Option<Classified> {
         | "promptops.execution.v1.TurnStarted"
         | "promptops.execution.v1.TurnEnded"
         | "promptops.execution.v1.DataKeyCreated"
+        // A replica's budget credit: bookkeeping of the runs it admits.
+        | "promptops.execution.v1.BudgetCreditGranted"
+        | "promptops.execution.v1.BudgetCreditReturned"
         | "promptops.evaluation.v1.CaseScored"
         | "promptops.evaluation.v1.DatasetCasesStaged" => return None,
         "promptops.identity.v1.UserRegistered" => show(p, |e: identity::UserRegistered| {
@@ -261,6 +266,52 @@ pub fn classify(envelope: &EventEnvelope) -> Option<Classified> {
         "promptops.execution.v1.ModelRemoved" => {
             show(p, |e: execution::ModelRemoved| format!("removed model {}", e.id))
         }
+        // billing
+        "promptops.billing.v1.PriceScheduled" => show(p, |e: billing::PriceScheduled| {
+            let prices = e.prices.unwrap_or_default();
+            format!(
+                "scheduled a price for {} from {} ms: input {} / output {} / cached input {} per 1M tokens",
+                e.model,
+                e.effective_from_ms,
+                usd(prices.input_per_mtok),
+                usd(prices.output_per_mtok),
+                usd(prices.cached_input_per_mtok)
+            )
+        }),
+        "promptops.billing.v1.ProjectSet" => show(p, |e: billing::ProjectSet| {
+            format!("set project {:?} ({} API keys)", e.name, e.api_keys.len())
+        }),
+        "promptops.billing.v1.ProjectRemoved" => {
+            show(p, |e: billing::ProjectRemoved| format!("removed project {:?}", e.name))
+        }
+        "promptops.billing.v1.BudgetSet" => show(p, |e: billing::BudgetSet| {
+            let b = e.budget.unwrap_or_default();
+            format!(
+                "set {} budget {:?} ({}): limit {} per {:?}, {:?} {}",
+                if b.hard { "hard" } else { "soft" },
+                b.id,
+                b.name,
+                b.limit,
+                b.period(),
+                b.scope(),
+                b.target
+            )
+        }),
+        "promptops.billing.v1.BudgetRemoved" => {
+            show(p, |e: billing::BudgetRemoved| format!("removed budget {:?}", e.budget_id))
+        }
+        "promptops.billing.v1.BudgetThresholdCrossed" => show(p, |e: billing::BudgetThresholdCrossed| {
+            format!(
+                "budget {:?} reached {}% ({} of {})",
+                e.budget_id, e.percent, e.used, e.limit
+            )
+        }),
+        "promptops.billing.v1.SpendAnomalyDetected" => show(p, |e: billing::SpendAnomalyDetected| {
+            format!(
+                "spend on {} ({} nano-USD) is far above the {}-day mean ({})",
+                e.day, e.spend_nano_usd, e.baseline_days, e.baseline_mean_nano_usd
+            )
+        }),
         // evaluation
         "promptops.evaluation.v1.DatasetCreated" => show(p, |e: evaluation::DatasetCreated| {
             format!("created dataset {:?}", e.name)

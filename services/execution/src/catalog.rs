@@ -10,6 +10,7 @@ use std::time::Duration;
 use promptops_eventlog::aggregate::{Aggregate, ExecuteError, execute, load};
 use promptops_eventlog::{AggregateRef, Context, EventDraft, EventEnvelope, EventLog, EventMetadata};
 use promptops_platform::errors::{ErrorClass, FieldViolation, ServiceError};
+use promptops_proto::common::v1::TokenPrices;
 use promptops_proto::execution::v1::{
     DataKeyCreated, ModelRemoved, ModelSet, Provider, ProviderKind, ProviderRemoved, ProviderSet,
 };
@@ -357,9 +358,12 @@ impl Catalogs {
                     description: format!("{} on {}", model.upstream_model, provider.base_url),
                     context_window: model.context_window,
                     max_output_tokens: model.max_output_tokens,
-                    input_price_per_mtok: model.input_price_per_mtok,
-                    output_price_per_mtok: model.output_price_per_mtok,
-                    cached_input_price_per_mtok: model.cached_input_price_per_mtok,
+                    prices: TokenPrices {
+                        input_per_mtok: model.input_price_per_mtok,
+                        output_per_mtok: model.output_price_per_mtok,
+                        cached_input_per_mtok: model.cached_input_price_per_mtok,
+                        cache_write_per_mtok: 0,
+                    },
                     backend: Backend::Http(HttpBackend {
                         format: format_of(provider.kind),
                         base_url: provider.base_url.clone(),

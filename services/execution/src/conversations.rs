@@ -18,6 +18,7 @@ use promptops_proto::execution::v1::{
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+use crate::accounts::Hold;
 use crate::conversation::{self, Conversation, ConversationCommand, ConversationError, ConversationState};
 use crate::events::retry_store_failures;
 use crate::grpc::{ExecutionApi, MAX_RECORDED_OUTPUT_BYTES, Prepared, prepare_messages, truncate};
@@ -204,6 +205,20 @@ impl ExecutionApi {
         let (spec, messages, parameters, input_tokens) =
             prepare_messages(context, spec, &model, req.parameters.unwrap_or_default())?;
         let fallbacks = self.fallbacks(caller, &req.fallback_models, &[]).await?;
+        let mut prepared = Prepared {
+            spec,
+            messages,
+            parameters,
+            prompt_id: String::new(),
+            prompt_version: 0,
+            label: String::new(),
+            variables: HashMap::new(),
+            input_tokens,
+            fallbacks,
+            hold: Hold::default(),
+        };
+        // A run over budget is refused before its turn begins.
+        self.price_and_admit(caller, &mut prepared).await?;
         let run_id = Uuid::now_v7().to_string();
         let Executed { state, .. } = aggregate::execute_from::<Conversation>(
             &self.log,
@@ -222,17 +237,7 @@ impl ExecutionApi {
         .map_err(conversation_error)?;
         let number = state.turns.last().map_or(0, |t| t.started.number);
         Ok(StartedTurn {
-            prepared: Prepared {
-                spec,
-                messages,
-                parameters,
-                prompt_id: String::new(),
-                prompt_version: 0,
-                label: String::new(),
-                variables: HashMap::new(),
-                input_tokens,
-                fallbacks,
-            },
+            prepared,
             aggregate,
             number,
             run_id,

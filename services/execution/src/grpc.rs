@@ -45,6 +45,7 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
+use crate::accounts::{Accounts, Hold};
 use crate::catalog::{self, CatalogCommand, CatalogError, Catalogs};
 use crate::events::{Recorder, Terminal};
 use crate::mock::CallError;
@@ -80,10 +81,11 @@ pub struct ExecutionApi {
     pub(crate) http: reqwest::Client,
     pub(crate) resilience: Arc<Resilience>,
     pub(crate) health: Arc<crate::health::HealthBoard>,
+    pub(crate) accounts: Arc<Accounts>,
 }
 
 /// A validated request, ready to run.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Prepared {
     pub spec: Arc<ModelSpec>,
     pub messages: Vec<ChatMessage>,
@@ -95,6 +97,8 @@ pub struct Prepared {
     pub input_tokens: u64,
     /// Tried in order when the model fails before any output.
     pub fallbacks: Vec<Arc<ModelSpec>>,
+    /// Its reservations against the org's hard budgets.
+    pub hold: Hold,
 }
 
 pub(crate) fn truncate(text: &str, max: usize) -> (String, bool) {
@@ -218,6 +222,72 @@ impl ExecutionApi {
         credential: &str,
         req: ExecuteRequest,
     ) -> std::result::Result<Prepared, ServiceError> {
+        let mut prepared = self.render(caller, credential, req).await?;
+        self.price_and_admit(caller, &mut prepared).await?;
+        Ok(prepared)
+    }
+
+    /// Prices the run's models from the price book and admits it against
+    /// the org's hard budgets (reserving its worst case): in process, from
+    /// the cached account.
+    pub(crate) async fn price_and_admit(
+        &self,
+        caller: &Caller,
+        prepared: &mut Prepared,
+    ) -> std::result::Result<(), ServiceError> {
+        let account = self.accounts.org(&caller.org_id).await?;
+        let now = promptops_platform::db::unix_ms();
+        prepared.spec = Accounts::priced(&account, prepared.spec.clone(), now);
+        for fallback in &mut prepared.fallbacks {
+            *fallback = Accounts::priced(&account, fallback.clone(), now);
+        }
+        if account.budgets.is_empty() {
+            return Ok(());
+        }
+        // The worst case over the model and its fallbacks.
+        let candidates = || std::iter::once(&prepared.spec).chain(&prepared.fallbacks);
+        let max_output = candidates()
+            .map(|spec| {
+                u64::from(
+                    prepared
+                        .parameters
+                        .max_tokens
+                        .unwrap_or(spec.max_output_tokens)
+                        .min(spec.max_output_tokens.max(1)),
+                )
+            })
+            .max()
+            .unwrap_or(0);
+        let worst_cost = candidates()
+            .map(|spec| {
+                spec.cost_nano_usd(&Usage {
+                    input_tokens: prepared.input_tokens,
+                    output_tokens: max_output,
+                    ..Usage::default()
+                })
+            })
+            .max()
+            .unwrap_or(0);
+        prepared.hold = self
+            .accounts
+            .admit(
+                &caller.org_id,
+                &account,
+                &caller.actor,
+                prepared.input_tokens + max_output,
+                worst_cost,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Renders a managed prompt or takes raw messages (see [`Self::prepare`]).
+    async fn render(
+        &self,
+        caller: &Caller,
+        credential: &str,
+        req: ExecuteRequest,
+    ) -> std::result::Result<Prepared, ServiceError> {
         let managed = req.prompt.as_ref().is_some_and(names_a_prompt);
         if managed {
             let rendered = self
@@ -291,6 +361,7 @@ impl ExecutionApi {
                 fallbacks: self
                     .fallbacks(caller, &req.fallback_models, &configured.fallback_models)
                     .await?,
+                hold: Hold::default(),
             })
         } else {
             if req.model.is_empty() {
@@ -312,6 +383,7 @@ impl ExecutionApi {
                 variables: req.variables,
                 input_tokens,
                 fallbacks: self.fallbacks(caller, &req.fallback_models, &[]).await?,
+                hold: Hold::default(),
             })
         }
     }
@@ -447,7 +519,7 @@ async fn embed_and_record(
                 estimated: reported.is_none(),
                 ..Default::default()
             };
-            let cost = spec.cost_nano_usd(usage.input_tokens, 0, 0);
+            let cost = spec.cost_nano_usd(&usage);
             let completed = ExecutionCompleted {
                 run_id: run_id.to_owned(),
                 output: format!(
@@ -459,6 +531,7 @@ async fn embed_and_record(
                 cost_nano_usd: cost,
                 latency_us,
                 model: spec.id.clone(),
+                prices: Some(spec.prices),
                 finish_reason: "embeddings".into(),
                 ..Default::default()
             };
@@ -491,11 +564,12 @@ async fn run(
     org_id: &str,
     actor: promptops_proto::common::v1::Actor,
     metadata: EventMetadata,
-    prepared: Prepared,
+    mut prepared: Prepared,
     chunks: Option<mpsc::Sender<Result<ExecuteChunk>>>,
     cancel: CancellationToken,
     timeout: Duration,
 ) -> std::result::Result<(Run, u64), ServiceError> {
+    let hold = std::mem::take(&mut prepared.hold);
     let trace_id = metadata
         .traceparent
         .split('-')
@@ -628,17 +702,15 @@ async fn run(
                 input_tokens: done.input_tokens,
                 output_tokens: done.output_tokens,
                 cached_input_tokens: done.cached_input_tokens,
+                cache_write_input_tokens: done.cache_write_input_tokens,
                 estimated: !done.usage_reported,
             };
             Terminal::Completed(ExecutionCompleted {
                 run_id: run_id.clone(),
                 output,
                 output_truncated,
-                cost_nano_usd: spec.cost_nano_usd(
-                    usage.input_tokens,
-                    usage.output_tokens,
-                    usage.cached_input_tokens,
-                ),
+                cost_nano_usd: spec.cost_nano_usd(&usage),
+                prices: Some(spec.prices),
                 usage: Some(usage),
                 latency_us,
                 time_to_first_token_us: ttft_us,
@@ -659,18 +731,32 @@ async fn run(
             let usage = Usage {
                 input_tokens: prepared.input_tokens,
                 output_tokens: *output_tokens,
-                cached_input_tokens: 0,
                 estimated: true,
+                ..Usage::default()
             };
             Terminal::Cancelled(ExecutionCancelled {
                 run_id: run_id.clone(),
                 partial_output: truncate(partial, MAX_RECORDED_OUTPUT_BYTES).0,
-                cost_nano_usd: spec.cost_nano_usd(usage.input_tokens, usage.output_tokens, 0),
+                cost_nano_usd: spec.cost_nano_usd(&usage),
+                prices: Some(spec.prices),
                 usage: Some(usage),
                 latency_us,
             })
         }
     };
+    let (used_tokens, used_cost) = match &terminal {
+        Terminal::Completed(ExecutionCompleted {
+            usage, cost_nano_usd, ..
+        })
+        | Terminal::Cancelled(ExecutionCancelled {
+            usage, cost_nano_usd, ..
+        }) => {
+            let usage = usage.unwrap_or_default();
+            (usage.input_tokens + usage.output_tokens, *cost_nano_usd)
+        }
+        Terminal::Failed(_) => (0, 0),
+    };
+    hold.settle(used_tokens, used_cost);
     let ended_at = recorder.ended(started_at, &terminal).await.map_err(|e| {
         metrics::counter!("promptops_runs_unrecorded_total").increment(1);
         ServiceError::unavailable("the event log (the run's end is not recorded)", e)
@@ -1013,6 +1099,16 @@ impl ExecutionService for ExecutionApi {
         if !violations.is_empty() {
             return Err(ServiceError::invalid(violations).into());
         }
+        let account = self.accounts.org(&caller.org_id).await?;
+        let spec = Accounts::priced(&account, spec, promptops_platform::db::unix_ms());
+        let worst_cost = spec.cost_nano_usd(&Usage {
+            input_tokens,
+            ..Usage::default()
+        });
+        let hold = self
+            .accounts
+            .admit(&caller.org_id, &account, &caller.actor, input_tokens, worst_cost)
+            .await?;
         let run_id = Uuid::now_v7().to_string();
         let recorder = Recorder::new(self.log.clone(), &caller.org_id, &run_id, caller.event_metadata())
             .map_err(|e| ServiceError::new(ErrorClass::Internal, e))?;
@@ -1043,7 +1139,7 @@ impl ExecutionService for ExecutionApi {
         let (terminal, result) = self
             .runs
             .spawn(async move {
-                embed_and_record(
+                let ended = embed_and_record(
                     &http,
                     &task_spec,
                     &inputs,
@@ -1052,7 +1148,12 @@ impl ExecutionService for ExecutionApi {
                     &recorder,
                     started_at,
                 )
-                .await
+                .await;
+                if let Ok((Terminal::Completed(done), _)) = &ended {
+                    let usage = done.usage.unwrap_or_default();
+                    hold.settle(usage.input_tokens, done.cost_nano_usd);
+                }
+                ended
             })
             .await
             .map_err(|e| ServiceError::new(ErrorClass::Internal, format!("embedding task failed: {e}")))??;

@@ -11,6 +11,7 @@
 //! - [`runs`]: the history read model;
 //! - [`grpc`]: the API.
 
+pub mod accounts;
 pub mod catalog;
 pub mod conversation;
 pub mod conversations;
@@ -149,6 +150,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         .run(shutdown.clone()),
     );
     let catalogs = Arc::new(catalog::Catalogs::new(resources.log.clone(), master));
+    let accounts = Arc::new(accounts::Accounts::new(resources.log.clone()));
+    let billing_at = resources
+        .log
+        .last_sequence(Context::Billing)
+        .await
+        .map_err(|e| RunError::Other(format!("the event log: {e}")))?;
+    background.spawn(accounts.clone().follow(billing_at, shutdown.clone()));
+    background.spawn(accounts.clone().run_returns(shutdown.clone()));
     let health = Arc::new(health::HealthBoard::default());
     let http = providers::http_client();
     background.spawn(
@@ -180,6 +189,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         http,
         resilience: Arc::new(resilience::Resilience::default()),
         health,
+        accounts: accounts.clone(),
     };
     let served = serve_grpc(
         listener,
@@ -197,6 +207,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     shutdown.cancel();
     runs.close();
     runs.wait().await;
+    // Budget credit this replica holds goes back for the others.
+    accounts.return_credit(true).await;
     background.wait().await;
     served.map_err(RunError::from)
 }

@@ -18,6 +18,9 @@ pub struct Completion {
     /// Input tokens the provider served from its prompt cache (part of
     /// `input_tokens`, priced as cached).
     pub cached_input_tokens: u64,
+    /// Input tokens written to the provider's prompt cache (part of
+    /// `input_tokens`, priced as cache writes).
+    pub cache_write_input_tokens: u64,
     /// The provider reported the token counts (otherwise they are ours).
     pub usage_reported: bool,
     pub finish_reason: &'static str,
@@ -203,6 +206,7 @@ pub async fn complete(
         input_tokens,
         output_tokens: sent,
         cached_input_tokens: 0,
+        cache_write_input_tokens: 0,
         // The mock is its own provider: its counts are the real ones.
         usage_reported: true,
         finish_reason,

@@ -14,12 +14,14 @@
 //! An org adds its own models on its providers (see [`crate::catalog`]);
 //! they resolve to the same [`ModelSpec`] with an HTTP backend.
 //!
-//! Prices are micro-USD per 1M tokens; billing will own them.
+//! Prices are micro-USD per 1M tokens; the billing service's price book
+//! (seeded with these for the mock) decides what a run costs.
 
 use std::time::Duration;
 
 use promptops_platform::errors::FieldViolation;
-use promptops_proto::execution::v1::{Model, ProviderLimits};
+use promptops_proto::common::v1::TokenPrices;
+use promptops_proto::execution::v1::{Model, ProviderLimits, Usage};
 
 use crate::secrets::Secret;
 use crate::tokens::Tokenizer;
@@ -31,9 +33,9 @@ pub struct ModelSpec {
     pub description: String,
     pub context_window: u32,
     pub max_output_tokens: u32,
-    pub input_price_per_mtok: i64,
-    pub output_price_per_mtok: i64,
-    pub cached_input_price_per_mtok: i64,
+    /// What its tokens cost: the price book's price when the run is
+    /// prepared (see `crate::accounts`), else the catalog's own.
+    pub prices: TokenPrices,
     pub backend: Backend,
     /// Its provider's limits.
     pub limits: CallLimits,
@@ -233,9 +235,12 @@ static BUILT_IN_SPECS: std::sync::LazyLock<Vec<std::sync::Arc<ModelSpec>>> = std
                 description: b.description.to_owned(),
                 context_window: b.context_window,
                 max_output_tokens: b.max_output_tokens,
-                input_price_per_mtok: b.prices.0,
-                output_price_per_mtok: b.prices.1,
-                cached_input_price_per_mtok: b.prices.2,
+                prices: TokenPrices {
+                    input_per_mtok: b.prices.0,
+                    output_per_mtok: b.prices.1,
+                    cached_input_per_mtok: b.prices.2,
+                    cache_write_per_mtok: 0,
+                },
                 backend: Backend::Mock(b.behaviour),
                 limits: CallLimits::DEFAULT,
                 tokenizer: Tokenizer::Words,
@@ -268,24 +273,27 @@ impl ModelSpec {
             max_output_tokens: self.max_output_tokens,
             streaming: true,
             embeddings: self.embeddings,
-            input_price_per_mtok: self.input_price_per_mtok,
-            output_price_per_mtok: self.output_price_per_mtok,
-            cached_input_price_per_mtok: self.cached_input_price_per_mtok,
+            input_price_per_mtok: self.prices.input_per_mtok,
+            output_price_per_mtok: self.prices.output_per_mtok,
+            cached_input_price_per_mtok: self.prices.cached_input_per_mtok,
             description: self.description.clone(),
             rate_limits: None,
             health: None,
         }
     }
 
-    /// The cost in nano-USD (1e-9 USD) of a run's tokens, rounded to the
-    /// nearest: tokens × micro-USD per 1M tokens / 1000. Cached input tokens
-    /// are priced as cached; the rest of the input as input.
-    pub fn cost_nano_usd(&self, input_tokens: u64, output_tokens: u64, cached_input_tokens: u64) -> i64 {
-        let cached = cached_input_tokens.min(input_tokens);
-        let micro_times_tokens = i128::from(input_tokens - cached) * i128::from(self.input_price_per_mtok)
-            + i128::from(cached) * i128::from(self.cached_input_price_per_mtok)
-            + i128::from(output_tokens) * i128::from(self.output_price_per_mtok);
-        i64::try_from((micro_times_tokens + 500) / 1000).unwrap_or(i64::MAX)
+    /// The cost in nano-USD (1e-9 USD) of a run's tokens at its prices
+    /// (exact; see [`promptops_account::prices::cost_nano_usd`]).
+    pub fn cost_nano_usd(&self, usage: &Usage) -> i64 {
+        promptops_account::prices::cost_nano_usd(
+            &self.prices,
+            promptops_account::prices::Tokens {
+                input: usage.input_tokens,
+                output: usage.output_tokens,
+                cached_input: usage.cached_input_tokens,
+                cache_write: usage.cache_write_input_tokens,
+            },
+        )
     }
 }
 
@@ -298,10 +306,20 @@ mod tests {
         let echo = find("mock/echo").unwrap();
         // 1,000 input (200 of them cached) and 500 output tokens:
         // 800 × 0.5 + 200 × 0.25 + 500 × 1.5 USD per 1M = 1,200 µUSD = 1,200,000 nUSD.
-        assert_eq!(echo.cost_nano_usd(1_000, 500, 200), 1_200_000);
-        assert_eq!(echo.cost_nano_usd(0, 0, 0), 0);
+        let usage = |input_tokens, output_tokens, cached_input_tokens| Usage {
+            input_tokens,
+            output_tokens,
+            cached_input_tokens,
+            ..Usage::default()
+        };
+        assert_eq!(echo.cost_nano_usd(&usage(1_000, 500, 200)), 1_200_000);
+        assert_eq!(echo.cost_nano_usd(&usage(0, 0, 0)), 0);
         // One token of input: 0.5 µUSD = 500 nUSD, exactly.
-        assert_eq!(echo.cost_nano_usd(1, 0, 0), 500);
+        assert_eq!(echo.cost_nano_usd(&usage(1, 0, 0)), 500);
+        // The built-in prices are the seeded price book's.
+        for model in built_in() {
+            assert_eq!(promptops_account::prices::seed(&model.id), Some(model.prices));
+        }
     }
 
     #[test]

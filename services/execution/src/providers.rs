@@ -260,6 +260,7 @@ struct Progress {
     input_tokens: Option<u64>,
     reported_output_tokens: Option<u64>,
     cached_input_tokens: Option<u64>,
+    cache_write_input_tokens: u64,
     finish_reason: Option<String>,
     done: bool,
 }
@@ -420,6 +421,7 @@ async fn call_http(
             .reported_output_tokens
             .unwrap_or_else(|| tokenizer.count(&progress.output)),
         cached_input_tokens: progress.cached_input_tokens.unwrap_or(0),
+        cache_write_input_tokens: progress.cache_write_input_tokens,
         usage_reported,
         output: progress.output,
         finish_reason: match progress.finish_reason.as_deref() {
@@ -469,6 +471,7 @@ fn apply_event(format: ApiFormat, data: &str, progress: &mut Progress) -> Result
                     .filter(|n| *n > 0)
                     .map(|n| n + read + written);
                 progress.cached_input_tokens = Some(read);
+                progress.cache_write_input_tokens = written;
                 Ok(None)
             }
             Some("content_block_delta") => Ok(value["delta"]["text"].as_str().map(str::to_owned)),
@@ -537,6 +540,7 @@ mod tests {
             (p.input_tokens, p.cached_input_tokens, p.reported_output_tokens),
             (Some(1060), Some(1000), Some(7))
         );
+        assert_eq!(p.cache_write_input_tokens, 50);
     }
 
     #[test]

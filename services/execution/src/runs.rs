@@ -372,6 +372,8 @@ impl From<RunRow> for Run {
                 output_tokens: to_u64(r.output_tokens),
                 cached_input_tokens: to_u64(r.cached_input_tokens),
                 estimated: r.estimated != 0,
+                // The history keeps cache reads; the ledger keeps writes too.
+                cache_write_input_tokens: 0,
             }),
             cost_nano_usd: r.cost_nano_usd,
             latency_us: to_u64(r.latency_us),

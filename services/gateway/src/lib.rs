@@ -19,6 +19,7 @@ use promptops_platform::runtime::{RunError, open_resources};
 use promptops_platform::server::{GrpcService, Readiness, bind, serve, serve_grpc};
 use promptops_proto::audit::v1::analytics_service_client::AnalyticsServiceClient;
 use promptops_proto::audit::v1::audit_service_client::AuditServiceClient;
+use promptops_proto::billing::v1::billing_service_client::BillingServiceClient;
 use promptops_proto::evaluation::v1::evaluation_service_client::EvaluationServiceClient;
 use promptops_proto::execution::v1::execution_service_client::ExecutionServiceClient;
 use promptops_proto::identity::v1::identity_service_server::{
@@ -46,6 +47,7 @@ pub struct Config {
     pub execution_url: String,
     pub audit_url: String,
     pub evaluation_url: String,
+    pub billing_url: String,
     pub max_body_bytes: usize,
     /// `PROMPTOPS_MAX_UPLOAD_BYTES`: data files (dataset versions).
     pub max_upload_bytes: usize,
@@ -79,6 +81,7 @@ impl Config {
             execution_url: ServiceName::Execution.url(env)?,
             audit_url: ServiceName::Audit.url(env)?,
             evaluation_url: ServiceName::Evaluation.url(env)?,
+            billing_url: ServiceName::Billing.url(env)?,
             max_body_bytes,
             max_upload_bytes,
             tokens: token_config(env)?,
@@ -196,6 +199,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let audit = channel(&config.audit_url, "PROMPTOPS_AUDIT_URL")?;
     let execution = channel(&config.execution_url, "PROMPTOPS_EXECUTION_URL")?;
     let evaluation = channel(&config.evaluation_url, "PROMPTOPS_EVALUATION_URL")?;
+    let billing = channel(&config.billing_url, "PROMPTOPS_BILLING_URL")?;
     let readiness = upstream_check(
         upstream_check(
             upstream_check(
@@ -274,6 +278,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         execution: ExecutionServiceClient::new(execution),
         audit: AuditServiceClient::new(audit.clone()),
         analytics: AnalyticsServiceClient::new(audit),
+        billing: BillingServiceClient::new(billing),
         evaluation: EvaluationServiceClient::new(evaluation)
             .max_decoding_message_size(promptops_proto::MAX_LARGE_MESSAGE_BYTES)
             .max_encoding_message_size(promptops_proto::MAX_LARGE_MESSAGE_BYTES),

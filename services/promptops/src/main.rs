@@ -8,6 +8,7 @@
 //!   running platform at `PROMPTOPS_URL` with `PROMPTOPS_API_KEY`.
 
 mod audit;
+mod billing;
 mod client;
 mod eval;
 mod files;
@@ -51,6 +52,11 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Billing of the platform at PROMPTOPS_URL.
+    Billing {
+        #[command(subcommand)]
+        command: BillingCommand,
+    },
     /// Read models: rebuild one from the event log.
     Projections {
         #[command(subcommand)]
@@ -79,9 +85,23 @@ enum AuditCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum BillingCommand {
+    /// Prove the usage ledger equals the log's terminal runs for a range
+    /// (default: the last 30 days); prints JSON, exits 1 listing any gap.
+    Reconcile {
+        /// From this time (RFC 3339, inclusive), by the run's end.
+        #[arg(long)]
+        from: Option<String>,
+        /// Before this time (RFC 3339, exclusive).
+        #[arg(long)]
+        to: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum ProjectionsCommand {
     /// Drop a read model and replay it from the start of the log (stop the
-    /// service that owns it first): audit_trail or analytics.
+    /// service that owns it first): audit_trail, analytics or usage_ledger.
     Rebuild { name: String },
 }
 
@@ -147,6 +167,12 @@ fn main() -> ExitCode {
         Command::Audit {
             command: AuditCommand::Verify { from, to },
         } => audit::verify(from.as_deref(), to.as_deref()),
+        Command::Billing {
+            command: BillingCommand::Reconcile { from, to },
+        } => billing::reconcile(from.as_deref(), to.as_deref()),
+        Command::Projections {
+            command: ProjectionsCommand::Rebuild { name },
+        } if name == promptops_billing::ledger::PROJECTION => billing::rebuild_ledger(),
         Command::Projections {
             command: ProjectionsCommand::Rebuild { name },
         } => audit::rebuild(&name),

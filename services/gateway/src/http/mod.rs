@@ -13,6 +13,7 @@ mod api;
 mod audit;
 mod auth;
 mod authn;
+mod billing;
 mod conversations;
 mod evaluation;
 mod execution;
@@ -32,6 +33,7 @@ use promptops_platform::errors::{ErrorClass, Problem, ServiceError};
 use promptops_platform::server::{Readiness, observed, ops_router};
 use promptops_proto::audit::v1::analytics_service_client::AnalyticsServiceClient;
 use promptops_proto::audit::v1::audit_service_client::AuditServiceClient;
+use promptops_proto::billing::v1::billing_service_client::BillingServiceClient;
 use promptops_proto::evaluation::v1::evaluation_service_client::EvaluationServiceClient;
 use promptops_proto::execution::v1::execution_service_client::ExecutionServiceClient;
 use promptops_proto::prompts::v1::prompt_service_client::PromptServiceClient;
@@ -49,6 +51,7 @@ pub struct AppState {
     pub audit: AuditServiceClient<Channel>,
     pub analytics: AnalyticsServiceClient<Channel>,
     pub evaluation: EvaluationServiceClient<Channel>,
+    pub billing: BillingServiceClient<Channel>,
     /// Mutations run here so a client disconnect cannot cut them short.
     pub background: TaskTracker,
     /// The largest accepted request body (`PROMPTOPS_MAX_BODY_BYTES`).
@@ -78,6 +81,7 @@ pub struct AppState {
         (name = "openai", description = "OpenAI-compatible endpoints for the official SDKs"),
         (name = "audit", description = "The audit trail: query, export, verify, compliance report"),
         (name = "analytics", description = "Dashboards over the org's runs"),
+        (name = "billing", description = "Price book, usage ledger, budgets, reports"),
     )
 )]
 struct ApiDoc;
@@ -105,6 +109,15 @@ pub fn api() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(audit::verify_audit_trail))
         .routes(routes!(audit::compliance_report))
         .routes(routes!(audit::get_retention, audit::set_retention))
+        .routes(routes!(billing::list_prices, billing::set_price))
+        .routes(routes!(billing::list_projects))
+        .routes(routes!(billing::set_project, billing::remove_project))
+        .routes(routes!(billing::list_budgets))
+        .routes(routes!(billing::set_budget, billing::remove_budget))
+        .routes(routes!(billing::list_ledger))
+        .routes(routes!(billing::reconcile))
+        .routes(routes!(billing::usage_report))
+        .routes(routes!(billing::list_alerts))
         .routes(routes!(analytics::kpis))
         .routes(routes!(analytics::time_series))
         .routes(routes!(analytics::top))
@@ -182,6 +195,7 @@ pub fn router(state: AppState, readiness: Readiness) -> axum::Router {
                 status: 405,
                 detail: "this route does not accept that method".into(),
                 errors: Vec::new(),
+                budget: None,
             }
         })
         .layer(DefaultBodyLimit::max(max_body_bytes))
