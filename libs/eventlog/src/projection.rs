@@ -67,9 +67,9 @@ pub const LEASE_TABLE: &str = "CREATE TABLE IF NOT EXISTS projection_leases (
 
 /// How long a lease lasts without renewal: a replica that dies hands its
 /// projections over after this.
-pub const LEASE_TTL: Duration = Duration::from_secs(15);
+pub const LEASE_TTL: Duration = Duration::from_secs(10);
 /// How often the holder renews.
-pub const LEASE_RENEW: Duration = Duration::from_secs(5);
+pub const LEASE_RENEW: Duration = Duration::from_secs(2);
 
 /// Takes or renews the lease of `(projection, stream)` for `holder`: true
 /// when it holds it now.

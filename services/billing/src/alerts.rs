@@ -66,10 +66,7 @@ pub async fn check(db: &AnyPool, now_ms: i64) -> Result<u64, sqlx::Error> {
         let Some(b) = set.budget else { continue };
         let start = budget::period_start_ms(b.period(), now_ms);
         let keys = crate::grpc::scope_keys(db, &org_id, &b).await?;
-        let mut used = ledger::used(db, &org_id, b.metric(), keys.as_deref(), start).await?;
-        if set.baseline_period_start_ms == start {
-            used += set.baseline_used;
-        }
+        let used = ledger::used(db, &org_id, b.metric(), keys.as_deref(), start).await?;
         for percent in budget::thresholds(&b) {
             if i128::from(used) * 100 < i128::from(b.limit) * i128::from(percent) {
                 continue;
@@ -108,7 +105,7 @@ pub async fn check(db: &AnyPool, now_ms: i64) -> Result<u64, sqlx::Error> {
     let day_ms = 86_400_000;
     let since = now_ms - (BASELINE_DAYS as i64 + 1) * day_ms;
     let rows: Vec<(String, String, i64)> = sqlx::query_as(
-        "SELECT org_id, day, COALESCE(SUM(cost_nano_usd), 0) FROM ledger_lines
+        "SELECT org_id, day, CAST(COALESCE(SUM(cost_nano_usd), 0) AS BIGINT) FROM ledger_lines
          WHERE status <> 'running' AND ended_at_ms >= $1 GROUP BY org_id, day ORDER BY org_id, day",
     )
     .bind(since)

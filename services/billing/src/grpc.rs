@@ -140,12 +140,10 @@ impl BillingApi {
         let keys = scope_keys(&self.db, org_id, &b)
             .await
             .map_err(|e| ServiceError::unavailable("the billing database", e))?;
-        let mut used = ledger::used(&self.db, org_id, b.metric(), keys.as_deref(), start)
+        // The ledger holds the whole period, before the budget was set too.
+        let used = ledger::used(&self.db, org_id, b.metric(), keys.as_deref(), start)
             .await
             .map_err(|e| ServiceError::unavailable("the ledger", e))?;
-        if set.baseline_period_start_ms == start {
-            used += set.baseline_used;
-        }
         Ok(BudgetStatus {
             budget: Some(b),
             period_start: Some(timestamp_from_ms(start)),
@@ -406,7 +404,6 @@ impl BillingService for BillingApi {
             .get(&id)
             .ok_or_else(|| ServiceError::new(ErrorClass::Internal, "the budget just set is missing"))?;
         let mut status = self.status(&caller.org_id, set, now).await?;
-        // Its own baseline, not the ledger's use since, when it was set now.
         status.position = Some(position(Context::Billing, at));
         Ok(Response::new(status))
     }

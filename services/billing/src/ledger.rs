@@ -476,8 +476,8 @@ pub async fn used(
     use promptops_proto::billing::v1::BudgetMetric;
     let expression = match metric {
         BudgetMetric::Requests => "COUNT(*)",
-        BudgetMetric::Tokens => "COALESCE(SUM(input_tokens + output_tokens), 0)",
-        _ => "COALESCE(SUM(cost_nano_usd), 0)",
+        BudgetMetric::Tokens => "CAST(COALESCE(SUM(input_tokens + output_tokens), 0) AS BIGINT)",
+        _ => "CAST(COALESCE(SUM(cost_nano_usd), 0) AS BIGINT)",
     };
     let mut sql = format!(
         "SELECT {expression} FROM ledger_lines WHERE org_id = $1 AND status <> 'running' AND ended_at_ms >= $2"

@@ -81,9 +81,10 @@ fn add(into: &mut UsageRow, r: &UsageRow) {
     into.cost_nano_usd += r.cost_nano_usd;
 }
 
-const SUMS: &str = "COUNT(*), COALESCE(SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END), 0),
-    COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0),
-    COALESCE(SUM(cached_input_tokens), 0), COALESCE(SUM(cost_nano_usd), 0)";
+const SUMS: &str =
+    "COUNT(*), CAST(COALESCE(SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END), 0) AS BIGINT),
+    CAST(COALESCE(SUM(input_tokens), 0) AS BIGINT), CAST(COALESCE(SUM(output_tokens), 0) AS BIGINT),
+    CAST(COALESCE(SUM(cached_input_tokens), 0) AS BIGINT), CAST(COALESCE(SUM(cost_nano_usd), 0) AS BIGINT)";
 
 pub async fn usage_report(
     db: &AnyPool,
@@ -138,7 +139,7 @@ pub async fn usage_report(
     let month_start =
         promptops_account::budget::period_start_ms(promptops_proto::billing::v1::BudgetPeriod::Month, now_ms);
     let days: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT day, COALESCE(SUM(cost_nano_usd), 0) FROM ledger_lines
+        "SELECT day, CAST(COALESCE(SUM(cost_nano_usd), 0) AS BIGINT) FROM ledger_lines
          WHERE org_id = $1 AND status <> 'running' AND ended_at_ms >= $2 GROUP BY day ORDER BY day",
     )
     .bind(org_id)

@@ -64,6 +64,11 @@ impl ServiceProcess {
         process
     }
 
+    /// Its environment (to run a CLI against the same stores).
+    pub fn env(&self) -> &[(String, String)] {
+        &self.env
+    }
+
     /// Starts (or starts again) the process; its log is appended to.
     pub fn start(&mut self) {
         let log = std::fs::OpenOptions::new()
@@ -257,6 +262,39 @@ impl Cluster {
 
     pub fn process(&mut self, service: &str) -> &mut ServiceProcess {
         self.processes.get_mut(service).unwrap()
+    }
+
+    /// Another process of `service` (a replica), with the cluster's
+    /// environment and `overrides` (e.g. its own addresses), logging to
+    /// `<name>.log`; waits until its `/readyz` at `ready_url` answers.
+    pub async fn spawn_replica(
+        &self,
+        service: &str,
+        name: &str,
+        overrides: &[(&str, String)],
+        ready_url: &str,
+    ) -> ServiceProcess {
+        let mut env: Vec<(String, String)> = self.processes[service]
+            .env
+            .iter()
+            .filter(|(k, _)| !overrides.iter().any(|(o, _)| o == k))
+            .cloned()
+            .collect();
+        env.extend(overrides.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+        let binary = workspace_binary(&format!("promptops-{service}")).unwrap();
+        let process = ServiceProcess::spawn(
+            name,
+            binary,
+            Vec::new(),
+            env,
+            self.dir.path().join(format!("{name}.log")),
+        );
+        assert!(
+            wait_http_ok(ready_url, Duration::from_secs(30)).await,
+            "{name} did not become ready:\n{}",
+            process.log()
+        );
+        process
     }
 }
 

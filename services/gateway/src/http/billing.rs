@@ -24,15 +24,9 @@ use super::AppState;
 use super::api::page;
 use super::audit::{parse_range, parse_time, unprefixed};
 use super::authn::Authenticated;
+use super::execution::usd_from_nano as usd;
 use super::extract::{ApiJson, ApiQuery};
 use super::model::{JSON_PROBLEMS, bad_request, format_position, rfc3339, upstream};
-
-/// nano-USD as an exact decimal string, e.g. `0.000001500`.
-pub fn usd(nano: i64) -> String {
-    let sign = if nano < 0 { "-" } else { "" };
-    let abs = nano.unsigned_abs();
-    format!("{sign}{}.{:09}", abs / 1_000_000_000, abs % 1_000_000_000)
-}
 
 /// An exact decimal USD string (at most 9 decimals) as nano-USD.
 pub fn parse_usd(field: &str, value: &str) -> Result<i64, FieldViolation> {
