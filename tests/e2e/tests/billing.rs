@@ -497,14 +497,14 @@ async fn budgets_hold_across_two_execution_replicas_and_a_killed_billing_loses_n
     let burst: Vec<_> = (0..60)
         .map(|i| {
             let (client, base, secret) = (client.clone(), gateways[i % 2].clone(), secret.clone());
-            tokio::spawn(async move { lorem(&client, &base, &secret).await })
+            async move { lorem(&client, &base, &secret).await }
         })
         .collect();
+    let burst = futures::future::join_all(burst).await;
     let mut completed = 0_i64;
     let mut spent = 0_i64;
     let mut refused = 0;
-    for task in burst {
-        let (status, body) = task.await.unwrap();
+    for (status, body) in burst {
         match status {
             200 => {
                 completed += 1;
@@ -578,7 +578,7 @@ async fn budgets_hold_across_two_execution_replicas_and_a_killed_billing_loses_n
                 secret.clone(),
                 stop.clone(),
             );
-            tokio::spawn(async move {
+            async move {
                 let mut ok = 0;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     let response = client
@@ -599,21 +599,21 @@ async fn budgets_hold_across_two_execution_replicas_and_a_killed_billing_loses_n
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 ok
-            })
+            }
         })
         .collect();
     let mut cluster = cluster;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    cluster.process("billing").kill();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    cluster.process("billing").start();
-    cluster.wait_ready("billing").await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let mut under_load = 0;
-    for task in load {
-        under_load += task.await.unwrap();
-    }
+    let crash = async {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        cluster.process("billing").kill();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        cluster.process("billing").start();
+        cluster.wait_ready("billing").await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    };
+    let (done, ()) = tokio::join!(futures::future::join_all(load), crash);
+    let under_load: i64 = done.into_iter().sum();
     assert!(under_load > 100, "only {under_load} runs under load");
     // The killed process's projection lease expires before the new one
     // takes over (at most 10 s): until then reconciliation answers 503.
