@@ -1,6 +1,6 @@
 //! The usage ledger's projection throughput on SQLite and on a real
 //! PostgreSQL: runs (an `ExecutionStarted` and an `ExecutionCompleted`
-//! each) through `Projection::apply` in transactions of 256 events with the
+//! each) through `Projection::apply_batch` in transactions of 256 events with the
 //! checkpoint, as the runner commits them (the log's read cost is not in
 //! it). Three rounds each; the median is reported.
 //!
@@ -82,8 +82,16 @@ fn runs(round: usize, runs: usize, first: u64) -> Vec<RecordedEvent> {
             ..Default::default()
         };
         for (event_type, payload, at) in [
-            ("promptops.execution.v1.ExecutionStarted", started.encode_to_vec(), at),
-            ("promptops.execution.v1.ExecutionCompleted", completed.encode_to_vec(), at + 1),
+            (
+                "promptops.execution.v1.ExecutionStarted",
+                started.encode_to_vec(),
+                at,
+            ),
+            (
+                "promptops.execution.v1.ExecutionCompleted",
+                completed.encode_to_vec(),
+                at + 1,
+            ),
         ] {
             sequence += 1;
             events.push(RecordedEvent {
@@ -102,9 +110,8 @@ async fn apply_all(db: &AnyPool, events: &[RecordedEvent]) -> Duration {
     let started = Instant::now();
     for batch in events.chunks(256) {
         let mut tx = db.begin().await.unwrap();
-        for event in batch {
-            projection.apply(&mut tx, event).await.unwrap();
-        }
+        let events: Vec<&RecordedEvent> = batch.iter().collect();
+        projection.apply_batch(&mut tx, &events).await.unwrap();
         sqlx::query(
             "INSERT INTO projection_checkpoints (projection, stream, position, updated_at_ms) VALUES ($1, $2, $3, 0)
              ON CONFLICT (projection, stream) DO UPDATE SET position = $3",

@@ -153,91 +153,228 @@ fn ended(event_type: &str, payload: &[u8]) -> Option<Ended> {
     }
 }
 
+/// A run's start, as its line is first written.
+struct Start {
+    org_id: String,
+    run_id: String,
+    model: String,
+    prompt_id: String,
+    prompt_version: i64,
+    user_id: String,
+    api_key_id: String,
+    input_tokens: i64,
+    at_ms: i64,
+}
+
+/// A run's end, completing its line.
+struct End {
+    org_id: String,
+    run_id: String,
+    event_id: String,
+    at_ms: i64,
+    end: Ended,
+}
+
+enum Change {
+    Start(Start),
+    End(End),
+}
+
+fn change(event: &RecordedEvent) -> Result<Option<Change>, sqlx::Error> {
+    let envelope = &event.envelope;
+    if envelope.aggregate_type != "run" {
+        return Ok(None);
+    }
+    let at_ms = ms_from_timestamp(envelope.occurred_at.as_ref());
+    if envelope.event_type == STARTED {
+        let started = ExecutionStarted::decode(envelope.payload.as_slice())
+            .map_err(promptops_platform::db::decode_error)?;
+        let actor = envelope.actor.clone().unwrap_or_default();
+        let (user_id, api_key_id) = match actor.kind() {
+            ActorKind::ApiKey => (String::new(), actor.id),
+            ActorKind::User => (actor.id, String::new()),
+            _ => (String::new(), String::new()),
+        };
+        return Ok(Some(Change::Start(Start {
+            org_id: envelope.org_id.clone(),
+            run_id: envelope.aggregate_id.clone(),
+            model: started.model,
+            prompt_id: started.prompt_id,
+            prompt_version: to_i64(started.prompt_version),
+            user_id,
+            api_key_id,
+            input_tokens: to_i64(started.input_tokens_counted),
+            at_ms,
+        })));
+    }
+    Ok(ended(&envelope.event_type, &envelope.payload).map(|end| {
+        Change::End(End {
+            org_id: envelope.org_id.clone(),
+            run_id: envelope.aggregate_id.clone(),
+            event_id: envelope.event_id.clone(),
+            at_ms,
+            end,
+        })
+    }))
+}
+
+const LINE_INSERT: &str =
+    "INSERT INTO ledger_lines (org_id, run_id, status, event_id, model, prompt_id, prompt_version,
+    user_id, api_key_id, input_tokens, output_tokens, cached_input_tokens, cache_write_tokens,
+    input_price, output_price, cached_input_price, cache_write_price, priced, cost_nano_usd,
+    estimated, started_at_ms, ended_at_ms, day) VALUES ";
+
+/// Rows per statement (PostgreSQL takes at most 65,535 parameters).
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// Writes starts (a line `running`, with who ran it: for an API key, the
+/// member who created it) and then ends (completing a `running` line, or
+/// writing the line when its start is missing): two multi-row statements.
+async fn write(conn: &mut AnyConnection, changes: Vec<Change>) -> Result<(), sqlx::Error> {
+    let mut starts = Vec::new();
+    let mut ends = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for change in changes {
+        match change {
+            Change::Start(s) => starts.push(s),
+            // One end per run (a second would be a second terminal event).
+            Change::End(e) if seen.insert((e.org_id.clone(), e.run_id.clone())) => ends.push(e),
+            Change::End(_) => {}
+        }
+    }
+    for chunk in starts.chunks(ROWS_PER_STATEMENT) {
+        let mut sql = String::from(LINE_INSERT);
+        for i in 0..chunk.len() {
+            let n = i * 9;
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!(
+                "(${a}, ${b}, 'running', '', ${c}, ${d}, ${e},
+                  COALESCE((SELECT created_by FROM billing_api_keys WHERE org_id = ${a} AND key_id = ${g}), ${f}),
+                  ${g}, ${h}, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, ${i}, 0, '')",
+                a = n + 1,
+                b = n + 2,
+                c = n + 3,
+                d = n + 4,
+                e = n + 5,
+                f = n + 6,
+                g = n + 7,
+                h = n + 8,
+                i = n + 9,
+            ));
+        }
+        sql.push_str(" ON CONFLICT (org_id, run_id) DO NOTHING");
+        let mut query = sqlx::query(&sql);
+        for s in chunk {
+            query = query
+                .bind(&s.org_id)
+                .bind(&s.run_id)
+                .bind(&s.model)
+                .bind(&s.prompt_id)
+                .bind(s.prompt_version)
+                .bind(&s.user_id)
+                .bind(&s.api_key_id)
+                .bind(s.input_tokens)
+                .bind(s.at_ms);
+        }
+        query.execute(&mut *conn).await?;
+    }
+    for chunk in ends.chunks(ROWS_PER_STATEMENT) {
+        let mut sql = String::from(LINE_INSERT);
+        for i in 0..chunk.len() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            // org, run, status, event, model; tokens ×4, prices ×4, priced,
+            // cost, estimated; the end time (as start and end) and its day.
+            let p: Vec<String> = (1..=18).map(|k| format!("${}", i * 18 + k)).collect();
+            sql.push_str(&format!(
+                "({}, {}, {}, {}, {}, '', 0, '', '', {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
+                p[0],
+                p[1],
+                p[2],
+                p[3],
+                p[4],
+                p[5],
+                p[6],
+                p[7],
+                p[8],
+                p[9],
+                p[10],
+                p[11],
+                p[12],
+                p[13],
+                p[14],
+                p[15],
+                p[16],
+                p[16],
+                p[17]
+            ));
+        }
+        sql.push_str(
+            " ON CONFLICT (org_id, run_id) DO UPDATE SET
+                status = excluded.status, event_id = excluded.event_id,
+                model = CASE WHEN excluded.model = '' THEN ledger_lines.model ELSE excluded.model END,
+                input_tokens = excluded.input_tokens, output_tokens = excluded.output_tokens,
+                cached_input_tokens = excluded.cached_input_tokens, cache_write_tokens = excluded.cache_write_tokens,
+                input_price = excluded.input_price, output_price = excluded.output_price,
+                cached_input_price = excluded.cached_input_price, cache_write_price = excluded.cache_write_price,
+                priced = excluded.priced, cost_nano_usd = excluded.cost_nano_usd, estimated = excluded.estimated,
+                ended_at_ms = excluded.ended_at_ms, day = excluded.day
+             WHERE ledger_lines.status = 'running'",
+        );
+        let mut query = sqlx::query(&sql);
+        for e in chunk {
+            let prices = e.end.prices.unwrap_or_default();
+            let usage = &e.end.usage;
+            query = query
+                .bind(&e.org_id)
+                .bind(&e.run_id)
+                .bind(e.end.status)
+                .bind(&e.event_id)
+                .bind(e.end.model.clone().unwrap_or_default())
+                .bind(to_i64(usage.input_tokens))
+                .bind(to_i64(usage.output_tokens))
+                .bind(to_i64(usage.cached_input_tokens))
+                .bind(to_i64(usage.cache_write_input_tokens))
+                .bind(prices.input_per_mtok)
+                .bind(prices.output_per_mtok)
+                .bind(prices.cached_input_per_mtok)
+                .bind(prices.cache_write_per_mtok)
+                .bind(i64::from(e.end.prices.is_some()))
+                .bind(e.end.cost)
+                .bind(i64::from(usage.estimated))
+                .bind(e.at_ms)
+                .bind(day_of(e.at_ms));
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
 impl Projection for UsageLedger {
     fn name(&self) -> &'static str {
         PROJECTION
     }
 
     async fn apply(&self, conn: &mut AnyConnection, event: &RecordedEvent) -> Result<(), sqlx::Error> {
-        let envelope = &event.envelope;
-        if envelope.aggregate_type != "run" {
-            return Ok(());
+        self.apply_batch(conn, &[event]).await
+    }
+
+    async fn apply_batch(
+        &self,
+        conn: &mut AnyConnection,
+        events: &[&RecordedEvent],
+    ) -> Result<(), sqlx::Error> {
+        let span = tracing::debug_span!("apply ledger batch", events = events.len());
+        let mut changes = Vec::with_capacity(events.len());
+        for event in events {
+            if let Some(change) = change(event)? {
+                changes.push(change);
+            }
         }
-        let at_ms = ms_from_timestamp(envelope.occurred_at.as_ref());
-        let org_id = &envelope.org_id;
-        let run_id = &envelope.aggregate_id;
-        if envelope.event_type == STARTED {
-            let started = ExecutionStarted::decode(envelope.payload.as_slice())
-                .map_err(promptops_platform::db::decode_error)?;
-            let actor = envelope.actor.clone().unwrap_or_default();
-            let (user_id, api_key_id) = match actor.kind() {
-                ActorKind::ApiKey => (String::new(), actor.id),
-                ActorKind::User => (actor.id, String::new()),
-                _ => (String::new(), String::new()),
-            };
-            sqlx::query(
-                "INSERT INTO ledger_lines (org_id, run_id, status, event_id, model, prompt_id, prompt_version,
-                    user_id, api_key_id, input_tokens, output_tokens, cached_input_tokens, cache_write_tokens,
-                    input_price, output_price, cached_input_price, cache_write_price, priced, cost_nano_usd,
-                    estimated, started_at_ms, ended_at_ms, day)
-                 VALUES ($1, $2, 'running', '', $3, $4, $5,
-                    COALESCE((SELECT created_by FROM billing_api_keys WHERE org_id = $1 AND key_id = $7), $6),
-                    $7, $8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, $9, 0, '')
-                 ON CONFLICT (org_id, run_id) DO NOTHING",
-            )
-            .bind(org_id)
-            .bind(run_id)
-            .bind(&started.model)
-            .bind(&started.prompt_id)
-            .bind(to_i64(started.prompt_version))
-            .bind(&user_id)
-            .bind(&api_key_id)
-            .bind(to_i64(started.input_tokens_counted))
-            .bind(at_ms)
-            .execute(&mut *conn)
-            .await?;
-            return Ok(());
-        }
-        let Some(end) = ended(&envelope.event_type, &envelope.payload) else {
-            return Ok(());
-        };
-        let prices = end.prices.unwrap_or_default();
-        // Completes the started line; a line already ended stays as it is.
-        sqlx::query(
-            "INSERT INTO ledger_lines (org_id, run_id, status, event_id, model, prompt_id, prompt_version,
-                user_id, api_key_id, input_tokens, output_tokens, cached_input_tokens, cache_write_tokens,
-                input_price, output_price, cached_input_price, cache_write_price, priced, cost_nano_usd,
-                estimated, started_at_ms, ended_at_ms, day)
-             VALUES ($1, $2, $3, $4, COALESCE($5, ''), '', 0, '', '', $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
-                $16, $17, $17, $18)
-             ON CONFLICT (org_id, run_id) DO UPDATE SET
-                status = $3, event_id = $4, model = COALESCE($5, ledger_lines.model),
-                input_tokens = $6, output_tokens = $7, cached_input_tokens = $8, cache_write_tokens = $9,
-                input_price = $10, output_price = $11, cached_input_price = $12, cache_write_price = $13,
-                priced = $14, cost_nano_usd = $15, estimated = $16, ended_at_ms = $17, day = $18
-             WHERE ledger_lines.status = 'running'",
-        )
-        .bind(org_id)
-        .bind(run_id)
-        .bind(end.status)
-        .bind(&envelope.event_id)
-        .bind(end.model)
-        .bind(to_i64(end.usage.input_tokens))
-        .bind(to_i64(end.usage.output_tokens))
-        .bind(to_i64(end.usage.cached_input_tokens))
-        .bind(to_i64(end.usage.cache_write_input_tokens))
-        .bind(prices.input_per_mtok)
-        .bind(prices.output_per_mtok)
-        .bind(prices.cached_input_per_mtok)
-        .bind(prices.cache_write_per_mtok)
-        .bind(i64::from(end.prices.is_some()))
-        .bind(end.cost)
-        .bind(i64::from(end.usage.estimated))
-        .bind(at_ms)
-        .bind(day_of(at_ms))
-        .execute(&mut *conn)
-        .await?;
-        Ok(())
+        tracing::Instrument::instrument(write(conn, changes), span).await
     }
 
     async fn reset(&self, conn: &mut AnyConnection) -> Result<(), sqlx::Error> {

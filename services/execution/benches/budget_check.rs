@@ -67,6 +67,20 @@ async fn check(accounts: &Accounts, actor: &Actor) -> std::time::Duration {
     started.elapsed()
 }
 
+async fn admission_only(
+    accounts: &Accounts,
+    state: &promptops_account::account::AccountState,
+    actor: &Actor,
+) -> std::time::Duration {
+    let started = Instant::now();
+    let hold = accounts
+        .admit("org-bench", state, actor, 1_034, 1_551_000)
+        .await
+        .unwrap();
+    hold.settle(40, 11_000);
+    started.elapsed()
+}
+
 fn report(label: &str, histogram: &hdrhistogram::Histogram<u64>) {
     println!(
         "{label}: p50 {} ns, p99 {} ns, p99.9 {} ns, max {} ns ({} checks)",
@@ -87,10 +101,21 @@ fn main() {
     runtime.block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let log = EventLog::Embedded(EmbeddedLog::open(&dir.path().join("log.db")).await.unwrap());
-        let aggregate = AggregateRef::new(Context::Billing, "org-bench", account::AGGREGATE_TYPE, account::AGGREGATE_ID).unwrap();
+        let aggregate = AggregateRef::new(
+            Context::Billing,
+            "org-bench",
+            account::AGGREGATE_TYPE,
+            account::AGGREGATE_ID,
+        )
+        .unwrap();
         for command in [
             budget("org-spend", BudgetScope::Org, "", BudgetMetric::Spend),
-            budget("key-requests", BudgetScope::ApiKey, "key-1", BudgetMetric::Requests),
+            budget(
+                "key-requests",
+                BudgetScope::ApiKey,
+                "key-1",
+                BudgetMetric::Requests,
+            ),
         ] {
             execute::<account::Account>(&log, &aggregate, command, &EventMetadata::default())
                 .await
@@ -111,6 +136,14 @@ fn main() {
             one.record(took.as_nanos() as u64).unwrap();
         }
         report("one task", &one);
+        let state = accounts.org("org-bench").await.unwrap();
+        let mut admit = hdrhistogram::Histogram::<u64>::new(3).unwrap();
+        for _ in 0..ITERATIONS {
+            admit
+                .record(admission_only(&accounts, &state, &actor).await.as_nanos() as u64)
+                .unwrap();
+        }
+        report("admission and settlement only (account in hand)", &admit);
 
         let tasks = tokio_util::task::TaskTracker::new();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -119,7 +152,8 @@ fn main() {
             tasks.spawn(async move {
                 let mut h = hdrhistogram::Histogram::<u64>::new(3).unwrap();
                 for _ in 0..ITERATIONS / 4 {
-                    h.record(check(&accounts, &actor).await.as_nanos() as u64).unwrap();
+                    h.record(check(&accounts, &actor).await.as_nanos() as u64)
+                        .unwrap();
                 }
                 tx.send(h).unwrap();
             });
