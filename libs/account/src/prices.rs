@@ -76,6 +76,20 @@ pub fn seed(model: &str) -> Option<TokenPrices> {
     SEED.iter().find(|(id, _)| *id == model).map(|(_, p)| prices(*p))
 }
 
+/// Nano-USD (a cost) as an exact decimal string: `0.000058000`.
+pub fn usd_from_nano(nano: i64) -> String {
+    let sign = if nano < 0 { "-" } else { "" };
+    let abs = nano.unsigned_abs();
+    format!("{sign}{}.{:09}", abs / 1_000_000_000, abs % 1_000_000_000)
+}
+
+/// Micro-USD (a price per 1M tokens) as an exact decimal string: `2.500000`.
+pub fn usd_from_micro(micro: i64) -> String {
+    let sign = if micro < 0 { "-" } else { "" };
+    let abs = micro.unsigned_abs();
+    format!("{sign}{}.{:06}", abs / 1_000_000, abs % 1_000_000)
+}
+
 /// A run's tokens, as priced. `input` counts every input token, the cached
 /// and cache-written ones included.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -220,7 +220,7 @@ pub fn classify(envelope: &EventEnvelope) -> Option<Classified> {
                 e.model,
                 usage.input_tokens,
                 usage.output_tokens,
-                usd(e.cost_nano_usd),
+                cost(e.cost_nano_usd),
                 e.latency_us / 1000
             )
         }),
@@ -236,7 +236,7 @@ pub fn classify(envelope: &EventEnvelope) -> Option<Classified> {
                 format!(
                     "run cancelled by the client after {} ms ({})",
                     e.latency_us / 1000,
-                    usd(e.cost_nano_usd)
+                    cost(e.cost_nano_usd)
                 )
             })
         }
@@ -405,9 +405,14 @@ fn role(value: i32) -> &'static str {
     }
 }
 
-/// Nano-dollars (or micro-dollars per 1M tokens) as `$0.000123`.
-fn usd(nano: i64) -> String {
-    format!("${:.6}", nano as f64 / 1e9)
+/// Nano-USD (a cost) as `$0.000058000`, exactly.
+fn cost(nano: i64) -> String {
+    format!("${}", promptops_account::prices::usd_from_nano(nano))
+}
+
+/// Micro-USD per 1M tokens (a price) as `$2.500000`, exactly.
+fn usd(micro: i64) -> String {
+    format!("${}", promptops_account::prices::usd_from_micro(micro))
 }
 
 #[cfg(test)]

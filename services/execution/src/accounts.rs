@@ -386,7 +386,7 @@ impl Accounts {
 }
 
 fn usd(nano: i64) -> String {
-    format!("{:.6} USD", nano as f64 / 1e9)
+    format!("{} USD", promptops_account::prices::usd_from_nano(nano))
 }
 
 /// The error a refused run gets: 402 for spend, 429 for a quota, naming

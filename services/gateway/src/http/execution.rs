@@ -71,19 +71,7 @@ pub struct RateLimitsJson {
     pub observed_at: String,
 }
 
-/// Micro-USD as an exact decimal string.
-fn usd_from_micro(micro: i64) -> String {
-    let sign = if micro < 0 { "-" } else { "" };
-    let micro = micro.unsigned_abs();
-    format!("{sign}{}.{:06}", micro / 1_000_000, micro % 1_000_000)
-}
-
-/// Nano-USD as an exact decimal string.
-pub fn usd_from_nano(nano: i64) -> String {
-    let sign = if nano < 0 { "-" } else { "" };
-    let nano = nano.unsigned_abs();
-    format!("{sign}{}.{:09}", nano / 1_000_000_000, nano % 1_000_000_000)
-}
+pub use promptops_account::prices::{usd_from_micro, usd_from_nano};
 
 impl From<Model> for ModelJson {
     fn from(m: Model) -> Self {
