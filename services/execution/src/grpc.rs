@@ -840,13 +840,19 @@ impl ExecutionService for ExecutionApi {
     async fn list_models(&self, request: Request<ListModelsRequest>) -> Result<Response<ListModelsResponse>> {
         let (caller, _) = self.caller(&request, Permission::Read).await?;
         let org = self.models.org(&caller.org_id).await?;
+        // Shown at the price book's prices now: what a run would cost.
+        let account = self.accounts.org(&caller.org_id).await?;
+        let now = promptops_platform::db::unix_ms();
         let models = crate::models::built_in()
             .iter()
             .chain(org.models.values())
-            .map(|spec| Model {
-                rate_limits: self.resilience.rate_limits(&caller.org_id, &spec.id),
-                health: self.health.get(&caller.org_id, &spec.id),
-                ..spec.to_message()
+            .map(|spec| {
+                let priced = Accounts::priced(&account, spec.clone(), now);
+                Model {
+                    rate_limits: self.resilience.rate_limits(&caller.org_id, &spec.id),
+                    health: self.health.get(&caller.org_id, &spec.id),
+                    ..priced.to_message()
+                }
             })
             .collect();
         Ok(Response::new(ListModelsResponse { models }))

@@ -188,6 +188,16 @@ async fn the_ledger_is_exact_across_a_price_change_and_a_rebuild_and_bad_input_i
     assert_eq!(&costs[..5], [11_000; 5]);
     assert_eq!(&costs[5..], [58_000; 5]);
     let total: i64 = costs.iter().sum();
+    // The model list shows the book's price in force.
+    let models = call_ok(&api, Method::GET, "/api/v1/models", &t, None).await;
+    let echo_model = models["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == "mock/echo")
+        .unwrap()
+        .clone();
+    assert_eq!(echo_model["input_price_per_mtok_usd"], "3.000000", "{echo_model}");
 
     let lines = ledger(&api, &t, 10).await;
     let ledger_total: i64 = lines.iter().map(|l| l["cost_nano_usd"].as_i64().unwrap()).sum();
