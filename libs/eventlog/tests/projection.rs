@@ -179,3 +179,47 @@ async fn jetstream_each_event_once_across_restarts_failures_and_rebuilds() {
         .unwrap();
     each_event_once_across_restarts_failures_and_rebuilds(EventLog::JetStream(Box::new(log))).await;
 }
+
+/// Two replicas run the same projection: one holds the lease and applies,
+/// the other waits; when the first stops, the second takes over. Every
+/// event once (the primary key fails a double application loudly).
+async fn two_replicas_apply_each_event_once(log: EventLog) {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = read_model(&dir).await;
+    let recorder = Arc::new(Recorder::default());
+    let (first, first_handle) = start(&log, &pool, &recorder);
+    let (second, second_handle) = start(&log, &pool, &recorder);
+    append(&log, 0..40).await;
+    wait_until_applied(&pool, 40).await;
+    let holders: Vec<String> =
+        sqlx::query_scalar("SELECT holder FROM projection_leases WHERE projection = 'recorder'")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(holders.len(), 1, "one lease for the pair");
+    // The holder stops (it gives the lease up); the other takes over.
+    first.cancel();
+    first_handle.await.unwrap();
+    append(&log, 40..70).await;
+    wait_until_applied(&pool, 70).await;
+    second.cancel();
+    second_handle.await.unwrap();
+    let expected: Vec<(i64, String)> = (0..70).map(|i| (i64::from(i) + 1, format!("e{i}"))).collect();
+    assert_eq!(rows(&pool).await, expected);
+}
+
+#[tokio::test]
+async fn embedded_two_replicas_apply_each_event_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EventLog::Embedded(EmbeddedLog::open(&dir.path().join("events.db")).await.unwrap());
+    two_replicas_apply_each_event_once(log).await;
+}
+
+#[tokio::test]
+async fn jetstream_two_replicas_apply_each_event_once() {
+    let server = NatsServer::start().unwrap();
+    let log = JetStreamLog::connect(&server.url(), &JetStreamOptions::default())
+        .await
+        .unwrap();
+    two_replicas_apply_each_event_once(EventLog::JetStream(Box::new(log))).await;
+}
