@@ -382,6 +382,50 @@ async fn the_ledger_is_exact_across_a_price_change_and_a_rebuild_and_bad_input_i
         .collect();
     percents.sort_unstable();
     assert_eq!(percents, [50, 80, 100], "{alerts}");
+    // The audit trail sees them, and the price and budget changes.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let entries = call_ok(
+            &api,
+            Method::GET,
+            "/api/v1/audit/entries?action_prefix=budget.",
+            &t,
+            None,
+        )
+        .await;
+        let actions: Vec<&str> = entries["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["action"].as_str().unwrap())
+            .collect();
+        let crossed = actions
+            .iter()
+            .filter(|a| **a == "budget.threshold.crossed")
+            .count();
+        if (crossed == 3 && actions.contains(&"budget.set")) || Instant::now() > deadline {
+            assert_eq!(crossed, 3, "{entries}");
+            assert!(actions.contains(&"budget.set"), "{entries}");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let entries = call_ok(
+        &api,
+        Method::GET,
+        "/api/v1/audit/entries?action_prefix=price.",
+        &t,
+        None,
+    )
+    .await;
+    assert_eq!(entries["entries"][0]["action"], "price.scheduled", "{entries}");
+    assert!(
+        entries["entries"][0]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("input $3.000000"),
+        "{entries}"
+    );
 
     // Another org sees none of it.
     let other = api.signup("other@billing.test").await;
