@@ -373,14 +373,9 @@ impl BillingService for BillingApi {
         let now = unix_ms();
         let start = budget::period_start_ms(budget.period(), now);
         let baseline_used = if budget::violations(&budget).is_empty() {
-            let keys = match budget.scope() {
-                BudgetScope::Project => {
-                    let state = self.account(&caller.org_id).await?;
-                    Some(state.projects.get(&budget.target).cloned().unwrap_or_default())
-                }
-                BudgetScope::ApiKey => Some(vec![budget.target.clone()]),
-                _ => None,
-            };
+            let keys = scope_keys(&self.db, &caller.org_id, &budget)
+                .await
+                .map_err(|e| ServiceError::unavailable("the billing database", e))?;
             ledger::used(&self.db, &caller.org_id, budget.metric(), keys.as_deref(), start)
                 .await
                 .map_err(|e| ServiceError::unavailable("the ledger", e))?
