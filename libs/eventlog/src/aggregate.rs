@@ -119,6 +119,27 @@ pub async fn catch_up<A: Aggregate>(
 /// How many times a command is decided before a conflict is given up on.
 pub const MAX_ATTEMPTS: u32 = 12;
 
+/// Commands on one aggregate in this process, one at a time: concurrent
+/// writers of a replica queue instead of racing (N racing writers need up
+/// to N attempts for the last; [`MAX_ATTEMPTS`] is for other replicas).
+/// Entries are weak, so an aggregate nobody writes costs nothing.
+static WRITERS: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<String, std::sync::Weak<tokio::sync::Mutex<()>>>>,
+> = std::sync::LazyLock::new(Default::default);
+
+fn writer_lock(subject: String) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+    let mut writers = WRITERS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(lock) = writers.get(&subject).and_then(std::sync::Weak::upgrade) {
+        return lock;
+    }
+    if writers.len() >= 1024 {
+        writers.retain(|_, lock| lock.strong_count() > 0);
+    }
+    let lock = std::sync::Arc::new(tokio::sync::Mutex::new(()));
+    writers.insert(subject, std::sync::Arc::downgrade(&lock));
+    lock
+}
+
 /// Runs `command` against the aggregate. When another writer appended in
 /// between (the expected sequence no longer matches), it waits a short,
 /// jittered, growing time, loads again and decides again: up to
@@ -143,6 +164,8 @@ pub async fn execute_from<A: Aggregate>(
     command: A::Command,
     metadata: &EventMetadata,
 ) -> Result<Executed<A::State, A::Event>, ExecuteError<A::Error>> {
+    let lock = writer_lock(aggregate.subject());
+    let _one_writer_here = lock.lock().await;
     let mut known = known;
     for attempt in 0..MAX_ATTEMPTS {
         if attempt > 0 {

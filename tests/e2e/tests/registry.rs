@@ -588,12 +588,28 @@ async fn on_jetstream_concurrent_saves_get_distinct_numbers_and_watchers_see_mov
         .unwrap()
         .into_inner();
     let id = created.prompt.unwrap().prompt_id;
+    // A second prompts replica: writers of one replica queue for the
+    // aggregate; the two replicas race through optimistic concurrency.
+    let second_port = promptops_testkit::free_port().unwrap();
+    let _second = cluster
+        .spawn_replica(
+            "prompts",
+            "prompts-2",
+            &[("PROMPTOPS_PROMPTS_GRPC_ADDR", format!("127.0.0.1:{second_port}"))],
+            &format!("http://127.0.0.1:{second_port}/readyz"),
+        )
+        .await;
+    let second = PromptServiceClient::new(channel(&format!("http://127.0.0.1:{second_port}")).await);
 
-    // 16 clients × 4 versions at once on one prompt.
+    // 16 clients × 4 versions at once on one prompt, half on each replica.
     const CLIENTS: usize = 16;
     const EACH: usize = 4;
     let saves = (0..CLIENTS).map(|c| {
-        let mut prompts = prompts.clone();
+        let mut prompts = if c % 2 == 0 {
+            prompts.clone()
+        } else {
+            second.clone()
+        };
         let (token, id) = (token.clone(), id.clone());
         async move {
             let mut numbers = Vec::new();
@@ -623,17 +639,23 @@ async fn on_jetstream_concurrent_saves_get_distinct_numbers_and_watchers_see_mov
     numbers.sort_unstable();
     let expected: Vec<u64> = (2..=(1 + CLIENTS * EACH) as u64).collect();
     assert_eq!(numbers, expected, "every save a distinct number, none lost");
-    let metrics = reqwest::get(format!("{}/metrics", cluster.grpc_url("prompts")))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let conflicts: f64 = metrics
-        .lines()
-        .filter(|l| l.starts_with("promptops_aggregate_conflicts_total{aggregate=\"prompt\"}"))
-        .filter_map(|l| l.rsplit(" ").next()?.parse::<f64>().ok())
-        .sum();
+    let mut conflicts = 0.0;
+    for base in [
+        cluster.grpc_url("prompts"),
+        format!("http://127.0.0.1:{second_port}"),
+    ] {
+        let metrics = reqwest::get(format!("{base}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        conflicts += metrics
+            .lines()
+            .filter(|l| l.starts_with("promptops_aggregate_conflicts_total{aggregate=\"prompt\"}"))
+            .filter_map(|l| l.rsplit(" ").next()?.parse::<f64>().ok())
+            .sum::<f64>();
+    }
     assert!(
         conflicts > 0.0,
         "the optimistic-concurrency path was exercised: {conflicts}"
