@@ -34,20 +34,13 @@ pub fn verify(from: Option<&str>, to: Option<&str>) -> ExitCode {
         if let Some(to) = to {
             query.push(("to", to));
         }
-        let response = match target
+        let request = target
             .request(&client, reqwest::Method::GET, "/api/v1/audit/verify")
-            .query(&query)
-            .send()
-            .await
-        {
-            Ok(response) => response,
-            Err(err) => {
-                eprintln!("cannot reach promptops at {}: {err}", target.url);
-                return ExitCode::from(2);
-            }
+            .query(&query);
+        let (status, body) = match target.send_json(request).await {
+            Ok(answer) => answer,
+            Err(code) => return code,
         };
-        let status = response.status();
-        let body: serde_json::Value = response.json().await.unwrap_or(serde_json::Value::Null);
         if !status.is_success() {
             eprintln!(
                 "verification refused ({status}): {}",

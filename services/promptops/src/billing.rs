@@ -36,20 +36,13 @@ pub fn reconcile(from: Option<&str>, to: Option<&str>) -> ExitCode {
     let from = from.map_or_else(|| rfc3339(now - time::Duration::days(30)), str::to_owned);
     runtime.block_on(async {
         let client = reqwest::Client::new();
-        let response = match target
+        let request = target
             .request(&client, reqwest::Method::GET, "/api/v1/billing/reconcile")
-            .query(&[("from", from.as_str()), ("to", to.as_str())])
-            .send()
-            .await
-        {
-            Ok(response) => response,
-            Err(err) => {
-                eprintln!("cannot reach promptops at {}: {err}", target.url);
-                return ExitCode::from(2);
-            }
+            .query(&[("from", from.as_str()), ("to", to.as_str())]);
+        let (status, body) = match target.send_json(request).await {
+            Ok(answer) => answer,
+            Err(code) => return code,
         };
-        let status = response.status();
-        let body: serde_json::Value = response.json().await.unwrap_or(serde_json::Value::Null);
         if !status.is_success() {
             eprintln!(
                 "reconciliation refused ({status}): {}",

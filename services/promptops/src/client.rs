@@ -42,6 +42,24 @@ impl Target {
             None => request,
         }
     }
+
+    /// Sends `request` and reads its JSON answer (null when none); exit
+    /// code 2, said on stderr, when the platform cannot be reached.
+    pub async fn send_json(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<(reqwest::StatusCode, serde_json::Value), ExitCode> {
+        match request.send().await {
+            Ok(response) => {
+                let status = response.status();
+                Ok((status, response.json().await.unwrap_or(serde_json::Value::Null)))
+            }
+            Err(err) => {
+                eprintln!("cannot reach promptops at {}: {err}", self.url);
+                Err(ExitCode::from(2))
+            }
+        }
+    }
 }
 
 /// `promptops status`: exit 0 when ready, 1 when not, 2 when unreachable.
