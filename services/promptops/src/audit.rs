@@ -101,12 +101,9 @@ pub fn rebuild(name: &str) -> ExitCode {
         Err(code) => return code,
     };
     runtime.block_on(async {
-        let log = match promptops_platform::eventlog::open(&common.event_log).await {
+        let log = match crate::files::event_log(&common.event_log).await {
             Ok(log) => log,
-            Err(err) => {
-                eprintln!("cannot open the event log: {err}");
-                return ExitCode::from(69);
-            }
+            Err(code) => return code,
         };
         let migrations = promptops_audit::migrations();
         let db = match promptops_platform::db::open(&common.database, "audit", &migrations).await {

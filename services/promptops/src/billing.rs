@@ -96,12 +96,9 @@ pub fn rebuild_ledger() -> ExitCode {
         Err(code) => return code,
     };
     runtime.block_on(async {
-        let log = match promptops_platform::eventlog::open(&common.event_log).await {
+        let log = match crate::files::event_log(&common.event_log).await {
             Ok(log) => log,
-            Err(err) => {
-                eprintln!("cannot open the event log: {err}");
-                return ExitCode::from(69);
-            }
+            Err(code) => return code,
         };
         let db =
             match promptops_platform::db::open(&common.database, "billing", promptops_billing::MIGRATIONS)

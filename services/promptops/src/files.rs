@@ -24,6 +24,17 @@ use crate::client::Target;
 
 const EXIT_INVALID: u8 = 65;
 
+/// Opens the configured event log for a CLI command; exit code 69 (said
+/// on stderr) when it cannot be.
+pub(crate) async fn event_log(
+    config: &promptops_platform::config::EventLogConfig,
+) -> Result<promptops_eventlog::EventLog, ExitCode> {
+    promptops_platform::eventlog::open(config).await.map_err(|err| {
+        eprintln!("cannot open the event log: {err}");
+        ExitCode::from(69)
+    })
+}
+
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
