@@ -113,17 +113,26 @@ struct AppendJob {
 /// Appends committed in one transaction, at most.
 const MAX_BATCH: usize = 256;
 
-/// The single writer of this process: takes every write waiting (up to
-/// [`MAX_BATCH`]), does them in one `BEGIN IMMEDIATE` transaction — each
-/// append checked on its own, a refused one rolled back to its savepoint
-/// without touching the others; acknowledgement floors moved — commits once
-/// and answers each. It ends when the last handle of the log is dropped (the
-/// channel closes).
-async fn write_appends(pool: SqlitePool, appended: Arc<Appends>, mut jobs: mpsc::Receiver<WriteJob>) {
+/// The single writer of this process, on a thread of its own with a
+/// connection of its own: takes every write waiting (up to [`MAX_BATCH`]),
+/// does them in one `BEGIN IMMEDIATE` transaction — each append checked on
+/// its own, a refused one rolled back to its savepoint without touching the
+/// others; acknowledgement floors moved — commits once and answers each.
+/// Statements run on this thread (prepared once, cached), so a batch costs
+/// one hand-over each way instead of one per statement. It ends when the
+/// last handle of the log is dropped (the channel closes).
+fn write_appends(mut conn: rusqlite::Connection, appended: &Appends, mut jobs: mpsc::Receiver<WriteJob>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    while let Some(job) = jobs.blocking_recv() {
+        batch.push(job);
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
         metrics::histogram!("promptops_eventlog_group_commit_size").record(batch.len() as f64);
-        match write_batch(&pool, &batch).await {
+        match write_batch(&mut conn, &batch) {
             Ok(results) => {
                 for context in Context::ALL {
                     if results
@@ -150,7 +159,7 @@ async fn write_appends(pool: SqlitePool, appended: Arc<Appends>, mut jobs: mpsc:
                 }
             }
             Err(err) => {
-                let reason = err.to_string();
+                let reason = format!("sqlite: {err}");
                 for job in batch.drain(..) {
                     let failure = StoreError::Unavailable(reason.clone());
                     match job {
@@ -168,74 +177,68 @@ async fn write_appends(pool: SqlitePool, appended: Arc<Appends>, mut jobs: mpsc:
 }
 
 /// Writes `batch` in one transaction; the outer error is the transaction's.
-async fn write_batch(pool: &SqlitePool, batch: &[WriteJob]) -> Result<Vec<Written>, StoreError> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+fn write_batch(conn: &mut rusqlite::Connection, batch: &[WriteJob]) -> rusqlite::Result<Vec<Written>> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut results = Vec::with_capacity(batch.len());
     for job in batch {
         let job = match job {
             WriteJob::Append(job) => job,
             WriteJob::Ack(ack) => {
-                sqlx::query(
-                    "UPDATE consumers SET ack_floor = MAX(ack_floor, $1) WHERE stream = $2 AND name = $3",
-                )
-                .bind(to_i64(ack.floor))
-                .bind(ack.stream)
-                .bind(&ack.consumer)
-                .execute(&mut *tx)
-                .await?;
+                tx.prepare_cached(
+                    "UPDATE consumers SET ack_floor = MAX(ack_floor, ?1) WHERE stream = ?2 AND name = ?3",
+                )?
+                .execute(rusqlite::params![to_i64(ack.floor), ack.stream, ack.consumer])?;
                 results.push(Written::Ack);
                 continue;
             }
         };
         let savepoint = job.events.len() > 1;
         if savepoint {
-            sqlx::query("SAVEPOINT append").execute(&mut *tx).await?;
+            tx.execute_batch("SAVEPOINT append")?;
         }
-        let result = append_in(&mut tx, &job.aggregate, job.expected, &job.events).await;
+        let result = append_in(&tx, &job.aggregate, job.expected, &job.events)?;
         match (&result, savepoint) {
             (Err(AppendError::Conflict { .. }), true) => {
-                sqlx::query("ROLLBACK TO append").execute(&mut *tx).await?;
-                sqlx::query("RELEASE append").execute(&mut *tx).await?;
+                tx.execute_batch("ROLLBACK TO append; RELEASE append")?;
             }
-            (Err(AppendError::Store(err)), _) => return Err(StoreError::Unavailable(err.to_string())),
-            (_, true) => {
-                sqlx::query("RELEASE append").execute(&mut *tx).await?;
-            }
+            (_, true) => tx.execute_batch("RELEASE append")?,
             _ => {}
         }
         results.push(Written::Append(result));
     }
-    tx.commit().await?;
+    tx.commit()?;
     Ok(results)
 }
 
 /// One append inside the writer's transaction: deduplicated by event id,
-/// checked against the aggregate's last sequence.
-async fn append_in(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+/// checked against the aggregate's last sequence. The outer error is the
+/// store's (it fails the whole batch); the inner one is this append's.
+fn append_in(
+    tx: &rusqlite::Transaction<'_>,
     aggregate: &AggregateRef,
     expected: Expected,
     events: &[EventEnvelope],
-) -> Result<Appended, AppendError> {
+) -> rusqlite::Result<Result<Appended, AppendError>> {
     let stream = aggregate.context().stream_name();
     let subject = aggregate.subject();
     let mut expected_now = expected;
     let mut last_sequence = 0;
     let mut duplicate = true;
+    let mut facts = tx.prepare_cached(
+        "SELECT
+            (SELECT sequence FROM events WHERE stream = ?1 AND event_id = ?2),
+            (SELECT COALESCE(MAX(sequence), 0) FROM events WHERE subject = ?3),
+            (SELECT COALESCE(MAX(sequence), 0) FROM events WHERE stream = ?1)",
+    )?;
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO events (stream, sequence, subject, event_id, payload) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
     for event in events {
-        // One round trip for the three facts the append depends on.
-        let (existing, subject_last, stream_last): (Option<i64>, i64, i64) = sqlx::query_as(
-            "SELECT
-                (SELECT sequence FROM events WHERE stream = $1 AND event_id = $2),
-                (SELECT COALESCE(MAX(sequence), 0) FROM events WHERE subject = $3),
-                (SELECT COALESCE(MAX(sequence), 0) FROM events WHERE stream = $1)",
-        )
-        .bind(stream)
-        .bind(&event.event_id)
-        .bind(&subject)
-        .fetch_one(&mut **tx)
-        .await
-        .map_err(StoreError::from)?;
+        // One statement for the three facts the append depends on.
+        let (existing, subject_last, stream_last): (Option<i64>, i64, i64) = facts
+            .query_row(rusqlite::params![stream, event.event_id, subject], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })?;
         let sequence = if let Some(seq) = existing {
             to_u64(seq)
         } else {
@@ -243,23 +246,19 @@ async fn append_in(
             if let Some(want) = expected_now.last_subject_sequence()
                 && want != to_u64(subject_last)
             {
-                return Err(AppendError::Conflict {
+                return Ok(Err(AppendError::Conflict {
                     expected: expected_now,
                     actual: to_u64(subject_last),
-                });
+                }));
             }
             let next = stream_last + 1;
-            sqlx::query(
-                "INSERT INTO events (stream, sequence, subject, event_id, payload) VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(stream)
-            .bind(next)
-            .bind(&subject)
-            .bind(&event.event_id)
-            .bind(event.encode_to_vec())
-            .execute(&mut **tx)
-            .await
-            .map_err(StoreError::from)?;
+            insert.execute(rusqlite::params![
+                stream,
+                next,
+                subject,
+                event.event_id,
+                event.encode_to_vec()
+            ])?;
             to_u64(next)
         };
         last_sequence = sequence;
@@ -267,11 +266,23 @@ async fn append_in(
             expected_now = Expected::Sequence(sequence);
         }
     }
-    Ok(Appended {
+    Ok(Ok(Appended {
         context: aggregate.context(),
         last_sequence,
         duplicate,
-    })
+    }))
+}
+
+/// The writer's own connection to the log file (the pool's has made it a
+/// WAL file with its schema already).
+fn writer_connection(path: &Path) -> Result<rusqlite::Connection, StoreError> {
+    let open = || -> rusqlite::Result<rusqlite::Connection> {
+        let conn = rusqlite::Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        Ok(conn)
+    };
+    open().map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))
 }
 
 impl EmbeddedLog {
@@ -310,16 +321,17 @@ impl EmbeddedLog {
         for statement in SCHEMA {
             sqlx::query(statement).execute(&pool).await?;
         }
+        let conn = writer_connection(path)?;
         let appended = Arc::new(Appends::default());
         let (writer, jobs) = mpsc::channel(4 * MAX_BATCH);
-        // Not tracked: the writer owns nothing but the channel's receiving
-        // end and ends when the last handle of the log is dropped; every
-        // append it has taken is answered (or its caller is gone too).
-        #[allow(
-            clippy::disallowed_methods,
-            reason = "lives exactly as long as the log's handles"
-        )]
-        tokio::spawn(write_appends(pool.clone(), appended.clone(), jobs));
+        let wakes = Arc::clone(&appended);
+        // Not joined: the writer owns its connection and the channel's
+        // receiving end and ends when the last handle of the log is dropped;
+        // every append it has taken is answered (or its caller is gone too).
+        std::thread::Builder::new()
+            .name("eventlog-writer".into())
+            .spawn(move || write_appends(conn, &wakes, jobs))
+            .map_err(|e| StoreError::Unavailable(format!("cannot start the event log's writer: {e}")))?;
         Ok(Self {
             pool,
             appended,
@@ -505,8 +517,11 @@ impl EmbeddedSubscription {
 
     async fn fetch(&mut self) -> Result<bool, StoreError> {
         let stream = self.context.stream_name();
+        // The stream's end in the same statement: how many are pending.
         let rows = sqlx::query(
-            "SELECT sequence, subject, payload FROM events WHERE stream = $1 AND sequence > $2 ORDER BY sequence LIMIT $3",
+            "SELECT sequence, subject, payload,
+                (SELECT COALESCE(MAX(sequence), 0) FROM events WHERE stream = $1) AS last
+             FROM events WHERE stream = $1 AND sequence > $2 ORDER BY sequence LIMIT $3",
         )
         .bind(stream)
         .bind(to_i64(self.cursor))
@@ -516,11 +531,11 @@ impl EmbeddedSubscription {
         if rows.is_empty() {
             return Ok(false);
         }
-        let last = self.log.last_sequence(self.context).await?;
         for row in &rows {
+            let last: i64 = row.try_get("last")?;
             let event = decode_row(self.context, row)?;
             self.cursor = event.sequence;
-            let pending = last.saturating_sub(event.sequence);
+            let pending = to_u64(last).saturating_sub(event.sequence);
             self.buffer.push_back((event, pending));
         }
         Ok(true)

@@ -41,3 +41,9 @@ impl From<sqlx::Error> for StoreError {
         StoreError::Unavailable(format!("sqlite: {err}"))
     }
 }
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(err: rusqlite::Error) -> Self {
+        StoreError::Unavailable(format!("sqlite: {err}"))
+    }
+}
