@@ -147,80 +147,19 @@ impl Projection for AuditTrail {
     }
 
     async fn apply(&self, conn: &mut AnyConnection, event: &RecordedEvent) -> Result<(), sqlx::Error> {
-        let envelope = &event.envelope;
-        track_members(conn, envelope).await?;
-        track_retention(conn, envelope).await?;
-        let Some(classified) = classify(envelope) else {
-            return Ok(());
-        };
-        let chain_name = event.context.stream_name();
-        let head: Option<(i64, String)> =
-            sqlx::query_as("SELECT length, head_hash FROM audit_chains WHERE org_id = $1 AND chain = $2")
-                .bind(&envelope.org_id)
-                .bind(chain_name)
-                .fetch_optional(&mut *conn)
-                .await?;
-        let (length, previous_hash) = head.unwrap_or((0, GENESIS.to_owned()));
-        let actor = envelope.actor.clone().unwrap_or_default();
-        let content = EntryContent {
-            event_id: envelope.event_id.clone(),
-            org_id: envelope.org_id.clone(),
-            chain: chain_name.to_owned(),
-            chain_sequence: to_u64(length) + 1,
-            stream_sequence: event.sequence,
-            occurred_at_ms: ms_from_timestamp(envelope.occurred_at.as_ref()),
-            actor_kind: i64::from(actor.kind),
-            actor_id: actor.id,
-            action: classified.action,
-            resource_type: envelope.aggregate_type.clone(),
-            resource_id: envelope.aggregate_id.clone(),
-            outcome: classified.outcome.to_owned(),
-            summary: classified.summary,
-            correlation_id: envelope.correlation_id.clone(),
-            trace_id: trace_id_of(&envelope.traceparent),
-            client_address: classified.client_address,
-            user_agent: classified.user_agent,
-        };
-        let hash = chain::entry_hash(&content, &previous_hash);
-        sqlx::query(
-            "INSERT INTO audit_entries (org_id, chain, chain_sequence, event_id, stream_sequence, occurred_at_ms,
-                actor_kind, actor_id, action, resource_type, resource_id, outcome, summary, correlation_id,
-                trace_id, client_address, user_agent, previous_hash, hash, summary_folded)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
-        )
-        .bind(&content.org_id)
-        .bind(&content.chain)
-        .bind(to_i64(content.chain_sequence))
-        .bind(&content.event_id)
-        .bind(to_i64(content.stream_sequence))
-        .bind(content.occurred_at_ms)
-        .bind(content.actor_kind)
-        .bind(&content.actor_id)
-        .bind(&content.action)
-        .bind(&content.resource_type)
-        .bind(&content.resource_id)
-        .bind(&content.outcome)
-        .bind(&content.summary)
-        .bind(&content.correlation_id)
-        .bind(&content.trace_id)
-        .bind(&content.client_address)
-        .bind(&content.user_agent)
-        .bind(&previous_hash)
-        .bind(&hash)
-        .bind(content.summary.to_lowercase())
-        .execute(&mut *conn)
-        .await?;
-        sqlx::query(
-            "INSERT INTO audit_chains (org_id, chain, length, head_hash) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (org_id, chain) DO UPDATE SET length = $3, head_hash = $4",
-        )
-        .bind(&content.org_id)
-        .bind(&content.chain)
-        .bind(to_i64(content.chain_sequence))
-        .bind(&hash)
-        .execute(&mut *conn)
-        .await?;
-        Ok(())
+        self.apply_batch(conn, &[event]).await
+    }
+
+    /// A batch in a few statements: each chain's head read once, the
+    /// entries hashed in order in memory, written in multi-row inserts, and
+    /// each head moved once (all in the runner's transaction).
+    async fn apply_batch(
+        &self,
+        conn: &mut AnyConnection,
+        events: &[&RecordedEvent],
+    ) -> Result<(), sqlx::Error> {
+        let span = tracing::debug_span!("apply audit batch", events = events.len());
+        tracing::Instrument::instrument(append_entries(conn, events), span).await
     }
 
     /// A rebuild re-derives every chain from the log, so the checkpoints
@@ -238,6 +177,111 @@ impl Projection for AuditTrail {
         }
         Ok(())
     }
+}
+
+/// Rows per multi-row insert (× 20 columns, within both databases' limits
+/// on bound parameters).
+const ENTRIES_PER_STATEMENT: usize = 100;
+
+/// A chain's head as the batch moves it: (length, head hash).
+type Heads = std::collections::BTreeMap<(String, &'static str), (i64, String)>;
+
+async fn append_entries(conn: &mut AnyConnection, events: &[&RecordedEvent]) -> Result<(), sqlx::Error> {
+    let mut heads = Heads::new();
+    let mut entries: Vec<(EntryContent, String, String)> = Vec::new();
+    for event in events {
+        let envelope = &event.envelope;
+        track_members(conn, envelope).await?;
+        track_retention(conn, envelope).await?;
+        let Some(classified) = classify(envelope) else {
+            continue;
+        };
+        let chain_name = event.context.stream_name();
+        let key = (envelope.org_id.clone(), chain_name);
+        if !heads.contains_key(&key) {
+            let head: Option<(i64, String)> =
+                sqlx::query_as("SELECT length, head_hash FROM audit_chains WHERE org_id = $1 AND chain = $2")
+                    .bind(&envelope.org_id)
+                    .bind(chain_name)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+            heads.insert(key.clone(), head.unwrap_or((0, GENESIS.to_owned())));
+        }
+        let Some((length, head_hash)) = heads.get_mut(&key) else {
+            continue;
+        };
+        let actor = envelope.actor.clone().unwrap_or_default();
+        let content = EntryContent {
+            event_id: envelope.event_id.clone(),
+            org_id: envelope.org_id.clone(),
+            chain: chain_name.to_owned(),
+            chain_sequence: to_u64(*length) + 1,
+            stream_sequence: event.sequence,
+            occurred_at_ms: ms_from_timestamp(envelope.occurred_at.as_ref()),
+            actor_kind: i64::from(actor.kind),
+            actor_id: actor.id,
+            action: classified.action,
+            resource_type: envelope.aggregate_type.clone(),
+            resource_id: envelope.aggregate_id.clone(),
+            outcome: classified.outcome.to_owned(),
+            summary: classified.summary,
+            correlation_id: envelope.correlation_id.clone(),
+            trace_id: trace_id_of(&envelope.traceparent),
+            client_address: classified.client_address,
+            user_agent: classified.user_agent,
+        };
+        let hash = chain::entry_hash(&content, head_hash);
+        let previous = std::mem::replace(head_hash, hash.clone());
+        *length += 1;
+        entries.push((content, previous, hash));
+    }
+    for chunk in entries.chunks(ENTRIES_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO audit_entries (org_id, chain, chain_sequence, event_id, stream_sequence, occurred_at_ms,
+                actor_kind, actor_id, action, resource_type, resource_id, outcome, summary, correlation_id,
+                trace_id, client_address, user_agent, previous_hash, hash, summary_folded)
+             VALUES {}",
+            promptops_platform::db::values_placeholders(conn, chunk.len(), 20)
+        );
+        let mut query = sqlx::query(&sql);
+        for (content, previous_hash, hash) in chunk {
+            query = query
+                .bind(&content.org_id)
+                .bind(&content.chain)
+                .bind(to_i64(content.chain_sequence))
+                .bind(&content.event_id)
+                .bind(to_i64(content.stream_sequence))
+                .bind(content.occurred_at_ms)
+                .bind(content.actor_kind)
+                .bind(&content.actor_id)
+                .bind(&content.action)
+                .bind(&content.resource_type)
+                .bind(&content.resource_id)
+                .bind(&content.outcome)
+                .bind(&content.summary)
+                .bind(&content.correlation_id)
+                .bind(&content.trace_id)
+                .bind(&content.client_address)
+                .bind(&content.user_agent)
+                .bind(previous_hash)
+                .bind(hash)
+                .bind(content.summary.to_lowercase());
+        }
+        query.execute(&mut *conn).await?;
+    }
+    for ((org_id, chain_name), (length, head_hash)) in &heads {
+        sqlx::query(
+            "INSERT INTO audit_chains (org_id, chain, length, head_hash) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (org_id, chain) DO UPDATE SET length = $3, head_hash = $4",
+        )
+        .bind(org_id)
+        .bind(*chain_name)
+        .bind(*length)
+        .bind(head_hash)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
 }
 
 async fn track_members(conn: &mut AnyConnection, envelope: &EventEnvelope) -> Result<(), sqlx::Error> {

@@ -224,8 +224,12 @@ const LINE_INSERT: &str =
     input_price, output_price, cached_input_price, cache_write_price, priced, cost_nano_usd,
     estimated, started_at_ms, ended_at_ms, day) VALUES ";
 
-/// Rows per statement (PostgreSQL takes at most 65,535 parameters).
-const ROWS_PER_STATEMENT: usize = 500;
+/// Rows per statement: on PostgreSQL 500 (it takes at most 65,535
+/// parameters); on SQLite few, as its numbered parameters cost n² to bind
+/// (see [`promptops_platform::db::values_placeholders`]).
+fn rows_per_statement(conn: &AnyConnection) -> usize {
+    if conn.backend_name() == "SQLite" { 16 } else { 500 }
+}
 
 /// Writes starts (a line `running`, with who ran it: for an API key, the
 /// member who created it) and then ends (completing a `running` line, or
@@ -242,7 +246,8 @@ async fn write(conn: &mut AnyConnection, changes: Vec<Change>) -> Result<(), sql
             Change::End(_) => {}
         }
     }
-    for chunk in starts.chunks(ROWS_PER_STATEMENT) {
+    let rows = rows_per_statement(conn);
+    for chunk in starts.chunks(rows) {
         let mut sql = String::from(LINE_INSERT);
         for i in 0..chunk.len() {
             let n = i * 9;
@@ -280,7 +285,7 @@ async fn write(conn: &mut AnyConnection, changes: Vec<Change>) -> Result<(), sql
         }
         query.execute(&mut *conn).await?;
     }
-    for chunk in ends.chunks(ROWS_PER_STATEMENT) {
+    for chunk in ends.chunks(rows) {
         let mut sql = String::from(LINE_INSERT);
         for i in 0..chunk.len() {
             if i > 0 {

@@ -110,49 +110,134 @@ impl Projection for RunsProjection {
     }
 
     async fn apply(&self, conn: &mut AnyConnection, event: &RecordedEvent) -> Result<(), sqlx::Error> {
-        let envelope = &event.envelope;
-        let payload = envelope.payload.as_slice();
-        let org = envelope.org_id.as_str();
-        if envelope.aggregate_type == crate::catalog::AGGREGATE_TYPE {
-            // The health checker visits every org with a catalog.
-            sqlx::query("INSERT INTO catalog_orgs (org_id) VALUES ($1) ON CONFLICT (org_id) DO NOTHING")
-                .bind(org)
-                .execute(&mut *conn)
-                .await?;
-            return Ok(());
+        self.apply_batch(conn, &[event]).await
+    }
+
+    /// A run started in the batch is inserted once with its end already
+    /// applied, in multi-row inserts; ends of runs started earlier update
+    /// their rows; catalog and conversation events are applied in order.
+    async fn apply_batch(
+        &self,
+        conn: &mut AnyConnection,
+        events: &[&RecordedEvent],
+    ) -> Result<(), sqlx::Error> {
+        let span = tracing::debug_span!("apply runs batch", events = events.len());
+        tracing::Instrument::instrument(apply_runs(conn, events), span).await
+    }
+
+    async fn reset(&self, conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM catalog_orgs")
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query("DELETE FROM conversations")
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query("DELETE FROM runs")
+            .execute(&mut *conn)
+            .await
+            .map(|_| ())
+    }
+}
+
+/// A run's row as its start writes it (and, within a batch, its end).
+#[derive(Debug)]
+struct NewRun {
+    org_id: String,
+    run_id: String,
+    status: i64,
+    prompt_id: String,
+    prompt_version: i64,
+    label: String,
+    model: String,
+    output: String,
+    input_tokens: i64,
+    output_tokens: i64,
+    cached_input_tokens: i64,
+    estimated: i64,
+    cost_nano_usd: i64,
+    latency_us: i64,
+    ttft_us: i64,
+    error: String,
+    finish_reason: String,
+    created_at_ms: i64,
+    actor_kind: i64,
+    actor_id: String,
+    trace_id: String,
+    variables: String,
+}
+
+/// How a run ends.
+enum End {
+    Completed(ExecutionCompleted),
+    Failed(ExecutionFailed),
+    Cancelled(ExecutionCancelled),
+}
+
+impl End {
+    fn decode(event_type: &str, payload: &[u8]) -> Result<Option<Self>, sqlx::Error> {
+        Ok(match event_type {
+            COMPLETED => Some(End::Completed(
+                ExecutionCompleted::decode(payload).map_err(decode_error)?,
+            )),
+            FAILED => Some(End::Failed(
+                ExecutionFailed::decode(payload).map_err(decode_error)?,
+            )),
+            CANCELLED => Some(End::Cancelled(
+                ExecutionCancelled::decode(payload).map_err(decode_error)?,
+            )),
+            _ => None,
+        })
+    }
+
+    fn run_id(&self) -> &str {
+        match self {
+            End::Completed(e) => &e.run_id,
+            End::Failed(e) => &e.run_id,
+            End::Cancelled(e) => &e.run_id,
         }
-        if envelope.aggregate_type == conversation::AGGREGATE_TYPE {
-            return apply_conversation(conn, event).await;
-        }
-        match envelope.event_type.as_str() {
-            STARTED => {
-                let started = ExecutionStarted::decode(payload).map_err(decode_error)?;
-                let actor = envelope.actor.clone().unwrap_or_default();
-                sqlx::query(
-                    "INSERT INTO runs (org_id, run_id, status, prompt_id, prompt_version, label, model, output,
-                        input_tokens, output_tokens, cached_input_tokens, estimated, cost_nano_usd, latency_us,
-                        ttft_us, error, finish_reason, created_at_ms, actor_kind, actor_id, trace_id, variables)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, '', $8, 0, 0, 1, 0, 0, 0, '', '', $9, $10, $11, $12, $13)
-                     ON CONFLICT (org_id, run_id) DO NOTHING",
-                )
-                .bind(org)
-                .bind(&started.run_id)
-                .bind(RunStatus::Running as i64)
-                .bind(&started.prompt_id)
-                .bind(to_i64(started.prompt_version))
-                .bind(&started.label)
-                .bind(&started.model)
-                .bind(to_i64(started.input_tokens_counted))
-                .bind(ms_from_timestamp(envelope.occurred_at.as_ref()))
-                .bind(i64::from(actor.kind))
-                .bind(&actor.id)
-                .bind(trace_id(&envelope.traceparent))
-                .bind(serde_json::to_string(&started.variables).unwrap_or_else(|_| "{}".to_owned()))
-                .execute(&mut *conn)
-                .await?;
+    }
+
+    /// The end applied to a row not yet written (what [`Self::update`]
+    /// does to a written one).
+    fn apply_to(&self, row: &mut NewRun) {
+        match self {
+            End::Completed(done) => {
+                let usage = done.usage.unwrap_or_default();
+                row.status = RunStatus::Completed as i64;
+                row.output.clone_from(&done.output);
+                row.input_tokens = to_i64(usage.input_tokens);
+                row.output_tokens = to_i64(usage.output_tokens);
+                row.cached_input_tokens = to_i64(usage.cached_input_tokens);
+                row.estimated = i64::from(usage.estimated);
+                row.cost_nano_usd = done.cost_nano_usd;
+                row.latency_us = to_i64(done.latency_us);
+                row.ttft_us = to_i64(done.time_to_first_token_us);
+                row.finish_reason.clone_from(&done.finish_reason);
+                if !done.model.is_empty() {
+                    row.model.clone_from(&done.model);
+                }
             }
-            COMPLETED => {
-                let done = ExecutionCompleted::decode(payload).map_err(decode_error)?;
+            End::Failed(failed) => {
+                row.status = RunStatus::Failed as i64;
+                row.error = format!("{}: {}", failed.error_class, failed.message);
+                row.latency_us = to_i64(failed.latency_us);
+            }
+            End::Cancelled(cancelled) => {
+                let usage = cancelled.usage.unwrap_or_default();
+                row.status = RunStatus::Cancelled as i64;
+                row.output.clone_from(&cancelled.partial_output);
+                row.output_tokens = to_i64(usage.output_tokens);
+                row.cost_nano_usd = cancelled.cost_nano_usd;
+                row.latency_us = to_i64(cancelled.latency_us);
+                row.estimated = i64::from(usage.estimated);
+            }
+        }
+    }
+
+    /// The end of a run written in an earlier batch.
+    async fn update(&self, conn: &mut AnyConnection, org: &str) -> Result<(), sqlx::Error> {
+        match self {
+            End::Completed(done) => {
                 let usage = done.usage.unwrap_or_default();
                 sqlx::query(
                     "UPDATE runs SET status = $3, output = $4, input_tokens = $5, output_tokens = $6,
@@ -177,8 +262,7 @@ impl Projection for RunsProjection {
                 .execute(&mut *conn)
                 .await?;
             }
-            FAILED => {
-                let failed = ExecutionFailed::decode(payload).map_err(decode_error)?;
+            End::Failed(failed) => {
                 sqlx::query(
                     "UPDATE runs SET status = $3, error = $4, latency_us = $5 WHERE org_id = $1 AND run_id = $2",
                 )
@@ -190,8 +274,7 @@ impl Projection for RunsProjection {
                 .execute(&mut *conn)
                 .await?;
             }
-            CANCELLED => {
-                let cancelled = ExecutionCancelled::decode(payload).map_err(decode_error)?;
+            End::Cancelled(cancelled) => {
                 let usage = cancelled.usage.unwrap_or_default();
                 sqlx::query(
                     "UPDATE runs SET status = $3, output = $4, output_tokens = $5, cost_nano_usd = $6,
@@ -209,23 +292,113 @@ impl Projection for RunsProjection {
                 .execute(&mut *conn)
                 .await?;
             }
-            _ => {}
         }
         Ok(())
     }
+}
 
-    async fn reset(&self, conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
-        sqlx::query("DELETE FROM catalog_orgs")
-            .execute(&mut *conn)
-            .await?;
-        sqlx::query("DELETE FROM conversations")
-            .execute(&mut *conn)
-            .await?;
-        sqlx::query("DELETE FROM runs")
-            .execute(&mut *conn)
-            .await
-            .map(|_| ())
+/// Rows per multi-row insert (× 22 columns, within both databases' limits
+/// on bound parameters).
+const RUNS_PER_STATEMENT: usize = 100;
+
+async fn apply_runs(conn: &mut AnyConnection, events: &[&RecordedEvent]) -> Result<(), sqlx::Error> {
+    let mut fresh: Vec<NewRun> = Vec::new();
+    let mut index: std::collections::HashMap<(String, String), usize> = std::collections::HashMap::new();
+    for event in events {
+        let envelope = &event.envelope;
+        let payload = envelope.payload.as_slice();
+        let org = envelope.org_id.as_str();
+        if envelope.aggregate_type == crate::catalog::AGGREGATE_TYPE {
+            // The health checker visits every org with a catalog.
+            sqlx::query("INSERT INTO catalog_orgs (org_id) VALUES ($1) ON CONFLICT (org_id) DO NOTHING")
+                .bind(org)
+                .execute(&mut *conn)
+                .await?;
+            continue;
+        }
+        if envelope.aggregate_type == conversation::AGGREGATE_TYPE {
+            apply_conversation(conn, event).await?;
+            continue;
+        }
+        if envelope.event_type == STARTED {
+            let started = ExecutionStarted::decode(payload).map_err(decode_error)?;
+            let key = (org.to_owned(), started.run_id.clone());
+            if index.contains_key(&key) {
+                continue;
+            }
+            let actor = envelope.actor.clone().unwrap_or_default();
+            index.insert(key, fresh.len());
+            fresh.push(NewRun {
+                org_id: org.to_owned(),
+                status: RunStatus::Running as i64,
+                prompt_version: to_i64(started.prompt_version),
+                input_tokens: to_i64(started.input_tokens_counted),
+                output_tokens: 0,
+                cached_input_tokens: 0,
+                estimated: 1,
+                cost_nano_usd: 0,
+                latency_us: 0,
+                ttft_us: 0,
+                output: String::new(),
+                error: String::new(),
+                finish_reason: String::new(),
+                created_at_ms: ms_from_timestamp(envelope.occurred_at.as_ref()),
+                actor_kind: i64::from(actor.kind),
+                actor_id: actor.id,
+                trace_id: trace_id(&envelope.traceparent).to_owned(),
+                variables: serde_json::to_string(&started.variables).unwrap_or_else(|_| "{}".to_owned()),
+                run_id: started.run_id,
+                prompt_id: started.prompt_id,
+                label: started.label,
+                model: started.model,
+            });
+            continue;
+        }
+        let Some(end) = End::decode(&envelope.event_type, payload)? else {
+            continue;
+        };
+        match index.get(&(org.to_owned(), end.run_id().to_owned())) {
+            Some(&i) => end.apply_to(&mut fresh[i]),
+            None => end.update(conn, org).await?,
+        }
     }
+    for chunk in fresh.chunks(RUNS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO runs (org_id, run_id, status, prompt_id, prompt_version, label, model, output,
+                input_tokens, output_tokens, cached_input_tokens, estimated, cost_nano_usd, latency_us,
+                ttft_us, error, finish_reason, created_at_ms, actor_kind, actor_id, trace_id, variables)
+             VALUES {} ON CONFLICT (org_id, run_id) DO NOTHING",
+            promptops_platform::db::values_placeholders(conn, chunk.len(), 22)
+        );
+        let mut query = sqlx::query(&sql);
+        for run in chunk {
+            query = query
+                .bind(&run.org_id)
+                .bind(&run.run_id)
+                .bind(run.status)
+                .bind(&run.prompt_id)
+                .bind(run.prompt_version)
+                .bind(&run.label)
+                .bind(&run.model)
+                .bind(&run.output)
+                .bind(run.input_tokens)
+                .bind(run.output_tokens)
+                .bind(run.cached_input_tokens)
+                .bind(run.estimated)
+                .bind(run.cost_nano_usd)
+                .bind(run.latency_us)
+                .bind(run.ttft_us)
+                .bind(&run.error)
+                .bind(&run.finish_reason)
+                .bind(run.created_at_ms)
+                .bind(run.actor_kind)
+                .bind(&run.actor_id)
+                .bind(&run.trace_id)
+                .bind(&run.variables);
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
 /// The conversations table follows its aggregate's events.
@@ -452,4 +625,137 @@ pub async fn list(
         time_ms: ms_from_timestamp(r.created_at.as_ref()),
         id: r.run_id.clone(),
     }))
+}
+
+#[cfg(test)]
+mod batch_tests {
+    use promptops_eventlog::{Context, EventEnvelope};
+    use promptops_platform::config::DatabaseConfig;
+    use promptops_platform::paging::timestamp_from_ms;
+
+    use super::*;
+
+    fn event(sequence: u64, run: &str, event_type: &str, payload: Vec<u8>) -> RecordedEvent {
+        RecordedEvent {
+            context: Context::Execution,
+            sequence,
+            subject: String::new(),
+            envelope: EventEnvelope {
+                event_id: format!("e{sequence}"),
+                event_type: event_type.into(),
+                org_id: "acme".into(),
+                aggregate_type: crate::events::AGGREGATE_TYPE.into(),
+                aggregate_id: run.into(),
+                occurred_at: Some(timestamp_from_ms(1_800_000_000_000 + sequence as i64)),
+                payload,
+                ..EventEnvelope::default()
+            },
+        }
+    }
+
+    /// Nine runs: completed (one by a fallback), failed, cancelled, one
+    /// still running; an end without a start changes nothing.
+    fn history() -> Vec<RecordedEvent> {
+        let mut events = Vec::new();
+        let mut push = |run: &str, event_type: &str, payload: Vec<u8>| {
+            let sequence = events.len() as u64 + 1;
+            events.push(event(sequence, run, event_type, payload));
+        };
+        for i in 0..9_u64 {
+            let run = format!("r{i}");
+            let started = ExecutionStarted {
+                run_id: run.clone(),
+                model: "mock/echo".into(),
+                input_tokens_counted: 10 + i,
+                ..Default::default()
+            };
+            push(&run, STARTED, started.encode_to_vec());
+            match i % 4 {
+                0 => push(
+                    &run,
+                    COMPLETED,
+                    ExecutionCompleted {
+                        run_id: run.clone(),
+                        output: format!("out {i}"),
+                        model: if i == 4 { "mock/fast".into() } else { String::new() },
+                        usage: Some(Usage {
+                            input_tokens: 10 + i,
+                            output_tokens: i,
+                            ..Default::default()
+                        }),
+                        cost_nano_usd: 100 + i as i64,
+                        ..Default::default()
+                    }
+                    .encode_to_vec(),
+                ),
+                1 => push(
+                    &run,
+                    FAILED,
+                    ExecutionFailed {
+                        run_id: run.clone(),
+                        error_class: "provider-error".into(),
+                        message: "boom".into(),
+                        latency_us: 5,
+                    }
+                    .encode_to_vec(),
+                ),
+                2 => push(
+                    &run,
+                    CANCELLED,
+                    ExecutionCancelled {
+                        run_id: run.clone(),
+                        partial_output: "par".into(),
+                        cost_nano_usd: 3,
+                        ..Default::default()
+                    }
+                    .encode_to_vec(),
+                ),
+                _ => {}
+            }
+        }
+        let orphan = ExecutionCompleted {
+            run_id: "orphan".into(),
+            ..Default::default()
+        };
+        push("orphan", COMPLETED, orphan.encode_to_vec());
+        events
+    }
+
+    async fn rows_after(batch: usize) -> Vec<(String, i64, String, String, i64, i64, String)> {
+        let dir = tempfile::tempdir().unwrap();
+        let db = promptops_platform::db::open(
+            &DatabaseConfig::Sqlite {
+                data_dir: dir.path().to_owned(),
+            },
+            "execution",
+            MIGRATIONS,
+        )
+        .await
+        .unwrap();
+        let events = history();
+        let refs: Vec<&RecordedEvent> = events.iter().collect();
+        for chunk in refs.chunks(batch) {
+            let mut tx = db.begin().await.unwrap();
+            RunsProjection.apply_batch(&mut tx, chunk).await.unwrap();
+            tx.commit().await.unwrap();
+        }
+        sqlx::query_as(
+            "SELECT run_id, status, model, output, input_tokens, cost_nano_usd, error FROM runs ORDER BY run_id",
+        )
+        .fetch_all(&db)
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_batch_writes_what_one_event_at_a_time_writes() {
+        let one_by_one = rows_after(1).await;
+        assert_eq!(one_by_one.len(), 9, "{one_by_one:?}");
+        assert_eq!(one_by_one[4].2, "mock/fast", "the model that answered");
+        assert_eq!(one_by_one[1].6, "provider-error: boom");
+        assert_eq!(one_by_one[3].1, RunStatus::Running as i64);
+        for batch in [2, 3, 64] {
+            assert_eq!(rows_after(batch).await, one_by_one, "batches of {batch}");
+        }
+    }
 }
