@@ -130,7 +130,11 @@ async fn a_thread_keeps_its_context_switches_models_and_records_each_turn() {
     let (status, run) = api
         .call(
             Method::GET,
-            &format!("/api/v1/runs/{}", fifth["run"]["id"].as_str().unwrap()),
+            &format!(
+                "/api/v1/runs/{}?min_position={}",
+                fifth["run"]["id"].as_str().unwrap(),
+                fifth["position"].as_str().unwrap()
+            ),
             t,
             None,
         )

@@ -273,6 +273,14 @@ pub struct RunsParams {
     pub min_position: Option<String>,
 }
 
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct RunParams {
+    /// A `position` from an execute or send-message answer: the run is
+    /// read once the history has reached it (read your own write).
+    pub min_position: Option<String>,
+}
+
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct RunListJson {
     pub runs: Vec<RunJson>,
@@ -512,26 +520,23 @@ pub async fn list_runs(
 
 /// One run.
 #[utoipa::path(get, path = "/api/v1/runs/{run_id}", tag = "execution",
-    params(("run_id" = String, Path, description = "The run's id")),
+    params(("run_id" = String, Path, description = "The run's id"), RunParams),
     responses(
         (status = 200, description = "The run", body = RunJson),
+        (status = 400, description = "A malformed run id or position", body = Problem, content_type = JSON_PROBLEMS),
         (status = 404, description = "No such run in your org", body = Problem, content_type = JSON_PROBLEMS),
     ))]
 pub async fn get_run(
     State(state): State<AppState>,
     Authenticated(_caller, credential): Authenticated,
     Path(run_id): Path<String>,
+    ApiQuery(params): ApiQuery<RunParams>,
 ) -> Result<Json<RunJson>, ServiceError> {
+    let min_position = parse_position(params.min_position.as_deref())?;
     let run = state
         .execution
         .clone()
-        .get_run(outgoing(
-            &credential,
-            GetRunRequest {
-                run_id,
-                min_position: None,
-            },
-        ))
+        .get_run(outgoing(&credential, GetRunRequest { run_id, min_position }))
         .await
         .map_err(|status| upstream(&status))?
         .into_inner();
