@@ -311,6 +311,52 @@ async fn start_litellm(dir: &std::path::Path, mock_url: &str) -> Option<(Service
     None
 }
 
+/// Where an idle request's time goes: medians of sequential requests (one
+/// at a time, so no queueing) to the mock, to the gateway's model list (auth
+/// and the hop to execution, no run), and runs on the in-process mock
+/// (`mock/echo`: recorded, no provider call) and on the mock server.
+async fn probe(client: &reqwest::Client, direct: &Target, gateway: &Target) {
+    let median = |mut v: Vec<u64>| {
+        v.sort_unstable();
+        v[v.len() / 2]
+    };
+    let mut timings = Vec::new();
+    for (name, model) in [
+        ("mock server direct", None),
+        ("gateway run mock/echo", Some("mock/echo")),
+        ("gateway run local/echo", Some("local/echo")),
+    ] {
+        let target = match model {
+            None => direct.clone(),
+            Some(model) => Target {
+                model: model.into(),
+                ..gateway.clone()
+            },
+        };
+        let mut latencies = Vec::new();
+        for _ in 0..300 {
+            latencies.push(one(client, &target, false).await.unwrap());
+        }
+        timings.push(format!("{name} {}µs", median(latencies)));
+    }
+    let models = gateway.url.replace("/chat/completions", "/models");
+    let mut latencies = Vec::new();
+    for _ in 0..300 {
+        let started = Instant::now();
+        let response = client
+            .get(&models)
+            .bearer_auth(gateway.bearer.as_deref().unwrap_or_default())
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success());
+        response.bytes().await.unwrap();
+        latencies.push(started.elapsed().as_micros() as u64);
+    }
+    timings.push(format!("gateway GET /v1/models {}µs", median(latencies)));
+    println!("sequential medians: {}", timings.join(", "));
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -385,6 +431,7 @@ fn main() {
         println!(
             "{seconds} s per level; rates {rates:?}; latency to the whole answer (json) or the first token (sse)"
         );
+        probe(&client, &direct, &gateway).await;
         let mut targets = vec![&direct, &gateway];
         if let Some((_, target)) = &litellm {
             targets.push(target);
