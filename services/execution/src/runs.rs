@@ -143,27 +143,7 @@ impl Projection for RunsProjection {
 #[derive(Debug)]
 struct NewRun {
     org_id: String,
-    run_id: String,
-    status: i64,
-    prompt_id: String,
-    prompt_version: i64,
-    label: String,
-    model: String,
-    output: String,
-    input_tokens: i64,
-    output_tokens: i64,
-    cached_input_tokens: i64,
-    estimated: i64,
-    cost_nano_usd: i64,
-    latency_us: i64,
-    ttft_us: i64,
-    error: String,
-    finish_reason: String,
-    created_at_ms: i64,
-    actor_kind: i64,
-    actor_id: String,
-    trace_id: String,
-    variables: String,
+    row: RunRow,
 }
 
 /// How a run ends.
@@ -199,7 +179,7 @@ impl End {
 
     /// The end applied to a row not yet written (what [`Self::update`]
     /// does to a written one).
-    fn apply_to(&self, row: &mut NewRun) {
+    fn apply_to(&self, row: &mut RunRow) {
         match self {
             End::Completed(done) => {
                 let usage = done.usage.unwrap_or_default();
@@ -330,27 +310,29 @@ async fn apply_runs(conn: &mut AnyConnection, events: &[&RecordedEvent]) -> Resu
             index.insert(key, fresh.len());
             fresh.push(NewRun {
                 org_id: org.to_owned(),
-                status: RunStatus::Running as i64,
-                prompt_version: to_i64(started.prompt_version),
-                input_tokens: to_i64(started.input_tokens_counted),
-                output_tokens: 0,
-                cached_input_tokens: 0,
-                estimated: 1,
-                cost_nano_usd: 0,
-                latency_us: 0,
-                ttft_us: 0,
-                output: String::new(),
-                error: String::new(),
-                finish_reason: String::new(),
-                created_at_ms: ms_from_timestamp(envelope.occurred_at.as_ref()),
-                actor_kind: i64::from(actor.kind),
-                actor_id: actor.id,
-                trace_id: trace_id(&envelope.traceparent).to_owned(),
-                variables: serde_json::to_string(&started.variables).unwrap_or_else(|_| "{}".to_owned()),
-                run_id: started.run_id,
-                prompt_id: started.prompt_id,
-                label: started.label,
-                model: started.model,
+                row: RunRow {
+                    status: RunStatus::Running as i64,
+                    prompt_version: to_i64(started.prompt_version),
+                    input_tokens: to_i64(started.input_tokens_counted),
+                    output_tokens: 0,
+                    cached_input_tokens: 0,
+                    estimated: 1,
+                    cost_nano_usd: 0,
+                    latency_us: 0,
+                    ttft_us: 0,
+                    output: String::new(),
+                    error: String::new(),
+                    finish_reason: String::new(),
+                    created_at_ms: ms_from_timestamp(envelope.occurred_at.as_ref()),
+                    actor_kind: i64::from(actor.kind),
+                    actor_id: actor.id,
+                    trace_id: trace_id(&envelope.traceparent).to_owned(),
+                    variables: serde_json::to_string(&started.variables).unwrap_or_else(|_| "{}".to_owned()),
+                    run_id: started.run_id,
+                    prompt_id: started.prompt_id,
+                    label: started.label,
+                    model: started.model,
+                },
             });
             continue;
         }
@@ -358,7 +340,7 @@ async fn apply_runs(conn: &mut AnyConnection, events: &[&RecordedEvent]) -> Resu
             continue;
         };
         match index.get(&(org.to_owned(), end.run_id().to_owned())) {
-            Some(&i) => end.apply_to(&mut fresh[i]),
+            Some(&i) => end.apply_to(&mut fresh[i].row),
             None => end.update(conn, org).await?,
         }
     }
@@ -371,9 +353,9 @@ async fn apply_runs(conn: &mut AnyConnection, events: &[&RecordedEvent]) -> Resu
             promptops_platform::db::values_placeholders(conn, chunk.len(), 22)
         );
         let mut query = sqlx::query(&sql);
-        for run in chunk {
+        for NewRun { org_id, row: run } in chunk {
             query = query
-                .bind(&run.org_id)
+                .bind(org_id)
                 .bind(&run.run_id)
                 .bind(run.status)
                 .bind(&run.prompt_id)
