@@ -418,7 +418,11 @@ impl<P: Projection> ProjectionRunner<P> {
             return Ok(true);
         };
         let mut tx = self.pool.begin().await?;
-        self.projection.apply_batch(&mut tx, events).await?;
+        let span = tracing::debug_span!("apply batch", events = events.len());
+        self.projection
+            .apply_batch(&mut tx, events)
+            .instrument(span)
+            .await?;
         let position = i64::try_from(last.sequence).unwrap_or(i64::MAX);
         let moved = sqlx::query(
             "INSERT INTO projection_checkpoints (projection, stream, position, updated_at_ms)

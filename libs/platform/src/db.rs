@@ -170,39 +170,56 @@ pub async fn ping(pool: &AnyPool) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT 1").execute(pool).await.map(|_| ())
 }
 
-/// Placeholders for a multi-row `VALUES` list (or a row-value `IN` list)
-/// of `rows` tuples of `columns` each, for a statement whose parameters are
-/// all in this list: `($1, $2), ($3, $4)` on PostgreSQL, `(?, ?), (?, ?)` on
-/// SQLite. (sqlx's SQLite driver looks up each numbered parameter's name,
-/// and SQLite finds a name by a linear scan: binding n numbered parameters
-/// costs n², which for a few thousand took longer than the statement.)
-/// Callers keep `rows × columns` within both databases' limits on bound
-/// parameters (PostgreSQL 65,535; SQLite 32,766).
-pub fn values_placeholders(conn: &AnyConnection, rows: usize, columns: usize) -> String {
-    placeholders(conn.backend_name() == "SQLite", rows, columns)
+/// Placeholders numbered in the order they appear, for statements built
+/// in a loop: `$1, $2, …` on PostgreSQL, anonymous `?` on SQLite. (sqlx's
+/// SQLite driver looks up each numbered parameter's name, and SQLite finds a
+/// name by a linear scan: binding n numbered parameters costs n², which for
+/// a few thousand took longer than the statement.) Values are bound in the
+/// order their placeholders appear, so a value used twice is bound twice,
+/// and a statement using these uses no other placeholders. Callers keep the
+/// count within both databases' limits (PostgreSQL 65,535; SQLite 32,766).
+#[derive(Debug)]
+pub struct Placeholders {
+    anonymous: bool,
+    count: usize,
 }
 
-fn placeholders(anonymous: bool, rows: usize, columns: usize) -> String {
-    let mut sql = String::with_capacity(rows * columns * 5);
-    for row in 0..rows {
-        if row > 0 {
-            sql.push_str(", ");
-        }
-        sql.push('(');
-        for column in 0..columns {
-            if column > 0 {
-                sql.push_str(", ");
-            }
-            if anonymous {
-                sql.push('?');
-            } else {
-                sql.push('$');
-                sql.push_str(&(1 + row * columns + column).to_string());
-            }
-        }
-        sql.push(')');
+impl Placeholders {
+    pub fn new(conn: &AnyConnection) -> Self {
+        Self::for_backend(conn.backend_name() == "SQLite")
     }
-    sql
+
+    fn for_backend(anonymous: bool) -> Self {
+        Self { anonymous, count: 0 }
+    }
+
+    /// The next placeholder.
+    pub fn param(&mut self) -> String {
+        self.count += 1;
+        if self.anonymous {
+            "?".to_owned()
+        } else {
+            format!("${}", self.count)
+        }
+    }
+
+    /// `rows` tuples of `columns` placeholders each, comma-separated: a
+    /// multi-row `VALUES` list or a row-value `IN` list.
+    pub fn rows(&mut self, rows: usize, columns: usize) -> String {
+        (0..rows)
+            .map(|_| {
+                let tuple: Vec<String> = (0..columns).map(|_| self.param()).collect();
+                format!("({})", tuple.join(", "))
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// The placeholders of a statement whose only parameters are one `VALUES`
+/// (or row-value `IN`) list of `rows` × `columns` (see [`Placeholders`]).
+pub fn values_placeholders(conn: &AnyConnection, rows: usize, columns: usize) -> String {
+    Placeholders::new(conn).rows(rows, columns)
 }
 
 /// A count or sequence as a database integer (saturating).
@@ -238,10 +255,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn values_placeholders_number_rows_in_order() {
-        assert_eq!(placeholders(false, 2, 2), "($1, $2), ($3, $4)");
-        assert_eq!(placeholders(true, 2, 2), "(?, ?), (?, ?)");
-        assert_eq!(placeholders(false, 0, 3), "");
+    fn placeholders_are_numbered_in_order_or_anonymous() {
+        assert_eq!(Placeholders::for_backend(false).rows(2, 2), "($1, $2), ($3, $4)");
+        assert_eq!(Placeholders::for_backend(true).rows(2, 2), "(?, ?), (?, ?)");
+        assert_eq!(Placeholders::for_backend(false).rows(0, 3), "");
+        let mut numbered = Placeholders::for_backend(false);
+        numbered.rows(1, 2);
+        assert_eq!(numbered.param(), "$3");
     }
 
     const MIGRATIONS: &[Migration] = &[

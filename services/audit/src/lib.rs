@@ -44,6 +44,22 @@ pub fn migrations() -> Vec<Migration> {
         .collect()
 }
 
+/// A fresh SQLite database with the service's schema, for unit tests.
+#[cfg(test)]
+pub(crate) async fn test_database() -> (sqlx::AnyPool, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = promptops_platform::db::open(
+        &promptops_platform::config::DatabaseConfig::Sqlite {
+            data_dir: dir.path().to_owned(),
+        },
+        "audit",
+        &migrations(),
+    )
+    .await
+    .unwrap();
+    (db, dir)
+}
+
 /// The service's configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {

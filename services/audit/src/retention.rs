@@ -239,7 +239,6 @@ mod tests {
 
     use promptops_eventlog::projection::Projection as _;
     use promptops_eventlog::{Context, EventEnvelope, RecordedEvent};
-    use promptops_platform::config::DatabaseConfig;
     use promptops_platform::paging::timestamp_from_ms;
     use prost::Message as _;
 
@@ -247,16 +246,7 @@ mod tests {
     use crate::trail::AuditTrail;
 
     async fn trail_with(days_ago: &[i64], now: i64) -> (AnyPool, tempfile::TempDir) {
-        let dir = tempfile::tempdir().unwrap();
-        let db = promptops_platform::db::open(
-            &DatabaseConfig::Sqlite {
-                data_dir: dir.path().to_owned(),
-            },
-            "audit",
-            &crate::migrations(),
-        )
-        .await
-        .unwrap();
+        let (db, dir) = crate::test_database().await;
         let trail = Arc::new(AuditTrail);
         let mut tx = db.begin().await.unwrap();
         for (i, days) in days_ago.iter().enumerate() {

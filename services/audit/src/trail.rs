@@ -158,8 +158,7 @@ impl Projection for AuditTrail {
         conn: &mut AnyConnection,
         events: &[&RecordedEvent],
     ) -> Result<(), sqlx::Error> {
-        let span = tracing::debug_span!("apply audit batch", events = events.len());
-        tracing::Instrument::instrument(append_entries(conn, events), span).await
+        append_entries(conn, events).await
     }
 
     /// A rebuild re-derives every chain from the log, so the checkpoints

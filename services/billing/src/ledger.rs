@@ -14,7 +14,7 @@
 
 use promptops_eventlog::RecordedEvent;
 use promptops_eventlog::projection::Projection;
-use promptops_platform::db::{Migration, to_i64, to_u64};
+use promptops_platform::db::{Migration, Placeholders, to_i64, to_u64};
 use promptops_platform::paging::{ms_from_timestamp, timestamp_from_ms};
 use promptops_proto::billing::v1::{BudgetSet, LedgerLine};
 use promptops_proto::common::v1::{ActorKind, TokenPrices};
@@ -224,12 +224,9 @@ const LINE_INSERT: &str =
     input_price, output_price, cached_input_price, cache_write_price, priced, cost_nano_usd,
     estimated, started_at_ms, ended_at_ms, day) VALUES ";
 
-/// Rows per statement: on PostgreSQL 500 (it takes at most 65,535
-/// parameters); on SQLite few, as its numbered parameters cost n² to bind
-/// (see [`promptops_platform::db::values_placeholders`]).
-fn rows_per_statement(conn: &AnyConnection) -> usize {
-    if conn.backend_name() == "SQLite" { 16 } else { 500 }
-}
+/// Rows per statement (at most 19 parameters each: within both databases'
+/// limits on bound parameters).
+const ROWS_PER_STATEMENT: usize = 500;
 
 /// Writes starts (a line `running`, with who ran it: for an API key, the
 /// member who created it) and then ends (completing a `running` line, or
@@ -246,27 +243,22 @@ async fn write(conn: &mut AnyConnection, changes: Vec<Change>) -> Result<(), sql
             Change::End(_) => {}
         }
     }
-    let rows = rows_per_statement(conn);
-    for chunk in starts.chunks(rows) {
+    for chunk in starts.chunks(ROWS_PER_STATEMENT) {
+        let mut p = Placeholders::new(conn);
         let mut sql = String::from(LINE_INSERT);
         for i in 0..chunk.len() {
-            let n = i * 9;
             if i > 0 {
                 sql.push_str(", ");
             }
+            // org, run, 'running', '', model, prompt, version; who ran it (the
+            // key's creator, else the user); key, input tokens, … the start.
+            let (org, run, model, prompt, version) = (p.param(), p.param(), p.param(), p.param(), p.param());
+            let (key_org, key, user, api_key) = (p.param(), p.param(), p.param(), p.param());
+            let (input, at) = (p.param(), p.param());
             sql.push_str(&format!(
-                "(${a}, ${b}, 'running', '', ${c}, ${d}, ${e},
-                  COALESCE((SELECT created_by FROM billing_api_keys WHERE org_id = ${a} AND key_id = ${g}), ${f}),
-                  ${g}, ${h}, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, ${i}, 0, '')",
-                a = n + 1,
-                b = n + 2,
-                c = n + 3,
-                d = n + 4,
-                e = n + 5,
-                f = n + 6,
-                g = n + 7,
-                h = n + 8,
-                i = n + 9,
+                "({org}, {run}, 'running', '', {model}, {prompt}, {version},
+                  COALESCE((SELECT created_by FROM billing_api_keys WHERE org_id = {key_org} AND key_id = {key}), {user}),
+                  {api_key}, {input}, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, {at}, 0, '')"
             ));
         }
         sql.push_str(" ON CONFLICT (org_id, run_id) DO NOTHING");
@@ -278,6 +270,8 @@ async fn write(conn: &mut AnyConnection, changes: Vec<Change>) -> Result<(), sql
                 .bind(&s.model)
                 .bind(&s.prompt_id)
                 .bind(s.prompt_version)
+                .bind(&s.org_id)
+                .bind(&s.api_key_id)
                 .bind(&s.user_id)
                 .bind(&s.api_key_id)
                 .bind(s.input_tokens)
@@ -285,7 +279,8 @@ async fn write(conn: &mut AnyConnection, changes: Vec<Change>) -> Result<(), sql
         }
         query.execute(&mut *conn).await?;
     }
-    for chunk in ends.chunks(rows) {
+    for chunk in ends.chunks(ROWS_PER_STATEMENT) {
+        let mut p = Placeholders::new(conn);
         let mut sql = String::from(LINE_INSERT);
         for i in 0..chunk.len() {
             if i > 0 {
@@ -293,28 +288,11 @@ async fn write(conn: &mut AnyConnection, changes: Vec<Change>) -> Result<(), sql
             }
             // org, run, status, event, model; tokens ×4, prices ×4, priced,
             // cost, estimated; the end time (as start and end) and its day.
-            let p: Vec<String> = (1..=18).map(|k| format!("${}", i * 18 + k)).collect();
+            let fields: Vec<String> = (0..19).map(|_| p.param()).collect();
             sql.push_str(&format!(
-                "({}, {}, {}, {}, {}, '', 0, '', '', {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
-                p[0],
-                p[1],
-                p[2],
-                p[3],
-                p[4],
-                p[5],
-                p[6],
-                p[7],
-                p[8],
-                p[9],
-                p[10],
-                p[11],
-                p[12],
-                p[13],
-                p[14],
-                p[15],
-                p[16],
-                p[16],
-                p[17]
+                "({}, '', 0, '', '', {})",
+                fields[..5].join(", "),
+                fields[5..].join(", ")
             ));
         }
         sql.push_str(
@@ -351,6 +329,7 @@ async fn write(conn: &mut AnyConnection, changes: Vec<Change>) -> Result<(), sql
                 .bind(e.end.cost)
                 .bind(i64::from(usage.estimated))
                 .bind(e.at_ms)
+                .bind(e.at_ms)
                 .bind(day_of(e.at_ms));
         }
         query.execute(&mut *conn).await?;
@@ -372,14 +351,13 @@ impl Projection for UsageLedger {
         conn: &mut AnyConnection,
         events: &[&RecordedEvent],
     ) -> Result<(), sqlx::Error> {
-        let span = tracing::debug_span!("apply ledger batch", events = events.len());
         let mut changes = Vec::with_capacity(events.len());
         for event in events {
             if let Some(change) = change(event)? {
                 changes.push(change);
             }
         }
-        tracing::Instrument::instrument(write(conn, changes), span).await
+        write(conn, changes).await
     }
 
     async fn reset(&self, conn: &mut AnyConnection) -> Result<(), sqlx::Error> {

@@ -121,8 +121,7 @@ impl Projection for RunsProjection {
         conn: &mut AnyConnection,
         events: &[&RecordedEvent],
     ) -> Result<(), sqlx::Error> {
-        let span = tracing::debug_span!("apply runs batch", events = events.len());
-        tracing::Instrument::instrument(apply_runs(conn, events), span).await
+        apply_runs(conn, events).await
     }
 
     async fn reset(&self, conn: &mut AnyConnection) -> Result<(), sqlx::Error> {

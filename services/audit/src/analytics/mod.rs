@@ -161,7 +161,21 @@ struct End {
 }
 
 /// A bucket: org, granularity, start, prompt, version, model.
-type BucketKey = (String, &'static str, i64, String, i64, String);
+type BucketKey = (String, String, i64, String, i64, String);
+
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+/// Binds a bucket's key columns, in table order.
+fn bind_key<'q>(query: AnyQuery<'q>, key: &'q BucketKey) -> AnyQuery<'q> {
+    let (org_id, granularity, start, prompt_id, prompt_version, model) = key;
+    query
+        .bind(org_id)
+        .bind(granularity)
+        .bind(*start)
+        .bind(prompt_id)
+        .bind(*prompt_version)
+        .bind(model)
+}
 
 /// Rows per multi-row statement (× at most 17 columns, within both
 /// databases' limits on bound parameters).
@@ -185,8 +199,7 @@ impl Projection for Analytics {
         conn: &mut AnyConnection,
         events: &[&RecordedEvent],
     ) -> Result<(), sqlx::Error> {
-        let span = tracing::debug_span!("apply analytics batch", events = events.len());
-        tracing::Instrument::instrument(apply_events(conn, events), span).await
+        apply_events(conn, events).await
     }
 
     async fn reset(&self, conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
@@ -252,7 +265,7 @@ async fn apply_events(conn: &mut AnyConnection, events: &[&RecordedEvent]) -> Re
         for granularity in Granularity::ALL {
             let key = (
                 end.org_id.clone(),
-                granularity.as_str(),
+                granularity.as_str().to_owned(),
                 granularity.floor(end.at_ms),
                 open.prompt_id.clone(),
                 open.prompt_version,
@@ -340,14 +353,8 @@ async fn merge_buckets(
             promptops_platform::db::values_placeholders(conn, chunk.len(), 6)
         );
         let mut query = sqlx::query(&select);
-        for ((org_id, granularity, start, prompt_id, prompt_version, model), _) in chunk {
-            query = query
-                .bind(org_id)
-                .bind(*granularity)
-                .bind(*start)
-                .bind(prompt_id)
-                .bind(*prompt_version)
-                .bind(model);
+        for (key, _) in chunk {
+            query = bind_key(query, key);
         }
         let mut existing = HashMap::new();
         for row in query.fetch_all(&mut *conn).await? {
@@ -379,25 +386,11 @@ async fn merge_buckets(
             promptops_platform::db::values_placeholders(conn, chunk.len(), 17)
         );
         let mut query = sqlx::query(&upsert);
-        for ((org_id, granularity, start, prompt_id, prompt_version, model), totals) in chunk {
-            let lookup = (
-                org_id.clone(),
-                (*granularity).to_owned(),
-                *start,
-                prompt_id.clone(),
-                *prompt_version,
-                model.clone(),
-            );
-            let mut merged = existing.remove(&lookup).unwrap_or_default();
+        for (key, totals) in chunk {
+            let mut merged = existing.remove(key).unwrap_or_default();
             merged.merge(totals);
             let encoded = merged.encode().map_err(|e| sqlx::Error::Encode(e.into()))?;
-            query = query
-                .bind(org_id)
-                .bind(*granularity)
-                .bind(*start)
-                .bind(prompt_id)
-                .bind(*prompt_version)
-                .bind(model)
+            query = bind_key(query, key)
                 .bind(to_i64(merged.runs))
                 .bind(to_i64(merged.completed))
                 .bind(to_i64(merged.failed))
@@ -418,9 +411,7 @@ async fn merge_buckets(
 #[cfg(test)]
 mod tests {
     use promptops_eventlog::{Context, EventEnvelope};
-    use promptops_platform::config::DatabaseConfig;
     use promptops_platform::paging::timestamp_from_ms;
-    use sqlx::AnyPool;
 
     use super::*;
 
@@ -516,16 +507,7 @@ mod tests {
     }
 
     async fn applied_in(batches: &[usize]) -> (Vec<(String, String, i64, String, i64, i64, i64)>, i64) {
-        let dir = tempfile::tempdir().unwrap();
-        let db: AnyPool = promptops_platform::db::open(
-            &DatabaseConfig::Sqlite {
-                data_dir: dir.path().to_owned(),
-            },
-            "audit",
-            &crate::migrations(),
-        )
-        .await
-        .unwrap();
+        let (db, _dir) = crate::test_database().await;
         let events = history();
         let refs: Vec<&RecordedEvent> = events.iter().collect();
         let mut rest = refs.as_slice();
