@@ -528,14 +528,14 @@ impl EmbeddedSubscription {
         .bind(FETCH_BATCH)
         .fetch_all(&self.log.pool)
         .await?;
-        if rows.is_empty() {
+        let Some(first) = rows.first() else {
             return Ok(false);
-        }
+        };
+        let last = to_u64(first.try_get("last")?);
         for row in &rows {
-            let last: i64 = row.try_get("last")?;
             let event = decode_row(self.context, row)?;
             self.cursor = event.sequence;
-            let pending = to_u64(last).saturating_sub(event.sequence);
+            let pending = last.saturating_sub(event.sequence);
             self.buffer.push_back((event, pending));
         }
         Ok(true)
