@@ -51,7 +51,7 @@ use crate::events::{Recorder, Terminal};
 use crate::mock::CallError;
 use crate::models::ModelSpec;
 use crate::models::{ApiFormat, CallLimits, HttpBackend};
-use crate::providers;
+use crate::providers::{self, CallRequest};
 use crate::resilience::{self, Resilience};
 use crate::runs::{self, PROJECTION, RunFilter};
 use crate::secrets::{Secret, mask};
@@ -634,8 +634,11 @@ async fn run(
             http,
             org_id,
             &candidates,
-            &prepared.messages,
-            &prepared.parameters,
+            CallRequest {
+                messages: &prepared.messages,
+                parameters: &prepared.parameters,
+                streamed: chunks.is_some(),
+            },
             &pieces_tx,
             &call_cancel,
         );

@@ -14,7 +14,9 @@
 //!   `x-mock-latency-ms: 200` (before the first byte), `x-mock-status: 429`
 //!   (answer that status; with `x-mock-retry-after: 2` for 429),
 //!   `x-mock-malformed: true` (a body that is not JSON),
-//!   `x-mock-drop-after: 3` (close the stream after 3 chunks).
+//!   `x-mock-drop-after: 3` (close the stream after 3 chunks; an answer
+//!   asked for whole, of more than 3 tokens, is cut off halfway through
+//!   its body).
 //! - Server defaults for every request: [`MockConfig`] (`--latency-ms`,
 //!   `--error-rate`).
 
@@ -236,6 +238,27 @@ fn with_rate_limits(mut response: Response, faults: &Faults, anthropic: bool) ->
     response
 }
 
+/// A whole answer; cut off halfway through its body (the connection
+/// dropped) when `drop_after` is fewer tokens than it has.
+fn whole(faults: &Faults, done: &mock::Completion, answer: Value) -> Response {
+    let tokens = usize::try_from(done.output_tokens).unwrap_or(usize::MAX);
+    if faults.drop_after.is_none_or(|n| tokens <= n) {
+        return Json(answer).into_response();
+    }
+    let text = answer.to_string();
+    let half = Bytes::copy_from_slice(&text.as_bytes()[..text.len() / 2]);
+    let parts = futures::stream::iter([
+        Ok(half),
+        Err(std::io::Error::other("the mock drops the connection")),
+    ]);
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from_stream(parts),
+    )
+        .into_response()
+}
+
 fn sse(lines: impl futures::Stream<Item = String> + Send + 'static) -> Response {
     let body = Body::from_stream(lines.map(|line| Ok::<_, Infallible>(Bytes::from(line))));
     (
@@ -283,14 +306,17 @@ async fn openai(
         }
         return match call.await {
             Ok(Ok(done)) => with_rate_limits(
-                Json(json!({
-                    "id": id, "object": "chat.completion", "created": created, "model": model,
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": done.output},
-                        "finish_reason": done.finish_reason}],
-                    "usage": {"prompt_tokens": done.input_tokens, "completion_tokens": done.output_tokens,
-                        "total_tokens": done.input_tokens + done.output_tokens},
-                }))
-                .into_response(),
+                whole(
+                    &faults,
+                    &done,
+                    json!({
+                        "id": id, "object": "chat.completion", "created": created, "model": model,
+                        "choices": [{"index": 0, "message": {"role": "assistant", "content": done.output},
+                            "finish_reason": done.finish_reason}],
+                        "usage": {"prompt_tokens": done.input_tokens, "completion_tokens": done.output_tokens,
+                            "total_tokens": done.input_tokens + done.output_tokens},
+                    }),
+                ),
                 &faults,
                 false,
             ),
@@ -384,13 +410,16 @@ async fn anthropic(
         while pieces.recv().await.is_some() {}
         return match call.await {
             Ok(Ok(done)) => with_rate_limits(
-                Json(json!({
-                    "id": id, "type": "message", "role": "assistant", "model": model,
-                    "content": [{"type": "text", "text": done.output}],
-                    "stop_reason": stop_reason(done.finish_reason), "stop_sequence": null,
-                    "usage": {"input_tokens": done.input_tokens, "output_tokens": done.output_tokens},
-                }))
-                .into_response(),
+                whole(
+                    &faults,
+                    &done,
+                    json!({
+                        "id": id, "type": "message", "role": "assistant", "model": model,
+                        "content": [{"type": "text", "text": done.output}],
+                        "stop_reason": stop_reason(done.finish_reason), "stop_sequence": null,
+                        "usage": {"input_tokens": done.input_tokens, "output_tokens": done.output_tokens},
+                    }),
+                ),
                 &faults,
                 true,
             ),
@@ -624,6 +653,30 @@ mod tests {
         assert!(serde_json::from_str::<Value>(&body).is_err());
         let (_, _, body) = call("/v1/chat/completions", &[("x-mock-drop-after", "1")], chat(true)).await;
         assert!(!body.contains("[DONE]"), "dropped mid-stream: {body}");
+        // Asked for whole: the body breaks off (two tokens, one allowed).
+        let response = router(MockConfig::default())
+            .oneshot(
+                Request::post("/v1/chat/completions")
+                    .header("content-type", "application/json")
+                    .header("x-mock-drop-after", "1")
+                    .body(Body::from(chat(false).to_string()))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert!(
+            axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .is_err()
+        );
+        let (status, _, body) =
+            call("/v1/chat/completions", &[("x-mock-drop-after", "2")], chat(false)).await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            serde_json::from_str::<Value>(&body).unwrap()["usage"]["completion_tokens"],
+            2
+        );
         let (status, _, _) = call(
             "/v1/chat/completions",
             &[],

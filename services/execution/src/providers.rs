@@ -1,6 +1,9 @@
 //! Calling a model: the in-process mock, or a provider over HTTP in OpenAI's
-//! or Anthropic's wire format, always streamed (for time to first token),
-//! with timeouts and retries.
+//! or Anthropic's wire format, with timeouts and retries.
+//!
+//! - A run the caller streams is streamed from the provider too (SSE, for
+//!   time to first token); a run answered whole is asked for whole — one
+//!   JSON body, read once, instead of an event per token.
 //!
 //! - Connect timeout 5 s, first byte the provider's
 //!   [`crate::models::CallLimits::first_byte_timeout`] (30 s by default), the whole run
@@ -45,26 +48,37 @@ pub struct CallReport {
     pub rate_limits: Option<RateLimits>,
 }
 
-/// Calls `spec` with `messages`, streaming pieces to `deltas`.
+/// What one call asks of a model.
+#[derive(Debug, Clone, Copy)]
+pub struct CallRequest<'a> {
+    pub messages: &'a [ChatMessage],
+    pub parameters: &'a Parameters,
+    /// The caller reads the answer as it is generated: the provider streams
+    /// it. Otherwise the provider answers whole, and `deltas` gets it as one
+    /// piece.
+    pub streamed: bool,
+}
+
+/// Calls `spec` with `request`, sending the answer's pieces to `deltas`.
 pub async fn complete(
     client: &reqwest::Client,
     spec: &ModelSpec,
-    messages: &[ChatMessage],
-    parameters: &Parameters,
+    request: CallRequest<'_>,
     deltas: &mpsc::Sender<String>,
     cancel: &CancellationToken,
     report: &mut CallReport,
 ) -> Result<Completion, CallError> {
     let Backend::Http(http) = &spec.backend else {
         // The mock fails (if at all) before its first piece.
-        return mock::complete(spec, messages, parameters.max_tokens, Some(deltas), cancel)
+        let max_tokens = request.parameters.max_tokens;
+        return mock::complete(spec, request.messages, max_tokens, Some(deltas), cancel)
             .await
             .inspect(|_| report.sent_any = true);
     };
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let result = call_http(client, spec, http, messages, parameters, deltas, cancel, report).await;
+        let result = call_http(client, spec, http, request, deltas, cancel, report).await;
         match result {
             Err(CallError::Provider {
                 retryable: true,
@@ -173,9 +187,14 @@ fn role_name(role: i32) -> &'static str {
     }
 }
 
-/// The provider's request for `messages` with `parameters` (those unset are
-/// left to the provider's defaults).
-fn request_for(http: &HttpBackend, messages: &[ChatMessage], parameters: &Parameters) -> (String, Value) {
+/// The provider's request for `request` (parameters unset are left to the
+/// provider's defaults).
+fn request_for(http: &HttpBackend, request: CallRequest<'_>) -> (String, Value) {
+    let CallRequest {
+        messages,
+        parameters,
+        streamed,
+    } = request;
     let base = http.base_url.trim_end_matches('/');
     match http.format {
         ApiFormat::OpenAi => {
@@ -183,8 +202,10 @@ fn request_for(http: &HttpBackend, messages: &[ChatMessage], parameters: &Parame
                 .iter()
                 .map(|m| json!({"role": role_name(m.role), "content": m.content}))
                 .collect();
-            let mut body = json!({"model": http.upstream_model, "messages": messages, "stream": true,
-                "stream_options": {"include_usage": true}});
+            let mut body = json!({"model": http.upstream_model, "messages": messages, "stream": streamed});
+            if streamed {
+                body["stream_options"] = json!({"include_usage": true});
+            }
             if let Some(max) = parameters.max_tokens {
                 body["max_tokens"] = json!(max);
             }
@@ -205,7 +226,7 @@ fn request_for(http: &HttpBackend, messages: &[ChatMessage], parameters: &Parame
                 .filter(|m| m.role != ChatRole::System as i32)
                 .map(|m| json!({"role": role_name(m.role), "content": m.content}))
                 .collect();
-            let mut body = json!({"model": http.upstream_model, "messages": turns, "stream": true,
+            let mut body = json!({"model": http.upstream_model, "messages": turns, "stream": streamed,
                 "max_tokens": parameters.max_tokens.unwrap_or(1024)});
             if !system.is_empty() {
                 body["system"] = json!(system.join("\n\n"));
@@ -299,31 +320,32 @@ pub fn rate_limits_of(headers: &reqwest::header::HeaderMap) -> Option<RateLimits
     any.then_some(limits)
 }
 
+fn cancelled(progress: &Progress) -> CallError {
+    CallError::Cancelled {
+        partial: progress.output.clone(),
+        output_tokens: progress.output_tokens,
+    }
+}
+
 /// One call; `report` says whether output reached `deltas` and what the
 /// rate-limit headers said.
-#[allow(clippy::too_many_arguments, reason = "one call's inputs, passed once")]
 async fn call_http(
     client: &reqwest::Client,
     spec: &ModelSpec,
     http: &HttpBackend,
-    messages: &[ChatMessage],
-    parameters: &Parameters,
+    request: CallRequest<'_>,
     deltas: &mpsc::Sender<String>,
     cancel: &CancellationToken,
     report: &mut CallReport,
 ) -> Result<Completion, CallError> {
-    let (url, body) = request_for(http, messages, parameters);
-    let request = authorize(client.post(&url).json(&body), http);
-    let cancelled = |progress: &Progress| CallError::Cancelled {
-        partial: progress.output.clone(),
-        output_tokens: progress.output_tokens,
-    };
+    let (url, body) = request_for(http, request);
+    let sending = authorize(client.post(&url).json(&body), http);
     let mut progress = Progress::default();
     let sent = tokio::select! {
         () = cancel.cancelled() => return Err(cancelled(&progress)),
-        sent = tokio::time::timeout(spec.limits.first_byte_timeout, request.send()) => sent,
+        sent = tokio::time::timeout(spec.limits.first_byte_timeout, sending.send()) => sent,
     };
-    let mut response = match sent {
+    let response = match sent {
         Err(_) => {
             return Err(provider_error(
                 format!(
@@ -362,11 +384,46 @@ async fn call_http(
             after,
         ));
     }
+    if request.streamed {
+        read_stream(http.format, response, &mut progress, deltas, cancel, report).await?;
+    } else {
+        read_whole(http.format, response, &mut progress, deltas, cancel, report).await?;
+    }
+    let tokenizer = spec.tokenizer;
+    let usage_reported = progress.input_tokens.is_some() && progress.reported_output_tokens.is_some();
+    Ok(Completion {
+        input_tokens: progress
+            .input_tokens
+            .unwrap_or_else(|| tokenizer.count_messages(request.messages)),
+        output_tokens: progress
+            .reported_output_tokens
+            .unwrap_or_else(|| tokenizer.count(&progress.output)),
+        cached_input_tokens: progress.cached_input_tokens.unwrap_or(0),
+        cache_write_input_tokens: progress.cache_write_input_tokens,
+        usage_reported,
+        output: progress.output,
+        finish_reason: match progress.finish_reason.as_deref() {
+            Some("length" | "max_tokens") => "length",
+            _ => "stop",
+        },
+    })
+}
+
+/// Reads an SSE answer event by event, each piece of output to `deltas` as
+/// it comes.
+async fn read_stream(
+    format: ApiFormat,
+    mut response: reqwest::Response,
+    progress: &mut Progress,
+    deltas: &mpsc::Sender<String>,
+    cancel: &CancellationToken,
+    report: &mut CallReport,
+) -> Result<(), CallError> {
     // Bytes, not text: a chunk may end inside a UTF-8 character.
     let mut buffer: Vec<u8> = Vec::new();
     loop {
         let chunk = tokio::select! {
-            () = cancel.cancelled() => return Err(cancelled(&progress)),
+            () = cancel.cancelled() => return Err(cancelled(progress)),
             chunk = response.chunk() => chunk,
         };
         let chunk = match chunk {
@@ -389,10 +446,10 @@ async fn call_http(
                 .filter_map(|l| l.strip_prefix("data:"))
                 .map(str::trim)
             {
-                let piece = apply_event(http.format, data, &mut progress)?;
+                let piece = apply_event(format, data, progress)?;
                 if let Some(piece) = piece.filter(|p| !p.is_empty()) {
                     if deltas.send(piece.clone()).await.is_err() {
-                        return Err(cancelled(&progress));
+                        return Err(cancelled(progress));
                     }
                     report.sent_any = true;
                     progress.output.push_str(&piece);
@@ -411,24 +468,37 @@ async fn call_http(
             None,
         ));
     }
-    let tokenizer = spec.tokenizer;
-    let usage_reported = progress.input_tokens.is_some() && progress.reported_output_tokens.is_some();
-    Ok(Completion {
-        input_tokens: progress
-            .input_tokens
-            .unwrap_or_else(|| tokenizer.count_messages(messages)),
-        output_tokens: progress
-            .reported_output_tokens
-            .unwrap_or_else(|| tokenizer.count(&progress.output)),
-        cached_input_tokens: progress.cached_input_tokens.unwrap_or(0),
-        cache_write_input_tokens: progress.cache_write_input_tokens,
-        usage_reported,
-        output: progress.output,
-        finish_reason: match progress.finish_reason.as_deref() {
-            Some("length" | "max_tokens") => "length",
-            _ => "stop",
-        },
-    })
+    Ok(())
+}
+
+/// Reads a whole answer: one JSON body, its output to `deltas` in one piece.
+async fn read_whole(
+    format: ApiFormat,
+    response: reqwest::Response,
+    progress: &mut Progress,
+    deltas: &mpsc::Sender<String>,
+    cancel: &CancellationToken,
+    report: &mut CallReport,
+) -> Result<(), CallError> {
+    let body = tokio::select! {
+        () = cancel.cancelled() => return Err(cancelled(progress)),
+        body = response.bytes() => body,
+    };
+    let body = body.map_err(|err| {
+        provider_error(
+            format!("the provider's answer broke off: {}", err.without_url()),
+            true,
+            None,
+        )
+    })?;
+    apply_answer(format, &body, progress)?;
+    if !progress.output.is_empty() {
+        if deltas.send(progress.output.clone()).await.is_err() {
+            return Err(cancelled(progress));
+        }
+        report.sent_any = true;
+    }
+    Ok(())
 }
 
 /// Folds one SSE `data:` payload into `progress`; returns new output text.
@@ -449,9 +519,7 @@ fn apply_event(format: ApiFormat, data: &str, progress: &mut Progress) -> Result
     match format {
         ApiFormat::OpenAi => {
             if let Some(usage) = value.get("usage").filter(|u| u.is_object()) {
-                progress.input_tokens = usage["prompt_tokens"].as_u64();
-                progress.reported_output_tokens = usage["completion_tokens"].as_u64();
-                progress.cached_input_tokens = usage["prompt_tokens_details"]["cached_tokens"].as_u64();
+                fold_openai_usage(usage, progress);
             }
             let choice = &value["choices"][0];
             if let Some(reason) = choice["finish_reason"].as_str() {
@@ -461,17 +529,7 @@ fn apply_event(format: ApiFormat, data: &str, progress: &mut Progress) -> Result
         }
         ApiFormat::Anthropic => match value["type"].as_str() {
             Some("message_start") => {
-                // Anthropic counts cache reads and writes apart from
-                // `input_tokens`; the run's input is all three.
-                let usage = &value["message"]["usage"];
-                let read = usage["cache_read_input_tokens"].as_u64().unwrap_or(0);
-                let written = usage["cache_creation_input_tokens"].as_u64().unwrap_or(0);
-                progress.input_tokens = usage["input_tokens"]
-                    .as_u64()
-                    .filter(|n| *n > 0)
-                    .map(|n| n + read + written);
-                progress.cached_input_tokens = Some(read);
-                progress.cache_write_input_tokens = written;
+                fold_anthropic_input(&value["message"]["usage"], progress);
                 Ok(None)
             }
             Some("content_block_delta") => Ok(value["delta"]["text"].as_str().map(str::to_owned)),
@@ -491,6 +549,70 @@ fn apply_event(format: ApiFormat, data: &str, progress: &mut Progress) -> Result
             _ => Ok(None),
         },
     }
+}
+
+/// Folds a whole answer (one JSON body) into `progress`.
+fn apply_answer(format: ApiFormat, body: &[u8], progress: &mut Progress) -> Result<(), CallError> {
+    let malformed = || provider_error("the provider sent malformed JSON".into(), true, None);
+    let value: Value = serde_json::from_slice(body).map_err(|_| malformed())?;
+    if let Some(message) = value["error"]["message"].as_str() {
+        return Err(provider_error(
+            format!("the provider failed: {message}"),
+            true,
+            None,
+        ));
+    }
+    match format {
+        ApiFormat::OpenAi => {
+            let choice = &value["choices"][0];
+            if !choice.is_object() {
+                return Err(malformed());
+            }
+            // `null` content is an answer without text (a refusal, say).
+            progress.output = choice["message"]["content"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            progress.finish_reason = choice["finish_reason"].as_str().map(str::to_owned);
+            if let Some(usage) = value.get("usage").filter(|u| u.is_object()) {
+                fold_openai_usage(usage, progress);
+            }
+        }
+        ApiFormat::Anthropic => {
+            let blocks = value["content"].as_array().ok_or_else(malformed)?;
+            progress.output = blocks
+                .iter()
+                .filter(|b| b["type"] == "text")
+                .filter_map(|b| b["text"].as_str())
+                .collect();
+            progress.finish_reason = value["stop_reason"].as_str().map(str::to_owned);
+            let usage = &value["usage"];
+            fold_anthropic_input(usage, progress);
+            progress.reported_output_tokens = usage["output_tokens"].as_u64();
+        }
+    }
+    progress.done = true;
+    Ok(())
+}
+
+/// OpenAI's `usage`: prompt tokens include the cached ones.
+fn fold_openai_usage(usage: &Value, progress: &mut Progress) {
+    progress.input_tokens = usage["prompt_tokens"].as_u64();
+    progress.reported_output_tokens = usage["completion_tokens"].as_u64();
+    progress.cached_input_tokens = usage["prompt_tokens_details"]["cached_tokens"].as_u64();
+}
+
+/// Anthropic's input `usage`: it counts cache reads and writes apart from
+/// `input_tokens`; the run's input is all three.
+fn fold_anthropic_input(usage: &Value, progress: &mut Progress) {
+    let read = usage["cache_read_input_tokens"].as_u64().unwrap_or(0);
+    let written = usage["cache_creation_input_tokens"].as_u64().unwrap_or(0);
+    progress.input_tokens = usage["input_tokens"]
+        .as_u64()
+        .filter(|n| *n > 0)
+        .map(|n| n + read + written);
+    progress.cached_input_tokens = Some(read);
+    progress.cache_write_input_tokens = written;
 }
 
 /// A cheap call that proves a provider's address and key work: its model list.
@@ -561,7 +683,12 @@ mod tests {
             role: ChatRole::User as i32,
             content: "hi".into(),
         }];
-        let (_, body) = request_for(&http, &messages, &parameters);
+        let streamed = CallRequest {
+            messages: &messages,
+            parameters: &parameters,
+            streamed: true,
+        };
+        let (_, body) = request_for(&http, streamed);
         assert_eq!(
             (
                 &body["temperature"],
@@ -572,13 +699,101 @@ mod tests {
             (&json!(0.2), &json!(0.9), &json!(64), &json!(["END"]))
         );
         http.format = ApiFormat::Anthropic;
-        let (_, body) = request_for(&http, &messages, &parameters);
+        let (_, body) = request_for(&http, streamed);
         assert_eq!(
             (&body["temperature"], &body["max_tokens"], &body["stop_sequences"]),
             (&json!(0.2), &json!(64), &json!(["END"]))
         );
-        let (_, body) = request_for(&http, &messages, &Parameters::default());
+        let defaults = Parameters::default();
+        let whole = CallRequest {
+            parameters: &defaults,
+            streamed: false,
+            ..streamed
+        };
+        let (_, body) = request_for(&http, whole);
         assert!(body.get("temperature").is_none() && body.get("stop_sequences").is_none());
+        assert_eq!(body["stream"], false);
+    }
+
+    #[test]
+    fn whole_answers_are_asked_for_whole() {
+        let http = HttpBackend {
+            format: ApiFormat::OpenAi,
+            base_url: "http://x/v1".into(),
+            upstream_model: "m".into(),
+            api_key: None,
+        };
+        let defaults = Parameters::default();
+        let request = |streamed| CallRequest {
+            messages: &[],
+            parameters: &defaults,
+            streamed,
+        };
+        let (_, body) = request_for(&http, request(true));
+        assert_eq!(
+            (&body["stream"], &body["stream_options"]["include_usage"]),
+            (&json!(true), &json!(true))
+        );
+        // OpenAI refuses `stream_options` on a request that is not streamed.
+        let (_, body) = request_for(&http, request(false));
+        assert_eq!(
+            (&body["stream"], body.get("stream_options")),
+            (&json!(false), None)
+        );
+    }
+
+    #[test]
+    fn whole_openai_answers_fold_into_output_usage_and_finish() {
+        let mut p = Progress::default();
+        let body = br#"{"object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"Hi there"},"finish_reason":"length"}],"usage":{"prompt_tokens":12,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":8}}}"#;
+        apply_answer(ApiFormat::OpenAi, body, &mut p).unwrap();
+        assert_eq!(p.output, "Hi there");
+        assert_eq!(
+            (
+                p.input_tokens,
+                p.reported_output_tokens,
+                p.cached_input_tokens,
+                p.done
+            ),
+            (Some(12), Some(2), Some(8), true)
+        );
+        assert_eq!(p.finish_reason.as_deref(), Some("length"));
+        for broken in [&b"{\"id\": \"broken\", \"choices\": ["[..], br#"{"choices":[]}"#] {
+            assert!(matches!(
+                apply_answer(ApiFormat::OpenAi, broken, &mut Progress::default()),
+                Err(CallError::Provider { retryable: true, .. })
+            ));
+        }
+        let failed = apply_answer(
+            ApiFormat::OpenAi,
+            br#"{"error":{"message":"overloaded"}}"#,
+            &mut Progress::default(),
+        );
+        assert!(matches!(failed, Err(CallError::Provider { message, .. }) if message.contains("overloaded")));
+    }
+
+    #[test]
+    fn whole_anthropic_answers_fold_text_blocks_and_the_cache() {
+        let mut p = Progress::default();
+        let body = br#"{"type":"message","content":[{"type":"text","text":"yo "},{"type":"tool_use","id":"t"},{"type":"text","text":"there"}],"stop_reason":"max_tokens","usage":{"input_tokens":10,"cache_read_input_tokens":1000,"cache_creation_input_tokens":50,"output_tokens":7}}"#;
+        apply_answer(ApiFormat::Anthropic, body, &mut p).unwrap();
+        assert_eq!(p.output, "yo there");
+        assert_eq!(
+            (p.input_tokens, p.cached_input_tokens, p.reported_output_tokens),
+            (Some(1060), Some(1000), Some(7))
+        );
+        assert_eq!(
+            (p.cache_write_input_tokens, p.finish_reason.as_deref()),
+            (50, Some("max_tokens"))
+        );
+        assert!(
+            apply_answer(
+                ApiFormat::Anthropic,
+                br#"{"type":"message"}"#,
+                &mut Progress::default()
+            )
+            .is_err()
+        );
     }
 
     #[test]
@@ -668,7 +883,12 @@ mod tests {
                 content: "hi".into(),
             },
         ];
-        let (url, body) = request_for(&http, &messages, &Parameters::default());
+        let request = CallRequest {
+            messages: &messages,
+            parameters: &Parameters::default(),
+            streamed: true,
+        };
+        let (url, body) = request_for(&http, request);
         assert_eq!(url, "http://x/v1/messages");
         assert_eq!(body["system"], "brief");
         assert_eq!(body["messages"].as_array().unwrap().len(), 1);

@@ -21,14 +21,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use promptops_proto::execution::v1::{Parameters, RateLimits};
-use promptops_proto::prompts::v1::ChatMessage;
+use promptops_proto::execution::v1::RateLimits;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::mock::{CallError, Completion};
 use crate::models::{CallLimits, ModelSpec};
-use crate::providers;
+use crate::providers::{self, CallRequest};
 
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
 struct Breaker {
@@ -156,14 +155,12 @@ impl Resilience {
 /// Calls the first model that answers: `candidates[0]`, then its
 /// fallbacks, each through its breaker and its provider's limit. Returns the
 /// outcome and the model that produced it.
-#[allow(clippy::too_many_arguments, reason = "one call's inputs, passed once")]
 pub async fn complete(
     resilience: &Resilience,
     client: &reqwest::Client,
     org_id: &str,
     candidates: &[Arc<ModelSpec>],
-    messages: &[ChatMessage],
-    parameters: &Parameters,
+    request: CallRequest<'_>,
     deltas: &mpsc::Sender<String>,
     cancel: &CancellationToken,
 ) -> (Result<Completion, CallError>, Option<Arc<ModelSpec>>) {
@@ -195,8 +192,7 @@ pub async fn complete(
             permit = limit.acquire_owned() => permit,
         };
         let mut report = providers::CallReport::default();
-        let result =
-            providers::complete(client, spec, messages, parameters, deltas, cancel, &mut report).await;
+        let result = providers::complete(client, spec, request, deltas, cancel, &mut report).await;
         drop(permit);
         if let Some(limits) = report.rate_limits {
             resilience.observe(org_id, &spec.id, limits);
@@ -228,6 +224,9 @@ pub async fn complete(
 
 #[cfg(test)]
 mod tests {
+    use promptops_proto::execution::v1::Parameters;
+    use promptops_proto::prompts::v1::ChatMessage;
+
     use super::*;
 
     #[test]
@@ -275,6 +274,12 @@ mod tests {
             content: "hi".into(),
         }];
         let (tx, _rx) = mpsc::channel(16);
+        let parameters = Parameters::default();
+        let request = CallRequest {
+            messages: &messages,
+            parameters: &parameters,
+            streamed: false,
+        };
         let r = Resilience::default();
         let client = reqwest::Client::new();
         let (result, used) = complete(
@@ -282,25 +287,15 @@ mod tests {
             &client,
             "o",
             &[fail.clone(), echo],
-            &messages,
-            &Parameters::default(),
+            request,
             &tx,
             &CancellationToken::new(),
         )
         .await;
         assert_eq!(result.unwrap().output, "hi");
         assert_eq!(used.unwrap().id, "mock/echo");
-        let (result, used) = complete(
-            &r,
-            &client,
-            "o",
-            &[fail],
-            &messages,
-            &Parameters::default(),
-            &tx,
-            &CancellationToken::new(),
-        )
-        .await;
+        let (result, used) =
+            complete(&r, &client, "o", &[fail], request, &tx, &CancellationToken::new()).await;
         let Err(CallError::Provider { message, .. }) = result else {
             panic!("expected a provider error");
         };

@@ -177,6 +177,30 @@ async fn org_providers_over_http_with_encrypted_keys_retries_and_recorded_failur
         );
     }
 
+    // Streamed runs are streamed from the provider too: a whole stream
+    // completes in either format; a dropped one ends the run as failed after
+    // its three pieces reached the client (sent tokens cannot be retried).
+    for (id, deltas, end) in [
+        ("local/echo", 3, "event: completed"),
+        ("claude/echo", 3, "event: completed"),
+        ("local/dropping", 3, "event: error"),
+    ] {
+        let text = api
+            .http
+            .post(format!("{}/api/v1/executions", all.http()))
+            .bearer_auth(&token)
+            .json(&json!({"model": id, "stream": true,
+                "messages": [{"role": "user", "content": "hello over http"}]}))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(text.matches("event: delta").count(), deltas, "{id}: {text}");
+        assert!(text.contains(end), "{id}: {text}");
+    }
+
     // A failing provider model falls back to another provider's.
     let (status, saved) = api
         .call(
