@@ -21,7 +21,7 @@ use uuid::Uuid;
 use crate::accounts::Hold;
 use crate::conversation::{self, Conversation, ConversationCommand, ConversationError, ConversationState};
 use crate::events::retry_store_failures;
-use crate::grpc::{ExecutionApi, MAX_RECORDED_OUTPUT_BYTES, Prepared, prepare_messages, truncate};
+use crate::grpc::{ExecutionApi, MAX_RECORDED_OUTPUT_BYTES, Prepared, RunId, prepare_messages, truncate};
 
 type RunOutcome = Result<(Run, u64), ServiceError>;
 
@@ -261,7 +261,7 @@ impl ExecutionApi {
             }
             None => (None, None),
         };
-        let handle = self.spawn_run(caller, turn.prepared, run_tx, turn.run_id.clone());
+        let handle = self.spawn_run(caller, turn.prepared, run_tx, RunId::New(turn.run_id.clone()));
         let log = self.log.clone();
         let metadata = caller.event_metadata();
         self.runs.spawn(async move {

@@ -468,7 +468,7 @@ impl ExecutionApi {
         caller: &Caller,
         prepared: Prepared,
         chunks: Option<mpsc::Sender<Result<ExecuteChunk>>>,
-        run_id: String,
+        run_id: RunId,
     ) -> tokio::task::JoinHandle<std::result::Result<(Run, u64), ServiceError>> {
         let log = self.log.clone();
         let metadata = caller.event_metadata();
@@ -554,13 +554,36 @@ async fn embed_and_record(
     Ok((terminal, result))
 }
 
+/// A run's id, and so when its start is recorded.
+#[derive(Debug, Clone)]
+pub(crate) enum RunId {
+    /// Made here (a v7 UUID no other run has): the start is appended while
+    /// the provider is called, its latency off the hot path.
+    New(String),
+    /// Chosen by the caller as an idempotency key: the start is appended
+    /// first, so a repeat finds the run recorded and calls no provider.
+    Chosen(String),
+}
+
+impl RunId {
+    pub(crate) fn new() -> Self {
+        Self::New(Uuid::now_v7().to_string())
+    }
+
+    pub(crate) fn into_string(self) -> String {
+        match self {
+            Self::New(id) | Self::Chosen(id) => id,
+        }
+    }
+}
+
 /// One run, start to end, recorded; the provider call is cut at `timeout`.
 #[allow(clippy::too_many_arguments, reason = "one run's inputs, passed once")]
 async fn run(
     log: EventLog,
     http: &reqwest::Client,
     resilience: &Resilience,
-    run_id: String,
+    run_id: RunId,
     org_id: &str,
     actor: promptops_proto::common::v1::Actor,
     metadata: EventMetadata,
@@ -569,6 +592,8 @@ async fn run(
     cancel: CancellationToken,
     timeout: Duration,
 ) -> std::result::Result<(Run, u64), ServiceError> {
+    let start_first = matches!(run_id, RunId::Chosen(_));
+    let run_id = run_id.into_string();
     let hold = std::mem::take(&mut prepared.hold);
     let trace_id = metadata
         .traceparent
@@ -598,12 +623,6 @@ async fn run(
         input_tokens_counted: prepared.input_tokens,
         trace_id: trace_id.clone(),
     };
-    let started_at = recorder.started(&started).await.map_err(|e| match e {
-        AppendError::Conflict { .. } => {
-            ServiceError::new(ErrorClass::Conflict, format!("run {run_id} exists already"))
-        }
-        other => ServiceError::unavailable("the event log", other),
-    })?;
     let mut record = Run {
         run_id: run_id.clone(),
         status: RunStatus::Running as i32,
@@ -625,6 +644,19 @@ async fn run(
     let span = tracing::info_span!("provider call", model = spec.id, run_id = %run_id);
     let (pieces_tx, mut pieces_rx) = mpsc::channel::<String>(64);
     let call_cancel = cancel.child_token();
+    // The start is appended while the provider is called, so its latency is
+    // off the hot path; nothing reaches the client, and no end is appended,
+    // before the start is in the log. A start that cannot be appended cancels
+    // the call (a run id in use, or the log down: the caller gets the error).
+    let (start_recorded, recorded) = tokio::sync::watch::channel(false);
+    let record_start = async {
+        let appended = recorder.started(&started).await;
+        match appended {
+            Ok(_) => drop(start_recorded.send(true)),
+            Err(_) => call_cancel.cancel(),
+        }
+        appended
+    };
     let candidates: Vec<Arc<ModelSpec>> = std::iter::once(spec.clone())
         .chain(prepared.fallbacks.iter().cloned())
         .collect();
@@ -655,6 +687,15 @@ async fn run(
     };
     let forward = async {
         let mut first_token = None;
+        if chunks.is_some() {
+            let mut recorded = recorded.clone();
+            tokio::select! {
+                () = call_cancel.cancelled() => return first_token,
+                in_log = recorded.wait_for(|done| *done) => if in_log.is_err() {
+                    return first_token;
+                },
+            }
+        }
         if let Some(chunks) = &chunks
             && chunks
                 .send(Ok(ExecuteChunk {
@@ -691,8 +732,38 @@ async fn run(
         }
         first_token
     };
-    let ((result, answered_by), first_token) =
-        tracing::Instrument::instrument(async { tokio::join!(call, forward) }, span).await;
+    let calling = tracing::Instrument::instrument(async { tokio::join!(call, forward) }, span);
+    let (started_at, ((result, answered_by), first_token)) = if start_first {
+        let started_at = record_start.await;
+        if started_at.is_err() {
+            // The call is not made at all.
+            drop(calling);
+            let not_made = CallError::Cancelled {
+                partial: String::new(),
+                output_tokens: 0,
+            };
+            (started_at, ((Err(not_made), None), None))
+        } else {
+            (started_at, calling.await)
+        }
+    } else {
+        tokio::join!(record_start, calling)
+    };
+    let started_at = match started_at {
+        Ok(appended) => appended,
+        Err(err) => {
+            let error = match err {
+                AppendError::Conflict { .. } => {
+                    ServiceError::new(ErrorClass::Conflict, format!("run {run_id} exists already"))
+                }
+                other => ServiceError::unavailable("the event log", other),
+            };
+            if let Some(chunks) = &chunks {
+                let _ = chunks.send(Err(error.clone().into())).await;
+            }
+            return Err(error);
+        }
+    };
     // Priced and recorded as the model that answered (a fallback, maybe).
     let spec = answered_by.unwrap_or(spec);
     record.model = spec.id.clone();
@@ -1027,12 +1098,13 @@ impl ExecutionService for ExecutionApi {
                     position: Some(position(at)),
                 }));
             }
-            req.run_id.clone()
+            RunId::Chosen(req.run_id.clone())
         } else {
-            Uuid::now_v7().to_string()
+            RunId::new()
         };
         let prepared = self.prepare(&caller, &credential, req).await?;
         let handle = self.spawn_run(&caller, prepared, None, run_id.clone());
+        let run_id = run_id.into_string();
         let outcome = handle
             .await
             .map_err(|e| ServiceError::new(ErrorClass::Internal, format!("run task failed: {e}")))?;
@@ -1059,7 +1131,7 @@ impl ExecutionService for ExecutionApi {
         let prepared = self.prepare(&caller, &credential, request.into_inner()).await?;
         let (tx, rx) = mpsc::channel(64);
         // The handle is not awaited: the run reports through the stream.
-        drop(self.spawn_run(&caller, prepared, Some(tx), Uuid::now_v7().to_string()));
+        drop(self.spawn_run(&caller, prepared, Some(tx), RunId::new()));
         Ok(Response::new(
             Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)) as Self::ExecuteStreamStream,
         ))
@@ -1228,7 +1300,7 @@ impl ExecutionService for ExecutionApi {
         for (variant, variant_request) in variants {
             match self.prepare(&caller, &credential, variant_request).await {
                 Ok(prepared) => {
-                    let handle = self.spawn_run(&caller, prepared, None, Uuid::now_v7().to_string());
+                    let handle = self.spawn_run(&caller, prepared, None, RunId::new());
                     pending.push((variant, Ok(handle)));
                 }
                 Err(err) => pending.push((variant, Err(err))),
