@@ -73,6 +73,24 @@ async fn pipelined(log: &EventLog, run: u32, n: u32, in_flight: usize) -> f64 {
     f64::from(n) / started.elapsed().as_secs_f64()
 }
 
+/// The latency of one append at a time with `gap` between them (an idle
+/// log: the writer is woken for each): p50 and p99 in µs.
+async fn paced(log: &EventLog, run: u32, n: u32, gap: Duration) -> (f64, f64) {
+    let mut latencies = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let (agg, env) = event(run, i);
+        let started = Instant::now();
+        log.append(&agg, Expected::NoEvents, &[env]).await.unwrap();
+        latencies.push(started.elapsed().as_secs_f64() * 1e6);
+        tokio::time::sleep(gap).await;
+    }
+    latencies.sort_by(f64::total_cmp);
+    (
+        latencies[latencies.len() / 2],
+        latencies[latencies.len() * 99 / 100],
+    )
+}
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
@@ -217,8 +235,15 @@ async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let embedded = EventLog::Embedded(EmbeddedLog::open(&dir.path().join("events.db")).await.unwrap());
 
-    let only_lag = std::env::var("PROMPTOPS_BENCH").is_ok_and(|v| v == "lag");
-    if !only_lag {
+    let only = std::env::var("PROMPTOPS_BENCH").unwrap_or_default();
+    if only.is_empty() || only == "paced" {
+        println!("== one append every 2 ms (an idle log), 2,000 appends: latency");
+        for (name, log) in [("jetstream", &js), ("embedded", &embedded)] {
+            let (p50, p99) = paced(log, 900, 2_000, Duration::from_millis(2)).await;
+            println!("{name:<44} p50 {p50:>6.0} µs   p99 {p99:>6.0} µs");
+        }
+    }
+    if only.is_empty() {
         println!("== appends/s (median of {runs} runs, 256-byte payloads, one event per append)");
         let mut run = 0;
         let measure = |name: &str, values: Vec<f64>| {

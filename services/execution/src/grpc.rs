@@ -683,7 +683,8 @@ async fn run(
             (Err(error), None)
         });
         drop(pieces_tx);
-        outcome
+        // The run's latency is the call's, whatever the start's append took.
+        (outcome, clock.elapsed())
     };
     let forward = async {
         let mut first_token = None;
@@ -733,7 +734,7 @@ async fn run(
         first_token
     };
     let calling = tracing::Instrument::instrument(async { tokio::join!(call, forward) }, span);
-    let (started_at, ((result, answered_by), first_token)) = if start_first {
+    let (started_at, (((result, answered_by), latency), first_token)) = if start_first {
         let started_at = record_start.await;
         if started_at.is_err() {
             // The call is not made at all.
@@ -742,7 +743,7 @@ async fn run(
                 partial: String::new(),
                 output_tokens: 0,
             };
-            (started_at, ((Err(not_made), None), None))
+            (started_at, (((Err(not_made), None), Duration::ZERO), None))
         } else {
             (started_at, calling.await)
         }
@@ -767,7 +768,7 @@ async fn run(
     // Priced and recorded as the model that answered (a fallback, maybe).
     let spec = answered_by.unwrap_or(spec);
     record.model = spec.id.clone();
-    let latency_us = u64::try_from(clock.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
     let ttft_us = first_token.map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
     let terminal = match &result {
         Ok(done) => {

@@ -355,6 +355,25 @@ async fn probe(client: &reqwest::Client, direct: &Target, gateway: &Target) {
     }
     timings.push(format!("gateway GET /v1/models {}µs", median(latencies)));
     println!("sequential medians: {}", timings.join(", "));
+    // The service's own view of the same runs: mean append and run time.
+    let metrics = gateway.url.replace("/v1/chat/completions", "/metrics");
+    let text = client.get(&metrics).send().await.unwrap().text().await.unwrap();
+    let mean = |name: &str| {
+        let total = |suffix: &str| -> (f64, f64) {
+            text.lines()
+                .filter(|l| l.starts_with(&format!("{name}_{suffix}")))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .fold((0.0, 0.0), |(s, n), v| (s + v, n + 1.0))
+        };
+        let (sum, _) = total("sum");
+        let (count, _) = total("count");
+        if count > 0.0 { sum / count * 1e6 } else { f64::NAN }
+    };
+    println!(
+        "service means: append {:.0}µs, run (provider call and its handling) {:.0}µs",
+        mean("eventlog_append_seconds"),
+        mean("promptops_run_duration_seconds")
+    );
 }
 
 fn main() {
