@@ -501,21 +501,31 @@ async fn read_whole(
     Ok(())
 }
 
+fn malformed_json() -> CallError {
+    provider_error("the provider sent malformed JSON".into(), true, None)
+}
+
+/// A provider's JSON (an SSE event's or a whole answer), unless it is
+/// malformed or an error the provider reports in it.
+fn provider_json(bytes: &[u8]) -> Result<Value, CallError> {
+    let value: Value = serde_json::from_slice(bytes).map_err(|_| malformed_json())?;
+    match value["error"]["message"].as_str() {
+        Some(message) => Err(provider_error(
+            format!("the provider failed: {message}"),
+            true,
+            None,
+        )),
+        None => Ok(value),
+    }
+}
+
 /// Folds one SSE `data:` payload into `progress`; returns new output text.
 fn apply_event(format: ApiFormat, data: &str, progress: &mut Progress) -> Result<Option<String>, CallError> {
     if data == "[DONE]" {
         progress.done = true;
         return Ok(None);
     }
-    let value: Value = serde_json::from_str(data)
-        .map_err(|_| provider_error("the provider sent malformed JSON".into(), true, None))?;
-    if let Some(message) = value["error"]["message"].as_str() {
-        return Err(provider_error(
-            format!("the provider failed: {message}"),
-            true,
-            None,
-        ));
-    }
+    let value = provider_json(data.as_bytes())?;
     match format {
         ApiFormat::OpenAi => {
             if let Some(usage) = value.get("usage").filter(|u| u.is_object()) {
@@ -553,20 +563,12 @@ fn apply_event(format: ApiFormat, data: &str, progress: &mut Progress) -> Result
 
 /// Folds a whole answer (one JSON body) into `progress`.
 fn apply_answer(format: ApiFormat, body: &[u8], progress: &mut Progress) -> Result<(), CallError> {
-    let malformed = || provider_error("the provider sent malformed JSON".into(), true, None);
-    let value: Value = serde_json::from_slice(body).map_err(|_| malformed())?;
-    if let Some(message) = value["error"]["message"].as_str() {
-        return Err(provider_error(
-            format!("the provider failed: {message}"),
-            true,
-            None,
-        ));
-    }
+    let value = provider_json(body)?;
     match format {
         ApiFormat::OpenAi => {
             let choice = &value["choices"][0];
             if !choice.is_object() {
-                return Err(malformed());
+                return Err(malformed_json());
             }
             // `null` content is an answer without text (a refusal, say).
             progress.output = choice["message"]["content"]
@@ -579,7 +581,7 @@ fn apply_answer(format: ApiFormat, body: &[u8], progress: &mut Progress) -> Resu
             }
         }
         ApiFormat::Anthropic => {
-            let blocks = value["content"].as_array().ok_or_else(malformed)?;
+            let blocks = value["content"].as_array().ok_or_else(malformed_json)?;
             progress.output = blocks
                 .iter()
                 .filter(|b| b["type"] == "text")

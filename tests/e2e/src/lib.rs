@@ -401,6 +401,21 @@ impl Api {
         bearer: Option<&str>,
         body: Option<serde_json::Value>,
     ) -> (reqwest::StatusCode, serde_json::Value) {
+        let (status, text) = self.text(method, path, bearer, body).await;
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// One request; the whole body as text (an SSE stream read to its end).
+    pub async fn text(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<serde_json::Value>,
+    ) -> (reqwest::StatusCode, String) {
         let mut request = self.http.request(method, format!("{}{path}", self.base));
         if let Some(bearer) = bearer {
             request = request.bearer_auth(bearer);
@@ -410,11 +425,7 @@ impl Api {
         }
         let response = request.send().await.unwrap();
         let status = response.status();
-        let text = response.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
-        )
+        (status, response.text().await.unwrap())
     }
 
     /// Signs `email` up (asserting 201) and returns the token response.

@@ -26,16 +26,9 @@ fn token(body: &Value) -> String {
 
 /// Every entry of the org, oldest first (the JSON Lines export).
 async fn entries(api: &Api, token: &str) -> Vec<Value> {
-    let text = api
-        .http
-        .get(format!("{}/api/v1/audit/export", api.base))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (_, text) = api
+        .text(Method::GET, "/api/v1/audit/export", Some(token), None)
+        .await;
     text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 

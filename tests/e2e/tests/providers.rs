@@ -185,18 +185,9 @@ async fn org_providers_over_http_with_encrypted_keys_retries_and_recorded_failur
         ("claude/echo", 3, "event: completed"),
         ("local/dropping", 3, "event: error"),
     ] {
-        let text = api
-            .http
-            .post(format!("{}/api/v1/executions", all.http()))
-            .bearer_auth(&token)
-            .json(&json!({"model": id, "stream": true,
-                "messages": [{"role": "user", "content": "hello over http"}]}))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let body = json!({"model": id, "stream": true,
+            "messages": [{"role": "user", "content": "hello over http"}]});
+        let (_, text) = api.text(Method::POST, "/api/v1/executions", t, Some(body)).await;
         assert_eq!(text.matches("event: delta").count(), deltas, "{id}: {text}");
         assert!(text.contains(end), "{id}: {text}");
     }
