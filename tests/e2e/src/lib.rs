@@ -325,36 +325,50 @@ impl AllInOne {
         .await
     }
 
-    /// Starts with extra environment variables.
+    /// Starts with extra environment variables. A free port found taken by
+    /// the time the process binds it (another test's process got it first)
+    /// means a new try on new ports, up to three.
     pub async fn start_with(extra_env: &[(&str, &str)]) -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("promptops-aio-")
-            .tempdir()
-            .unwrap();
-        let (http_port, grpc_ports) = allocate_ports();
-        let mut env = local_env(http_port, &grpc_ports, &dir);
-        env.extend(extra_env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         let binary = workspace_binary("promptops").unwrap();
-        let process = ServiceProcess::spawn(
-            "promptops",
-            binary,
-            vec!["serve".into()],
-            env,
-            dir.path().join("promptops.log"),
-        );
-        let all = Self {
-            process,
-            http_port,
-            grpc_ports,
-            dir,
-        };
-        let ready = wait_http_ok(&format!("{}/readyz", all.http()), Duration::from_secs(30)).await;
-        assert!(
-            ready,
-            "promptops serve did not become ready:\n{}",
-            all.process.log()
-        );
-        all
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let dir = tempfile::Builder::new()
+                .prefix("promptops-aio-")
+                .tempdir()
+                .unwrap();
+            let (http_port, grpc_ports) = allocate_ports();
+            let mut env = local_env(http_port, &grpc_ports, &dir);
+            env.extend(extra_env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+            let process = ServiceProcess::spawn(
+                "promptops",
+                binary.clone(),
+                vec!["serve".into()],
+                env,
+                dir.path().join("promptops.log"),
+            );
+            let all = Self {
+                process,
+                http_port,
+                grpc_ports,
+                dir,
+            };
+            let readyz = format!("{}/readyz", all.http());
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                if wait_http_ok(&readyz, Duration::from_millis(200)).await {
+                    return all;
+                }
+                if attempt < 3 && all.process.log().contains("Address already in use") {
+                    break;
+                }
+            }
+            assert!(
+                attempt < 3 && Instant::now() < deadline,
+                "promptops serve did not become ready:\n{}",
+                all.process.log()
+            );
+        }
     }
 
     pub fn http(&self) -> String {
