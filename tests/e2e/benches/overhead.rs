@@ -359,14 +359,14 @@ async fn probe(client: &reqwest::Client, direct: &Target, gateway: &Target) {
     let metrics = gateway.url.replace("/v1/chat/completions", "/metrics");
     let text = client.get(&metrics).send().await.unwrap().text().await.unwrap();
     let mean = |name: &str| {
-        let total = |suffix: &str| -> (f64, f64) {
+        // Summed over the series' labels (one line per model, say).
+        let total = |suffix: &str| -> f64 {
             text.lines()
                 .filter(|l| l.starts_with(&format!("{name}_{suffix}")))
                 .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .fold((0.0, 0.0), |(s, n), v| (s + v, n + 1.0))
+                .sum()
         };
-        let (sum, _) = total("sum");
-        let (count, _) = total("count");
+        let (sum, count) = (total("sum"), total("count"));
         if count > 0.0 { sum / count * 1e6 } else { f64::NAN }
     };
     println!(

@@ -135,8 +135,10 @@ pub async fn wait_http_ok(url: &str, timeout: Duration) -> bool {
     let client = reqwest::Client::new();
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
+        // Bounded: whatever holds the port may accept and never answer.
         if client
             .get(url)
+            .timeout(deadline.saturating_duration_since(Instant::now()))
             .send()
             .await
             .is_ok_and(|r| r.status().is_success())
@@ -147,6 +149,34 @@ pub async fn wait_http_ok(url: &str, timeout: Duration) -> bool {
     }
     false
 }
+
+/// How a process's start went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Started {
+    Ready,
+    /// A port found free was taken by the time the process bound it
+    /// (another test's process got it first): worth a try on new ports.
+    PortTaken,
+    TimedOut,
+}
+
+/// Polls `ready_url` for up to 30 s, watching `process`'s log for a port
+/// lost to another process.
+async fn started(ready_url: &str, process: &ServiceProcess) -> Started {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if wait_http_ok(ready_url, Duration::from_millis(200)).await {
+            return Started::Ready;
+        }
+        if process.log().contains("Address already in use") {
+            return Started::PortTaken;
+        }
+    }
+    Started::TimedOut
+}
+
+/// Tries to start a platform up to three times, each on new ports.
+const START_ATTEMPTS: u32 = 3;
 
 /// The HTTP port and one gRPC port per service, all distinct and free.
 fn allocate_ports() -> (u16, BTreeMap<&'static str, u16>) {
@@ -197,40 +227,59 @@ pub struct Cluster {
 
 impl Cluster {
     pub async fn start() -> Self {
-        let nats = NatsServer::start().expect("nats-server (apt-get install -y nats-server)");
-        let postgres = Postgres::start().expect("PostgreSQL (apt-get install -y postgresql)");
-        let database_url = postgres.create_database("promptops").unwrap();
-        let dir = tempfile::Builder::new()
-            .prefix("promptops-e2e-")
-            .tempdir()
-            .unwrap();
-        let (http_port, grpc_ports) = allocate_ports();
-        let mut env = local_env(http_port, &grpc_ports, &dir);
-        env.push(("NATS_URL".to_owned(), nats.url()));
-        env.push(("DATABASE_URL".to_owned(), database_url.clone()));
-        env.push(("PROMPTOPS_LOG".to_owned(), "info".to_owned()));
-        let mut processes = BTreeMap::new();
-        for service in SERVICES {
-            let binary = workspace_binary(&format!("promptops-{service}")).unwrap();
-            let log = dir.path().join(format!("{service}.log"));
-            processes.insert(
-                service,
-                ServiceProcess::spawn(service, binary, Vec::new(), env.clone(), log),
-            );
+        let mut nats = NatsServer::start().expect("nats-server (apt-get install -y nats-server)");
+        let mut postgres = Postgres::start().expect("PostgreSQL (apt-get install -y postgresql)");
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            // A database of its own per try: nothing of a failed one stays.
+            let database_url = postgres.create_database(&format!("promptops_{attempt}")).unwrap();
+            let dir = tempfile::Builder::new()
+                .prefix("promptops-e2e-")
+                .tempdir()
+                .unwrap();
+            let (http_port, grpc_ports) = allocate_ports();
+            let mut env = local_env(http_port, &grpc_ports, &dir);
+            env.push(("NATS_URL".to_owned(), nats.url()));
+            env.push(("DATABASE_URL".to_owned(), database_url.clone()));
+            env.push(("PROMPTOPS_LOG".to_owned(), "info".to_owned()));
+            let mut processes = BTreeMap::new();
+            for service in SERVICES {
+                let binary = workspace_binary(&format!("promptops-{service}")).unwrap();
+                let log = dir.path().join(format!("{service}.log"));
+                processes.insert(
+                    service,
+                    ServiceProcess::spawn(service, binary, Vec::new(), env.clone(), log),
+                );
+            }
+            let cluster = Self {
+                nats,
+                postgres,
+                database_url,
+                http_port,
+                grpc_ports,
+                processes,
+                dir,
+            };
+            let mut port_taken = false;
+            for service in SERVICES {
+                let url = format!("{}/readyz", cluster.grpc_url(service));
+                match started(&url, &cluster.processes[service]).await {
+                    Started::Ready => {}
+                    Started::PortTaken if attempt < START_ATTEMPTS => {
+                        port_taken = true;
+                        break;
+                    }
+                    Started::PortTaken | Started::TimedOut => cluster.not_ready(service),
+                }
+            }
+            if !port_taken {
+                return cluster;
+            }
+            // Again on new ports, with the same servers (the processes stop
+            // as they are dropped).
+            (nats, postgres) = (cluster.nats, cluster.postgres);
         }
-        let cluster = Self {
-            nats,
-            postgres,
-            database_url,
-            http_port,
-            grpc_ports,
-            processes,
-            dir,
-        };
-        for service in SERVICES {
-            cluster.wait_ready(service).await;
-        }
-        cluster
     }
 
     pub fn http(&self) -> String {
@@ -245,19 +294,24 @@ impl Cluster {
     pub async fn wait_ready(&self, service: &str) {
         let url = format!("{}/readyz", self.grpc_url(service));
         if !wait_http_ok(&url, Duration::from_secs(30)).await {
-            let nats = self.nats.log();
-            let lines: Vec<&str> = nats.lines().collect();
-            // A crash: from its panic line; otherwise the end of the log.
-            let from = lines
-                .iter()
-                .position(|l| l.starts_with("panic:") || l.contains("fatal error"))
-                .unwrap_or(lines.len().saturating_sub(20));
-            let tail = lines[from..lines.len().min(from + 30)].join("\n");
-            panic!(
-                "{service} did not become ready; its log:\n{}\nnats-server's log (end):\n{tail}",
-                self.processes[service].log()
-            );
+            self.not_ready(service);
         }
+    }
+
+    /// Fails with the service's log and the end of nats-server's.
+    fn not_ready(&self, service: &str) -> ! {
+        let nats = self.nats.log();
+        let lines: Vec<&str> = nats.lines().collect();
+        // A crash: from its panic line; otherwise the end of the log.
+        let from = lines
+            .iter()
+            .position(|l| l.starts_with("panic:") || l.contains("fatal error"))
+            .unwrap_or(lines.len().saturating_sub(20));
+        let tail = lines[from..lines.len().min(from + 30)].join("\n");
+        panic!(
+            "{service} did not become ready; its log:\n{}\nnats-server's log (end):\n{tail}",
+            self.processes[service].log()
+        );
     }
 
     pub fn process(&mut self, service: &str) -> &mut ServiceProcess {
@@ -353,18 +407,12 @@ impl AllInOne {
                 grpc_ports,
                 dir,
             };
-            let readyz = format!("{}/readyz", all.http());
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while Instant::now() < deadline {
-                if wait_http_ok(&readyz, Duration::from_millis(200)).await {
-                    return all;
-                }
-                if attempt < 3 && all.process.log().contains("Address already in use") {
-                    break;
-                }
+            let outcome = started(&format!("{}/readyz", all.http()), &all.process).await;
+            if outcome == Started::Ready {
+                return all;
             }
             assert!(
-                attempt < 3 && Instant::now() < deadline,
+                outcome == Started::PortTaken && attempt < START_ATTEMPTS,
                 "promptops serve did not become ready:\n{}",
                 all.process.log()
             );
@@ -555,4 +603,26 @@ pub fn problem_fields(problem: &serde_json::Value) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_port_taken_by_the_time_the_process_binds_it_is_told_apart() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let http_port = taken.local_addr().unwrap().port();
+        let (_, grpc_ports) = allocate_ports();
+        let dir = tempfile::tempdir().unwrap();
+        let process = ServiceProcess::spawn(
+            "promptops",
+            workspace_binary("promptops").unwrap(),
+            vec!["serve".into()],
+            local_env(http_port, &grpc_ports, &dir),
+            dir.path().join("promptops.log"),
+        );
+        let url = format!("http://127.0.0.1:{http_port}/readyz");
+        assert_eq!(started(&url, &process).await, Started::PortTaken);
+    }
 }
