@@ -134,13 +134,14 @@ fn write_appends(mut conn: rusqlite::Connection, appended: &Appends, mut jobs: m
         metrics::histogram!("promptops_eventlog_group_commit_size").record(batch.len() as f64);
         match write_batch(&mut conn, &batch) {
             Ok(results) => {
-                for context in Context::ALL {
-                    if results
-                        .iter()
-                        .any(|r| matches!(r, Written::Append(Ok(a)) if !a.duplicate && a.context == context))
-                    {
-                        appended.of(context).notify_waiters();
-                    }
+                // The appenders are answered first, the subscribers woken
+                // after: on a busy machine a reply waiting behind the
+                // projections' fetches is latency on every request.
+                let mut woken = [false; Context::ALL.len()];
+                for (i, context) in Context::ALL.iter().enumerate() {
+                    woken[i] = results.iter().any(
+                        |r| matches!(r, Written::Append(Ok(a)) if !a.duplicate && a.context == *context),
+                    );
                 }
                 for (job, result) in batch.drain(..).zip(results) {
                     match (job, result) {
@@ -156,6 +157,9 @@ fn write_appends(mut conn: rusqlite::Connection, appended: &Appends, mut jobs: m
                                 .send(Err(AppendError::Invalid("mismatched write".into())));
                         }
                     }
+                }
+                for (context, _) in Context::ALL.iter().zip(woken).filter(|(_, woken)| *woken) {
+                    appended.of(*context).notify_waiters();
                 }
             }
             Err(err) => {

@@ -19,6 +19,7 @@
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use crate::upstream::Upstream;
 use promptops_auth::roles::Role;
 use promptops_auth::secrets;
 use promptops_auth::tokens::{CachingVerifier, Jwks, TokenError, Verifier};
@@ -29,7 +30,6 @@ use promptops_proto::identity::v1::identity_service_client::IdentityServiceClien
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::metadata::MetadataMap;
-use tonic::transport::{Channel, Endpoint};
 
 use crate::caller::Caller;
 use crate::config::{ConfigError, Env, ServiceName};
@@ -184,7 +184,7 @@ struct Inner {
     fetched_at: Mutex<Option<Instant>>,
     revocations: RevocationFeed,
     api_keys: moka::sync::Cache<String, Caller>,
-    identity: IdentityServiceClient<Channel>,
+    identity: IdentityServiceClient<Upstream>,
     service_secret: std::sync::OnceLock<Result<String, String>>,
 }
 
@@ -202,11 +202,8 @@ fn refused() -> ServiceError {
 
 impl Authenticator {
     pub fn new(config: AuthConfig) -> Result<Self, ServiceError> {
-        let channel = Endpoint::from_shared(config.gateway_url.clone())
-            .map_err(|e| ServiceError::new(ErrorClass::Internal, format!("PROMPTOPS_GATEWAY_URL: {e}")))?
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(10))
-            .connect_lazy();
+        let channel = Upstream::lazy(&config.gateway_url, Some(Duration::from_secs(10)))
+            .map_err(|e| ServiceError::new(ErrorClass::Internal, format!("PROMPTOPS_GATEWAY_URL: {e}")))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 config,

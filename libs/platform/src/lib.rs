@@ -13,7 +13,9 @@
 //! - [`db`]: the service's SQL database (PostgreSQL schema or SQLite file)
 //!   and its migrations;
 //! - [`caller`]: who is calling, taken from request metadata;
-//! - [`eventlog`]: opening the event log the configuration names.
+//! - [`eventlog`]: opening the event log the configuration names;
+//! - [`upstream`]: a client's connection to another service, in process when
+//!   that service is served by this process.
 
 pub mod authn;
 pub mod caller;
@@ -30,3 +32,4 @@ pub mod runtime;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;
+pub mod upstream;

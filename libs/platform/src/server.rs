@@ -296,6 +296,8 @@ pub async fn serve_grpc(
         .add_service(reflection)
         .into_axum_router();
     let router = observed(grpc.merge(ops_router(service.readiness)), service.name.as_str());
+    // Clients in this process call the router directly while it listens.
+    let served_here = crate::upstream::serve_here(listener.local_addr()?, router.clone());
 
     let stop_serving = shutdown.child_token();
     let health_on_shutdown = {
@@ -310,5 +312,9 @@ pub async fn serve_grpc(
         }
     };
     let (_, served) = tokio::join!(health_on_shutdown, serve(listener, router, stop_serving, grace));
+    // In-process calls drain like the network's, within the same grace.
+    if tokio::time::timeout(grace, served_here.end()).await.is_err() {
+        tracing::warn!(?grace, "drain deadline passed with in-process calls in flight");
+    }
     served
 }

@@ -14,6 +14,7 @@ use promptops_platform::db::unix_ms;
 use promptops_platform::errors::{ErrorClass, FieldViolation, ServiceError};
 use promptops_platform::paging::{Cursor, page_size, timestamp_from_ms};
 use promptops_platform::read_your_write;
+use promptops_platform::upstream::Upstream;
 use promptops_proto::common::v1::PageRequest;
 use promptops_proto::evaluation::v1::evaluation_service_server::EvaluationService;
 use promptops_proto::evaluation::v1::{
@@ -31,7 +32,6 @@ use promptops_proto::prompts::v1::prompt_service_client::PromptServiceClient;
 use promptops_proto::prompts::v1::{PromptRef, ResolvePromptRequest, ResolvedPrompt, template};
 use sqlx::AnyPool;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 use tonic::{Request, Response};
 use uuid::Uuid;
 
@@ -64,8 +64,8 @@ pub struct EvaluationApi {
     log: EventLog,
     db: AnyPool,
     auth: Authenticator,
-    prompts: PromptServiceClient<Channel>,
-    execution: ExecutionServiceClient<Channel>,
+    prompts: PromptServiceClient<Upstream>,
+    execution: ExecutionServiceClient<Upstream>,
     runner: Runner,
     shutdown: CancellationToken,
 }
@@ -177,8 +177,8 @@ impl EvaluationApi {
         log: EventLog,
         db: AnyPool,
         auth: Authenticator,
-        prompts: PromptServiceClient<Channel>,
-        execution: ExecutionServiceClient<Channel>,
+        prompts: PromptServiceClient<Upstream>,
+        execution: ExecutionServiceClient<Upstream>,
         runner: Runner,
         shutdown: CancellationToken,
     ) -> Self {

@@ -29,6 +29,7 @@ use promptops_platform::authn::Authenticator;
 use promptops_platform::config::{ConfigError, Env, ServiceConfig, ServiceName};
 use promptops_platform::runtime::{RunError, open_resources};
 use promptops_platform::server::{GrpcService, bind, serve_grpc};
+use promptops_platform::upstream::Upstream;
 use promptops_proto::evaluation::v1::evaluation_service_server::{EvaluationServiceServer, SERVICE_NAME};
 use promptops_proto::execution::v1::execution_service_client::ExecutionServiceClient;
 use promptops_proto::prompts::v1::prompt_service_client::PromptServiceClient;
@@ -55,11 +56,8 @@ pub fn config_from_env(env: &Env) -> Result<Config, ConfigError> {
     })
 }
 
-fn channel(url: &str, what: &str) -> Result<tonic::transport::Channel, RunError> {
-    Ok(tonic::transport::Endpoint::from_shared(url.to_owned())
-        .map_err(|e| RunError::Other(format!("{what} address {url}: {e}")))?
-        .connect_timeout(std::time::Duration::from_secs(2))
-        .connect_lazy())
+fn channel(url: &str, what: &str) -> Result<Upstream, RunError> {
+    Upstream::lazy(url, None).map_err(|e| RunError::Other(format!("{what} address: {e}")))
 }
 
 /// Runs the service until `shutdown` is cancelled.

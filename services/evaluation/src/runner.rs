@@ -18,6 +18,7 @@ use promptops_eventlog::{AggregateRef, Context, EventLog};
 use promptops_platform::authn::Authenticator;
 use promptops_platform::caller::{Caller, acting_for, event_metadata};
 use promptops_platform::db::unix_ms;
+use promptops_platform::upstream::Upstream;
 use promptops_proto::common::v1::Actor;
 use promptops_proto::evaluation::v1::{CaseResult, DatasetCase, EvaluationRunStatus, MetricScore};
 use promptops_proto::execution::v1::execution_service_client::ExecutionServiceClient;
@@ -26,7 +27,6 @@ use promptops_proto::prompts::v1::PromptRef;
 use sqlx::AnyPool;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tonic::transport::Channel;
 
 use crate::evaluation_run::{EvaluationRun, MAX_OUTPUT_BYTES, RunCommand, RunState};
 use crate::scoring::{self, Output};
@@ -42,7 +42,7 @@ pub struct Runner {
 
 struct Inner {
     log: EventLog,
-    execution: ExecutionServiceClient<Channel>,
+    execution: ExecutionServiceClient<Upstream>,
     auth: Authenticator,
     tasks: TaskTracker,
     shutdown: CancellationToken,
@@ -69,7 +69,7 @@ pub fn run_ref(org_id: &str, run_id: &str) -> Option<AggregateRef> {
 impl Runner {
     pub fn new(
         log: EventLog,
-        execution: ExecutionServiceClient<Channel>,
+        execution: ExecutionServiceClient<Upstream>,
         auth: Authenticator,
         tasks: TaskTracker,
         shutdown: CancellationToken,

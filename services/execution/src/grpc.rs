@@ -21,6 +21,7 @@ use promptops_platform::caller::{Caller, forward};
 use promptops_platform::errors::{ErrorClass, FieldViolation, ServiceError};
 use promptops_platform::paging::{Cursor, page_size};
 use promptops_platform::read_your_write;
+use promptops_platform::upstream::Upstream;
 use promptops_proto::common::v1::LogPosition;
 use promptops_proto::execution::v1::execution_service_server::ExecutionService;
 use promptops_proto::execution::v1::{
@@ -41,7 +42,6 @@ use sqlx::AnyPool;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
@@ -72,7 +72,7 @@ pub struct ExecutionApi {
     pub(crate) log: EventLog,
     pub(crate) db: AnyPool,
     pub(crate) auth: Authenticator,
-    pub(crate) prompts: PromptServiceClient<Channel>,
+    pub(crate) prompts: PromptServiceClient<Upstream>,
     /// Runs execute here, never in a request's future.
     pub(crate) runs: TaskTracker,
     pub(crate) shutdown: CancellationToken,

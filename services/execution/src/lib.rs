@@ -172,9 +172,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     );
     background.close();
 
-    let prompts = tonic::transport::Endpoint::from_shared(config.prompts_url.clone())
-        .map_err(|e| RunError::Other(format!("prompts address {}: {e}", config.prompts_url)))?
-        .connect_lazy();
+    let prompts = promptops_platform::upstream::Upstream::lazy(&config.prompts_url, None)
+        .map_err(|e| RunError::Other(format!("prompts address: {e}")))?;
     let readiness = resources.readiness().with_authenticator(auth.clone());
     let runs = TaskTracker::new();
     let api = grpc::ExecutionApi {

@@ -17,6 +17,7 @@ use promptops_platform::config::{CommonConfig, ConfigError, Env, ServiceName};
 use promptops_platform::db::Migration;
 use promptops_platform::runtime::{RunError, open_resources};
 use promptops_platform::server::{GrpcService, Readiness, bind, serve, serve_grpc};
+use promptops_platform::upstream::Upstream;
 use promptops_proto::audit::v1::analytics_service_client::AnalyticsServiceClient;
 use promptops_proto::audit::v1::audit_service_client::AuditServiceClient;
 use promptops_proto::billing::v1::billing_service_client::BillingServiceClient;
@@ -28,7 +29,6 @@ use promptops_proto::identity::v1::identity_service_server::{
 use promptops_proto::prompts::v1::prompt_service_client::PromptServiceClient;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tonic::transport::{Channel, Endpoint};
 
 pub const SERVICE: ServiceName = ServiceName::Gateway;
 
@@ -158,20 +158,13 @@ fn token_config(env: &Env) -> Result<identity::service::TokenConfig, ConfigError
     })
 }
 
-fn channel(url: &str, variable: &str) -> Result<Channel, RunError> {
-    Endpoint::from_shared(url.to_owned())
-        .map_err(|e| RunError::Other(format!("{variable}={url:?}: {e}")))
-        .map(|endpoint| {
-            endpoint
-                .connect_timeout(Duration::from_secs(2))
-                .timeout(Duration::from_secs(30))
-                .tcp_nodelay(true)
-                .connect_lazy()
-        })
+fn channel(url: &str, variable: &str) -> Result<Upstream, RunError> {
+    Upstream::lazy(url, Some(Duration::from_secs(30)))
+        .map_err(|e| RunError::Other(format!("{variable}: {e}")))
 }
 
 /// Ready when its own resources and the services it calls answer.
-fn upstream_check(readiness: Readiness, name: &'static str, channel: Channel) -> Readiness {
+fn upstream_check(readiness: Readiness, name: &'static str, channel: Upstream) -> Readiness {
     readiness.with_check(name, move || {
         let mut client = tonic_health::pb::health_client::HealthClient::new(channel.clone());
         async move {

@@ -374,6 +374,28 @@ async fn probe(client: &reqwest::Client, direct: &Target, gateway: &Target) {
         mean("eventlog_append_seconds"),
         mean("promptops_run_duration_seconds")
     );
+    // Each server's own time per route (the gateway's HTTP, execution's gRPC).
+    let mut routes: Vec<String> = text
+        .lines()
+        .filter(|l| l.starts_with("promptops_request_duration_seconds_count{"))
+        .filter(|l| l.contains("chat/completions") || l.contains("ExecutionService/Execute"))
+        .map(str::to_owned)
+        .collect();
+    routes.sort();
+    for count_line in routes {
+        let labels = &count_line["promptops_request_duration_seconds_count".len()..];
+        let labels = labels.rsplit_once(' ').map_or(labels, |(l, _)| l);
+        let value = |suffix: &str| {
+            text.lines()
+                .find(|l| l.starts_with(&format!("promptops_request_duration_seconds_{suffix}{labels} ")))
+                .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .unwrap_or(f64::NAN)
+        };
+        println!(
+            "  server mean {labels}: {:.0}µs",
+            value("sum") / value("count") * 1e6
+        );
+    }
 }
 
 fn main() {

@@ -31,6 +31,7 @@ use axum::routing::get;
 use promptops_platform::caller::Origin;
 use promptops_platform::errors::{ErrorClass, Problem, ServiceError};
 use promptops_platform::server::{Readiness, observed, ops_router};
+use promptops_platform::upstream::Upstream;
 use promptops_proto::audit::v1::analytics_service_client::AnalyticsServiceClient;
 use promptops_proto::audit::v1::audit_service_client::AuditServiceClient;
 use promptops_proto::billing::v1::billing_service_client::BillingServiceClient;
@@ -38,7 +39,6 @@ use promptops_proto::evaluation::v1::evaluation_service_client::EvaluationServic
 use promptops_proto::execution::v1::execution_service_client::ExecutionServiceClient;
 use promptops_proto::prompts::v1::prompt_service_client::PromptServiceClient;
 use tokio_util::task::TaskTracker;
-use tonic::transport::Channel;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -46,12 +46,12 @@ use utoipa_axum::routes;
 /// What every handler can reach.
 #[derive(Debug, Clone)]
 pub struct AppState {
-    pub prompts: PromptServiceClient<Channel>,
-    pub execution: ExecutionServiceClient<Channel>,
-    pub audit: AuditServiceClient<Channel>,
-    pub analytics: AnalyticsServiceClient<Channel>,
-    pub evaluation: EvaluationServiceClient<Channel>,
-    pub billing: BillingServiceClient<Channel>,
+    pub prompts: PromptServiceClient<Upstream>,
+    pub execution: ExecutionServiceClient<Upstream>,
+    pub audit: AuditServiceClient<Upstream>,
+    pub analytics: AnalyticsServiceClient<Upstream>,
+    pub evaluation: EvaluationServiceClient<Upstream>,
+    pub billing: BillingServiceClient<Upstream>,
     /// Mutations run here so a client disconnect cannot cut them short.
     pub background: TaskTracker,
     /// The largest accepted request body (`PROMPTOPS_MAX_BODY_BYTES`).
