@@ -23,7 +23,7 @@
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::{Arc, RwLock};
+use std::sync::RwLock;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -89,13 +89,13 @@ impl Drop for Registration {
 }
 
 /// Where a client's URL points: a host and a port.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Target {
     host: Host,
     port: u16,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Host {
     Ip(IpAddr),
     Localhost,
@@ -125,8 +125,8 @@ impl Target {
             return false;
         }
         let bound = addr.ip();
-        match &self.host {
-            Host::Ip(ip) => *ip == bound || (bound.is_unspecified() && ip.is_loopback()),
+        match self.host {
+            Host::Ip(ip) => ip == bound || (bound.is_unspecified() && ip.is_loopback()),
             Host::Localhost => bound.is_loopback() || bound.is_unspecified(),
         }
     }
@@ -145,7 +145,7 @@ impl Target {
 #[derive(Debug)]
 pub struct Upstream {
     remote: Channel,
-    target: Option<Arc<Target>>,
+    target: Option<Target>,
     timeout: Option<Duration>,
     /// The way the next call goes, chosen when it is polled ready.
     route: Option<Route>,
@@ -156,7 +156,7 @@ impl Clone for Upstream {
     fn clone(&self) -> Self {
         Self {
             remote: self.remote.clone(),
-            target: self.target.clone(),
+            target: self.target,
             timeout: self.timeout,
             route: None,
         }
@@ -183,7 +183,7 @@ impl Upstream {
         }
         Ok(Self {
             remote: endpoint.connect_lazy(),
-            target: Target::of(url).map(Arc::new),
+            target: Target::of(url),
             timeout,
             route: None,
         })
@@ -330,7 +330,7 @@ mod tests {
     async fn an_in_process_call_makes_progress_while_its_caller_waits_elsewhere() {
         use std::sync::atomic::{AtomicBool, Ordering};
 
-        let answered = Arc::new(AtomicBool::new(false));
+        let answered = std::sync::Arc::new(AtomicBool::new(false));
         let flag = answered.clone();
         let router = Router::new().route(
             "/slow",
