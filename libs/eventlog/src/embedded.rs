@@ -137,12 +137,14 @@ fn write_appends(mut conn: rusqlite::Connection, appended: &Appends, mut jobs: m
                 // The appenders are answered first, the subscribers woken
                 // after: on a busy machine a reply waiting behind the
                 // projections' fetches is latency on every request.
-                let mut woken = [false; Context::ALL.len()];
-                for (i, context) in Context::ALL.iter().enumerate() {
-                    woken[i] = results.iter().any(
-                        |r| matches!(r, Written::Append(Ok(a)) if !a.duplicate && a.context == *context),
-                    );
-                }
+                let woken: Vec<Context> = Context::ALL
+                    .into_iter()
+                    .filter(|context| {
+                        results.iter().any(
+                            |r| matches!(r, Written::Append(Ok(a)) if !a.duplicate && a.context == *context),
+                        )
+                    })
+                    .collect();
                 for (job, result) in batch.drain(..).zip(results) {
                     match (job, result) {
                         (WriteJob::Append(job), Written::Append(result)) => {
@@ -158,8 +160,8 @@ fn write_appends(mut conn: rusqlite::Connection, appended: &Appends, mut jobs: m
                         }
                     }
                 }
-                for (context, _) in Context::ALL.iter().zip(woken).filter(|(_, woken)| *woken) {
-                    appended.of(*context).notify_waiters();
+                for context in woken {
+                    appended.of(context).notify_waiters();
                 }
             }
             Err(err) => {

@@ -358,11 +358,12 @@ async fn probe(client: &reqwest::Client, direct: &Target, gateway: &Target) {
     // The service's own view of the same runs: mean append and run time.
     let metrics = gateway.url.replace("/v1/chat/completions", "/metrics");
     let text = client.get(&metrics).send().await.unwrap().text().await.unwrap();
-    let mean = |name: &str| {
-        // Summed over the series' labels (one line per model, say).
+    // A histogram's mean over the series whose labels start with `labels`
+    // (all of them for ""; one line per model, say).
+    let mean = |name: &str, labels: &str| {
         let total = |suffix: &str| -> f64 {
             text.lines()
-                .filter(|l| l.starts_with(&format!("{name}_{suffix}")))
+                .filter(|l| l.starts_with(&format!("{name}_{suffix}{labels}")))
                 .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
                 .sum()
         };
@@ -371,30 +372,20 @@ async fn probe(client: &reqwest::Client, direct: &Target, gateway: &Target) {
     };
     println!(
         "service means: append {:.0}µs, run (provider call and its handling) {:.0}µs",
-        mean("eventlog_append_seconds"),
-        mean("promptops_run_duration_seconds")
+        mean("eventlog_append_seconds", ""),
+        mean("promptops_run_duration_seconds", "")
     );
     // Each server's own time per route (the gateway's HTTP, execution's gRPC).
-    let mut routes: Vec<String> = text
+    const REQUESTS: &str = "promptops_request_duration_seconds";
+    let mut routes: Vec<&str> = text
         .lines()
-        .filter(|l| l.starts_with("promptops_request_duration_seconds_count{"))
+        .filter_map(|l| l.strip_prefix(REQUESTS)?.strip_prefix("_count"))
+        .filter_map(|l| l.rsplit_once(' ').map(|(labels, _)| labels))
         .filter(|l| l.contains("chat/completions") || l.contains("ExecutionService/Execute"))
-        .map(str::to_owned)
         .collect();
-    routes.sort();
-    for count_line in routes {
-        let labels = &count_line["promptops_request_duration_seconds_count".len()..];
-        let labels = labels.rsplit_once(' ').map_or(labels, |(l, _)| l);
-        let value = |suffix: &str| {
-            text.lines()
-                .find(|l| l.starts_with(&format!("promptops_request_duration_seconds_{suffix}{labels} ")))
-                .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .unwrap_or(f64::NAN)
-        };
-        println!(
-            "  server mean {labels}: {:.0}µs",
-            value("sum") / value("count") * 1e6
-        );
+    routes.sort_unstable();
+    for labels in routes {
+        println!("  server mean {labels}: {:.0}µs", mean(REQUESTS, labels));
     }
 }
 
