@@ -81,7 +81,14 @@ pub fn run(ast: &AST, output: &Output<'_>) -> Result<f64, String> {
     scope.push("cost_nano_usd", output.cost_nano_usd);
     let value = engine(Some(Instant::now() + MAX_RUN_TIME))
         .eval_ast_with_scope::<Dynamic>(&mut scope, ast)
-        .map_err(|e| format!("the script failed: {e}"))?;
+        .map_err(|e| match *e {
+            // rhai shows a termination as "Script terminated", without why.
+            rhai::EvalAltResult::ErrorTerminated(..) => format!(
+                "the script failed: over its time limit of {} ms",
+                MAX_RUN_TIME.as_millis()
+            ),
+            other => format!("the script failed: {other}"),
+        })?;
     let score = if let Ok(f) = value.as_float() {
         f
     } else if let Ok(i) = value.as_int() {
