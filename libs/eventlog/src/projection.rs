@@ -1,6 +1,7 @@
 //! The projection runner: folds a stream into read-model rows.
 //!
-//! The runner takes the events that have arrived (up to 256 at a time), opens
+//! The runner takes the events that have arrived (up to 256 at a time, at
+//! most one batch per [`BATCH_WINDOW`]), opens
 //! one transaction, lets the [`Projection`] write the rows of each, moves the
 //! checkpoint `(projection, stream)` to the last in the same transaction,
 //! commits, and only then acknowledges. So an event takes effect exactly once
@@ -204,6 +205,7 @@ pub struct ProjectionRunner<P> {
     projection: Arc<P>,
     context: Context,
     ack_wait: Duration,
+    batch_window: Duration,
 }
 
 impl<P: Projection> ProjectionRunner<P> {
@@ -214,7 +216,15 @@ impl<P: Projection> ProjectionRunner<P> {
             projection,
             context,
             ack_wait: Duration::from_secs(30),
+            batch_window: BATCH_WINDOW,
         }
+    }
+
+    /// The least time from one transaction's start to the next
+    /// ([`BATCH_WINDOW`] unless set).
+    pub fn with_batch_window(mut self, batch_window: Duration) -> Self {
+        self.batch_window = batch_window;
+        self
     }
 
     /// How long JetStream waits for an ack before redelivering.
@@ -303,7 +313,17 @@ impl<P: Projection> ProjectionRunner<P> {
         tracing::debug!(position, "projection subscribed");
         let mut renew = tokio::time::interval(LEASE_RENEW);
         renew.tick().await;
+        let mut applied_at: Option<tokio::time::Instant> = None;
         loop {
+            if let Some(at) = applied_at.take() {
+                // At most one transaction per window: under load the next
+                // takes everything that arrived meanwhile, instead of a
+                // transaction (and its round trips) for every append.
+                tokio::select! {
+                    () = shutdown.cancelled() => return Ok(Resubscribe::Shutdown),
+                    () = tokio::time::sleep_until(at + self.batch_window) => {}
+                }
+            }
             let deliveries = tokio::select! {
                 () = shutdown.cancelled() => return Ok(Resubscribe::Shutdown),
                 _ = renew.tick() => {
@@ -351,6 +371,7 @@ impl<P: Projection> ProjectionRunner<P> {
             crate::Delivery::ack_all(done).await?;
             if !apply.is_empty() {
                 let events: Vec<&RecordedEvent> = apply.iter().map(|d| &d.event).collect();
+                applied_at = Some(tokio::time::Instant::now());
                 match self.apply_with_retry(&events, position, shutdown).await {
                     Applied::Yes => {}
                     Applied::Shutdown => return Ok(Resubscribe::Shutdown),
@@ -498,6 +519,12 @@ fn unix_ms() -> i64 {
 
 /// Most events applied in one transaction.
 const BATCH: usize = 256;
+
+/// The least time from one transaction's start to the next: an idle
+/// projection applies an event at once, a busy one in batches of what
+/// arrived within the window (each transaction costs a fetch, a few
+/// statements, a checkpoint and an ack, whatever its size).
+pub const BATCH_WINDOW: Duration = Duration::from_millis(2);
 
 /// Exponential backoff from 50 ms to 5 s.
 #[derive(Debug)]

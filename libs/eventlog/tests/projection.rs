@@ -24,10 +24,12 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyConnection, AnyPool};
 use tokio_util::sync::CancellationToken;
 
-/// Records every applied event; can be told to fail a number of times.
+/// Records every applied event and counts the transactions (batches) it
+/// was given; can be told to fail a number of times.
 #[derive(Default)]
 struct Recorder {
     failures_left: AtomicU32,
+    batches: AtomicU32,
 }
 
 impl Projection for Recorder {
@@ -49,6 +51,18 @@ impl Projection for Recorder {
             .execute(&mut *conn)
             .await
             .map(|_| ())
+    }
+
+    async fn apply_batch(
+        &self,
+        conn: &mut AnyConnection,
+        events: &[&RecordedEvent],
+    ) -> Result<(), sqlx::Error> {
+        self.batches.fetch_add(1, Ordering::SeqCst);
+        for event in events {
+            self.apply(&mut *conn, event).await?;
+        }
+        Ok(())
     }
 
     async fn reset(&self, conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
@@ -222,4 +236,53 @@ async fn jetstream_two_replicas_apply_each_event_once() {
         .await
         .unwrap();
     two_replicas_apply_each_event_once(EventLog::JetStream(Box::new(log))).await;
+}
+
+/// A busy projection starts at most one transaction per batch window:
+/// appends arriving one by one, faster than that, are applied in fewer
+/// transactions than there are events — and still each once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_busy_projection_applies_at_most_one_batch_per_window() {
+    const WINDOW: Duration = Duration::from_millis(20);
+    let dir = tempfile::tempdir().unwrap();
+    let log = EventLog::Embedded(EmbeddedLog::open(&dir.path().join("events.db")).await.unwrap());
+    let pool = read_model(&dir).await;
+    let recorder = Arc::new(Recorder::default());
+    let shutdown = CancellationToken::new();
+    let runner = ProjectionRunner::new(log.clone(), pool.clone(), Arc::clone(&recorder), Context::Prompts)
+        .with_batch_window(WINDOW);
+    #[expect(clippy::disallowed_methods, reason = "the test awaits the handle")]
+    let handle = tokio::spawn(runner.run(shutdown.clone()));
+    // Idle, an event is applied at once (well within a window).
+    let idle = std::time::Instant::now();
+    append(&log, 0..1).await;
+    wait_until_applied(&pool, 1).await;
+    let first_applied = idle.elapsed();
+
+    let before = recorder.batches.load(Ordering::SeqCst);
+    let clock = std::time::Instant::now();
+    for i in 1..41 {
+        append(&log, i..i + 1).await;
+        // The runner has the other worker: this pauses the appends only.
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    wait_until_applied(&pool, 41).await;
+    let elapsed = clock.elapsed();
+    let batches = recorder.batches.load(Ordering::SeqCst) - before;
+    shutdown.cancel();
+    handle.await.unwrap();
+
+    // Transactions begin a window apart: however slow the machine, no more
+    // than one per window of the time it took (and one to start with).
+    let windows = elapsed.as_micros() / WINDOW.as_micros();
+    assert!(
+        u128::from(batches) <= windows + 1,
+        "{batches} transactions for 40 appends in {elapsed:?}: more than one per {WINDOW:?}"
+    );
+    assert!(
+        first_applied < Duration::from_secs(5),
+        "an idle projection took {first_applied:?}"
+    );
+    let expected: Vec<(i64, String)> = (0..41).map(|i| (i64::from(i) + 1, format!("e{i}"))).collect();
+    assert_eq!(rows(&pool).await, expected);
 }
