@@ -496,3 +496,49 @@ async fn embedded_rows_refuse_update_and_delete() {
     assert!(delete.unwrap_err().to_string().contains("immutable"));
     assert_eq!(EventLog::Embedded(log).read_aggregate(&a).await.unwrap().len(), 1);
 }
+
+/// Appends from many threads at once, which the embedded log's writer
+/// commits in groups: every append is answered, each lands once, the racers
+/// on one aggregate each win or conflict, and the sequences are dense.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn embedded_appends_from_many_threads_are_each_answered_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EventLog::Embedded(EmbeddedLog::open(&dir.path().join("events.db")).await.unwrap());
+    let mut tasks = tokio::task::JoinSet::new();
+    for task in 0..16 {
+        let log = log.clone();
+        tasks.spawn(async move {
+            let mut outcomes = Vec::new();
+            for i in 0..50 {
+                // Each task its own aggregates, and one aggregate all race for.
+                let (aggregate, expected) = if i % 10 == 0 {
+                    (prompt("contended"), Expected::NoEvents)
+                } else {
+                    (prompt(&format!("t{task}-{i}")), Expected::NoEvents)
+                };
+                let envelope = event(&aggregate, 1, &format!("{task}-{i}"));
+                outcomes.push(log.append(&aggregate, expected, &[envelope]).await);
+            }
+            outcomes
+        });
+    }
+    let outcomes = tokio::time::timeout(Duration::from_secs(60), tasks.join_all())
+        .await
+        .expect("an append was never answered");
+    let outcomes: Vec<_> = outcomes.into_iter().flatten().collect();
+    assert_eq!(outcomes.len(), 800);
+    let mut sequences: Vec<u64> = outcomes
+        .iter()
+        .filter_map(|o| o.as_ref().ok().map(|a| a.last_sequence))
+        .collect();
+    let conflicts = outcomes
+        .iter()
+        .filter(|o| matches!(o, Err(AppendError::Conflict { .. })))
+        .count();
+    // 16 × 45 own aggregates, one winner of the 80 racers for the contended one.
+    assert_eq!((sequences.len(), conflicts), (721, 79), "{outcomes:?}");
+    sequences.sort_unstable();
+    assert_eq!(sequences, (1..=721).collect::<Vec<u64>>());
+    assert_eq!(log.last_sequence(Context::Prompts).await.unwrap(), 721);
+    assert_eq!(log.read_aggregate(&prompt("contended")).await.unwrap().len(), 1);
+}
