@@ -1,8 +1,8 @@
 //! The projection runner: folds a stream into read-model rows.
 //!
 //! The runner takes the events that have arrived (up to 256 at a time, at
-//! most one batch per [`BATCH_WINDOW`]), opens
-//! one transaction, lets the [`Projection`] write the rows of each, moves the
+//! most one batch per [`BATCH_WINDOW`]), opens one transaction, lets the
+//! [`Projection`] write the rows of each, moves the
 //! checkpoint `(projection, stream)` to the last in the same transaction,
 //! commits, and only then acknowledges. So an event takes effect exactly once
 //! even though delivery is at-least-once:

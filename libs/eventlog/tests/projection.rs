@@ -128,9 +128,19 @@ fn start(
     pool: &AnyPool,
     recorder: &Arc<Recorder>,
 ) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+    start_with_window(log, pool, recorder, projection::BATCH_WINDOW)
+}
+
+fn start_with_window(
+    log: &EventLog,
+    pool: &AnyPool,
+    recorder: &Arc<Recorder>,
+    window: Duration,
+) -> (CancellationToken, tokio::task::JoinHandle<()>) {
     let shutdown = CancellationToken::new();
     let runner = ProjectionRunner::new(log.clone(), pool.clone(), Arc::clone(recorder), Context::Prompts)
-        .with_ack_wait(Duration::from_secs(1));
+        .with_ack_wait(Duration::from_secs(1))
+        .with_batch_window(window);
     #[expect(clippy::disallowed_methods, reason = "the test awaits the handle")]
     let handle = tokio::spawn(runner.run(shutdown.clone()));
     (shutdown, handle)
@@ -248,11 +258,7 @@ async fn embedded_busy_projection_applies_at_most_one_batch_per_window() {
     let log = EventLog::Embedded(EmbeddedLog::open(&dir.path().join("events.db")).await.unwrap());
     let pool = read_model(&dir).await;
     let recorder = Arc::new(Recorder::default());
-    let shutdown = CancellationToken::new();
-    let runner = ProjectionRunner::new(log.clone(), pool.clone(), Arc::clone(&recorder), Context::Prompts)
-        .with_batch_window(WINDOW);
-    #[expect(clippy::disallowed_methods, reason = "the test awaits the handle")]
-    let handle = tokio::spawn(runner.run(shutdown.clone()));
+    let (shutdown, handle) = start_with_window(&log, &pool, &recorder, WINDOW);
     // Idle, an event is applied at once (well within a window).
     let idle = std::time::Instant::now();
     append(&log, 0..1).await;
