@@ -15,8 +15,9 @@
 
 use std::collections::{BTreeSet, VecDeque};
 use std::path::Path;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use promptops_proto::eventlog::v1::EventEnvelope;
 use prost::Message as _;
@@ -61,7 +62,7 @@ const FETCH_BATCH: i64 = 512;
 pub struct EmbeddedLog {
     pool: SqlitePool,
     appended: Arc<Appends>,
-    writer: mpsc::Sender<WriteJob>,
+    writer: Writer,
 }
 
 /// Wakes the subscribers of a stream when it has new events (only
@@ -113,60 +114,152 @@ struct AppendJob {
 /// Appends committed in one transaction, at most.
 const MAX_BATCH: usize = 256;
 
-/// The single writer of this process, on a thread of its own with a
-/// connection of its own: takes every write waiting (up to [`MAX_BATCH`]),
-/// does them in one `BEGIN IMMEDIATE` transaction — each append checked on
-/// its own, a refused one rolled back to its savepoint without touching the
-/// others; acknowledgement floors moved — commits once and answers each.
-/// Statements run on this thread (prepared once, cached), so a batch costs
-/// one hand-over each way instead of one per statement. It ends when the
-/// last handle of the log is dropped (the channel closes).
-fn write_appends(mut conn: rusqlite::Connection, appended: &Appends, mut jobs: mpsc::Receiver<WriteJob>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while let Some(job) = jobs.blocking_recv() {
-        batch.push(job);
-        while batch.len() < MAX_BATCH {
-            match jobs.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
+/// How long a write waits for another process's lock on the file (the
+/// writer thread only: a write made in an appender's task never waits).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the log must have had no write for an append to be committed
+/// in the appender's task. Under load, writes come closer together than
+/// this and go to the writer thread, whose group commit serves many with
+/// one transaction.
+const IDLE_GAP: Duration = Duration::from_millis(1);
+
+/// `Shared::last_write_us` of a log not written yet.
+const NEVER_WRITTEN: u64 = u64::MAX;
+
+/// Commits between two WAL checkpoints (each commit writes a few pages;
+/// SQLite's own automatic checkpoint comes every 1,000 pages).
+const CHECKPOINT_EVERY: u32 = 250;
+
+/// The log's writes: on an idle log in the writer's own task, else on the
+/// writer thread.
+///
+/// A write made after the log has had none for [`IDLE_GAP`] is committed at
+/// once in the writer's task: no hand-over to a thread and back, which on
+/// an idle machine is most of an append's latency. Otherwise it waits for
+/// the writer thread, which takes every write waiting and commits them
+/// together (group commit), so under load one commit serves many and no
+/// tokio worker is held by commits. WAL checkpoints, which can take
+/// milliseconds, run on a thread of their own; writes wait only for the
+/// short tail of one (see [`checkpoint_on_request`]).
+#[derive(Clone, Debug)]
+struct Writer {
+    queue: mpsc::Sender<WriteJob>,
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    conn: Mutex<rusqlite::Connection>,
+    appended: Arc<Appends>,
+    commits: AtomicU32,
+    checkpoints: std::sync::mpsc::SyncSender<()>,
+    /// When the last write was answered, in microseconds from `epoch`
+    /// ([`NEVER_WRITTEN`] before the first).
+    last_write_us: AtomicU64,
+    epoch: Instant,
+}
+
+impl Writer {
+    /// Starts the writer thread and the checkpointer for the log at `path`.
+    fn start(path: &Path, appended: Arc<Appends>) -> Result<Self, StoreError> {
+        let conn = writer_connection(path)?;
+        let checkpointer = writer_connection(path)?;
+        let (checkpoints, requests) = std::sync::mpsc::sync_channel(1);
+        let (queue, jobs) = mpsc::channel(4 * MAX_BATCH);
+        let shared = Arc::new(Shared {
+            conn: Mutex::new(conn),
+            appended,
+            commits: AtomicU32::new(0),
+            checkpoints,
+            last_write_us: AtomicU64::new(NEVER_WRITTEN),
+            epoch: Instant::now(),
+        });
+        let weak = Arc::downgrade(&shared);
+        let cannot_start =
+            |e: std::io::Error| StoreError::Unavailable(format!("cannot start the event log's writer: {e}"));
+        // Neither thread is joined. The writer ends when the last handle of
+        // the log is dropped (its channel closes), after answering every
+        // write it has taken; the checkpointer ends with the writer.
+        std::thread::Builder::new()
+            .name("eventlog-checkpoint".into())
+            .spawn(move || checkpoint_on_request(&checkpointer, &weak, &requests))
+            .map_err(cannot_start)?;
+        let for_thread = Arc::clone(&shared);
+        std::thread::Builder::new()
+            .name("eventlog-writer".into())
+            .spawn(move || write_queued(&for_thread, jobs))
+            .map_err(cannot_start)?;
+        Ok(Self { queue, shared })
+    }
+
+    /// Commits `job` and answers it: here and now if the log is idle, else
+    /// through the writer thread.
+    async fn write(&self, job: WriteJob) -> Result<(), StoreError> {
+        let Some(job) = self.write_here(job) else {
+            return Ok(());
+        };
+        self.queue
+            .send(job)
+            .await
+            .map_err(|_| StoreError::Unavailable("the event log's writer has stopped".into()))
+    }
+
+    /// Commits and answers `job` in the caller's task when the log is idle
+    /// (no write for [`IDLE_GAP`], none queued) and the connection is free,
+    /// without waiting for another process's lock. Otherwise nothing is
+    /// written and the job is given back.
+    fn write_here(&self, job: WriteJob) -> Option<WriteJob> {
+        if !self.shared.idle() || self.queue.capacity() < self.queue.max_capacity() {
+            return Some(job);
+        }
+        let Ok(mut conn) = self.shared.conn.try_lock() else {
+            return Some(job);
+        };
+        // The writer thread sets its own timeout again before each batch.
+        if conn.busy_timeout(Duration::ZERO).is_err() {
+            return Some(job);
+        }
+        let written = write_batch(&mut conn, std::slice::from_ref(&job));
+        drop(conn);
+        match written {
+            // Rolled back: the writer thread waits for the lock.
+            Err(rusqlite::Error::SqliteFailure(failure, _))
+                if failure.code == rusqlite::ErrorCode::DatabaseBusy =>
+            {
+                Some(job)
+            }
+            written => {
+                metrics::counter!("promptops_eventlog_writes_in_task_total").increment(1);
+                self.shared.answer(vec![job], written);
+                None
             }
         }
+    }
+}
+
+impl Shared {
+    fn now_us(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether the log has had no write for [`IDLE_GAP`] (or none yet).
+    fn idle(&self) -> bool {
+        let last = self.last_write_us.load(Ordering::Relaxed);
+        let gap = u64::try_from(IDLE_GAP.as_micros()).unwrap_or(u64::MAX);
+        last == NEVER_WRITTEN || self.now_us().saturating_sub(last) >= gap
+    }
+
+    /// Answers the jobs of a committed (or failed) batch, then wakes the
+    /// subscribers and asks for a checkpoint when one is due.
+    fn answer(&self, batch: Vec<WriteJob>, written: rusqlite::Result<Vec<Written>>) {
         metrics::histogram!("promptops_eventlog_group_commit_size").record(batch.len() as f64);
-        match write_batch(&mut conn, &batch) {
-            Ok(results) => {
-                // The appenders are answered first, the subscribers woken
-                // after: on a busy machine a reply waiting behind the
-                // projections' fetches is latency on every request.
-                let woken: Vec<Context> = Context::ALL
-                    .into_iter()
-                    .filter(|context| {
-                        results.iter().any(
-                            |r| matches!(r, Written::Append(Ok(a)) if !a.duplicate && a.context == *context),
-                        )
-                    })
-                    .collect();
-                for (job, result) in batch.drain(..).zip(results) {
-                    match (job, result) {
-                        (WriteJob::Append(job), Written::Append(result)) => {
-                            let _ = job.reply.send(result);
-                        }
-                        (WriteJob::Ack(job), _) => {
-                            let _ = job.reply.send(Ok(()));
-                        }
-                        (WriteJob::Append(job), Written::Ack) => {
-                            let _ = job
-                                .reply
-                                .send(Err(AppendError::Invalid("mismatched write".into())));
-                        }
-                    }
-                }
-                for context in woken {
-                    appended.of(context).notify_waiters();
-                }
-            }
+        self.last_write_us.store(self.now_us(), Ordering::Relaxed);
+        let results = match written {
+            Ok(results) => results,
             Err(err) => {
                 let reason = format!("sqlite: {err}");
-                for job in batch.drain(..) {
+                for job in batch {
                     let failure = StoreError::Unavailable(reason.clone());
                     match job {
                         WriteJob::Append(job) => {
@@ -177,6 +270,111 @@ fn write_appends(mut conn: rusqlite::Connection, appended: &Appends, mut jobs: m
                         }
                     }
                 }
+                return;
+            }
+        };
+        // The writers are answered first, the subscribers woken after: on a
+        // busy machine a reply waiting behind the projections' fetches is
+        // latency on every request.
+        let woken: Vec<Context> = Context::ALL
+            .into_iter()
+            .filter(|context| {
+                results
+                    .iter()
+                    .any(|r| matches!(r, Written::Append(Ok(a)) if !a.duplicate && a.context == *context))
+            })
+            .collect();
+        for (job, result) in batch.into_iter().zip(results) {
+            match (job, result) {
+                (WriteJob::Append(job), Written::Append(result)) => {
+                    let _ = job.reply.send(result);
+                }
+                (WriteJob::Ack(job), _) => {
+                    let _ = job.reply.send(Ok(()));
+                }
+                (WriteJob::Append(job), Written::Ack) => {
+                    let _ = job
+                        .reply
+                        .send(Err(AppendError::Invalid("mismatched write".into())));
+                }
+            }
+        }
+        for context in woken {
+            self.appended.of(context).notify_waiters();
+        }
+        if self.commits.fetch_add(1, Ordering::Relaxed) + 1 >= CHECKPOINT_EVERY {
+            self.commits.store(0, Ordering::Relaxed);
+            // Full: one is asked for already.
+            let _ = self.checkpoints.try_send(());
+        }
+    }
+}
+
+/// The writer thread: takes every write waiting (up to [`MAX_BATCH`]), does
+/// them in one `BEGIN IMMEDIATE` transaction — each append checked on its
+/// own, a refused one rolled back to its savepoint without touching the
+/// others; acknowledgement floors moved — commits once and answers each.
+/// Statements are prepared once and cached on the connection.
+fn write_queued(shared: &Shared, mut jobs: mpsc::Receiver<WriteJob>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(job) = jobs.blocking_recv() {
+        batch.push(job);
+        let mut conn = shared
+            .conn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let written = conn
+            .busy_timeout(BUSY_TIMEOUT)
+            .and_then(|()| write_batch(&mut conn, &batch));
+        drop(conn);
+        shared.answer(
+            std::mem::replace(&mut batch, Vec::with_capacity(MAX_BATCH)),
+            written,
+        );
+    }
+}
+
+/// The checkpointer thread, on a connection of its own. On each request a
+/// passive WAL checkpoint copies what the WAL holds while writers go on;
+/// then a second one, with writes held for its length, copies the few
+/// frames committed meanwhile. The WAL is then wholly in the database file,
+/// so the next write starts it again from the top instead of growing it.
+/// The thread ends when the log's writer side is dropped.
+fn checkpoint_on_request(
+    conn: &rusqlite::Connection,
+    shared: &std::sync::Weak<Shared>,
+    requests: &std::sync::mpsc::Receiver<()>,
+) {
+    let checkpoint = || {
+        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+            Ok((row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
+        })
+    };
+    while requests.recv().is_ok() {
+        let started = std::time::Instant::now();
+        let bulk = checkpoint();
+        let Some(shared) = shared.upgrade() else { return };
+        let held = std::time::Instant::now();
+        let writes = shared
+            .conn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let rest = checkpoint();
+        drop(writes);
+        metrics::histogram!("promptops_eventlog_checkpoint_writes_held_seconds")
+            .record(held.elapsed().as_secs_f64());
+        match (bulk, rest) {
+            (Ok((_, copied)), Ok((frames, rest))) => {
+                tracing::debug!(copied, frames, rest, took = ?started.elapsed(), "event log checkpoint");
+            }
+            (Err(err), _) | (_, Err(err)) => {
+                tracing::warn!(error = %err, "event log checkpoint failed; tried again after the next commits");
             }
         }
     }
@@ -284,8 +482,10 @@ fn append_in(
 fn writer_connection(path: &Path) -> Result<rusqlite::Connection, StoreError> {
     let open = || -> rusqlite::Result<rusqlite::Connection> {
         let conn = rusqlite::Connection::open(path)?;
-        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // Checkpoints are the checkpointer thread's (see `Writer`).
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         Ok(conn)
     };
     open().map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))
@@ -327,17 +527,8 @@ impl EmbeddedLog {
         for statement in SCHEMA {
             sqlx::query(statement).execute(&pool).await?;
         }
-        let conn = writer_connection(path)?;
         let appended = Arc::new(Appends::default());
-        let (writer, jobs) = mpsc::channel(4 * MAX_BATCH);
-        let wakes = Arc::clone(&appended);
-        // Not joined: the writer owns its connection and the channel's
-        // receiving end and ends when the last handle of the log is dropped;
-        // every append it has taken is answered (or its caller is gone too).
-        std::thread::Builder::new()
-            .name("eventlog-writer".into())
-            .spawn(move || write_appends(conn, &wakes, jobs))
-            .map_err(|e| StoreError::Unavailable(format!("cannot start the event log's writer: {e}")))?;
+        let writer = Writer::start(path, Arc::clone(&appended))?;
         Ok(Self {
             pool,
             appended,
@@ -345,9 +536,8 @@ impl EmbeddedLog {
         })
     }
 
-    /// Appends through the log's writer, which commits whatever appends
-    /// are waiting together in one transaction (group commit): under load
-    /// one commit serves many appends; alone, an append waits for no one.
+    /// Appends through the log's [`Writer`]: alone, an append is committed
+    /// in the caller's task; under load it joins a group commit.
     pub(crate) async fn append(
         &self,
         aggregate: &AggregateRef,
@@ -361,10 +551,7 @@ impl EmbeddedLog {
             events: events.to_vec(),
             reply,
         };
-        self.writer
-            .send(WriteJob::Append(job))
-            .await
-            .map_err(|_| StoreError::Unavailable("the event log's writer has stopped".into()))?;
+        self.writer.write(WriteJob::Append(job)).await?;
         answer.await.map_err(|_| {
             AppendError::Store(StoreError::Unavailable(
                 "the event log's writer stopped before answering".into(),
@@ -566,7 +753,7 @@ struct Floor {
 /// Acknowledges one delivered event of an embedded subscription.
 #[derive(Debug)]
 pub struct EmbeddedAcker {
-    writer: mpsc::Sender<WriteJob>,
+    writer: Writer,
     stream: &'static str,
     acks: Arc<AckState>,
     sequence: u64,
@@ -630,10 +817,7 @@ impl EmbeddedAcker {
             floor,
             reply,
         });
-        self.writer
-            .send(job)
-            .await
-            .map_err(|_| StoreError::Unavailable("the event log's writer has stopped".into()))?;
+        self.writer.write(job).await?;
         answer
             .await
             .map_err(|_| StoreError::Unavailable("the event log's writer stopped before answering".into()))?
