@@ -131,11 +131,11 @@ const NEVER_WRITTEN: u64 = u64::MAX;
 /// SQLite's own automatic checkpoint comes every 1,000 pages).
 const CHECKPOINT_EVERY: u32 = 250;
 
-/// The log's writes: on an idle log in the writer's own task, else on the
+/// The log's writes: on an idle log in the caller's own task, else on the
 /// writer thread.
 ///
 /// A write made after the log has had none for [`IDLE_GAP`] is committed at
-/// once in the writer's task: no hand-over to a thread and back, which on
+/// once in the caller's task: no hand-over to a thread and back, which on
 /// an idle machine is most of an append's latency. Otherwise it waits for
 /// the writer thread, which takes every write waiting and commits them
 /// together (group commit), so under load one commit serves many and no
@@ -357,10 +357,10 @@ fn checkpoint_on_request(
         })
     };
     while requests.recv().is_ok() {
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let bulk = checkpoint();
         let Some(shared) = shared.upgrade() else { return };
-        let held = std::time::Instant::now();
+        let held = Instant::now();
         let writes = shared
             .conn
             .lock()
