@@ -311,27 +311,31 @@ async fn start_litellm(dir: &std::path::Path, mock_url: &str) -> Option<(Service
     None
 }
 
+/// The mock's echo model, answering after 5 ms.
+const SLOW_UPSTREAM: &str = "echo;latency_ms=5";
+
 /// Where an idle request's time goes: medians of sequential requests (one
 /// at a time, so no queueing) to the mock, to the gateway's model list (auth
 /// and the hop to execution, no run), and runs on the in-process mock
-/// (`mock/echo`: recorded, no provider call) and on the mock server.
+/// (`mock/echo`: recorded, no provider call) and on the mock server; then
+/// the same run with the mock taking 5 ms to answer, as a real model does
+/// (a run's two appends are then more than 1 ms apart, each on an idle log).
 async fn probe(client: &reqwest::Client, direct: &Target, gateway: &Target) {
     let median = |mut v: Vec<u64>| {
         v.sort_unstable();
         v[v.len() / 2]
     };
     let mut timings = Vec::new();
-    for (name, model) in [
-        ("mock server direct", None),
-        ("gateway run mock/echo", Some("mock/echo")),
-        ("gateway run local/echo", Some("local/echo")),
+    for (name, base, model) in [
+        ("mock server direct", direct, "echo"),
+        ("gateway run mock/echo", gateway, "mock/echo"),
+        ("gateway run local/echo", gateway, "local/echo"),
+        ("mock server direct, 5 ms", direct, SLOW_UPSTREAM),
+        ("gateway run local/echo-5ms", gateway, "local/echo-5ms"),
     ] {
-        let target = match model {
-            None => direct.clone(),
-            Some(model) => Target {
-                model: model.into(),
-                ..gateway.clone()
-            },
+        let target = Target {
+            model: model.into(),
+            ..base.clone()
         };
         let mut latencies = Vec::new();
         for _ in 0..300 {
@@ -434,6 +438,17 @@ fn main() {
                 "/api/v1/models",
                 Some(&key),
                 Some(json!({"id": "local/echo", "upstream_model": "echo", "context_window": 8000,
+                    "max_output_tokens": 1000, "input_price_per_mtok_usd": "0.15",
+                    "output_price_per_mtok_usd": "0.60"})),
+            )
+            .await;
+        assert_eq!(status, 200, "{model}");
+        let (status, model) = api
+            .call(
+                Method::POST,
+                "/api/v1/models",
+                Some(&key),
+                Some(json!({"id": "local/echo-5ms", "upstream_model": SLOW_UPSTREAM, "context_window": 8000,
                     "max_output_tokens": 1000, "input_price_per_mtok_usd": "0.15",
                     "output_price_per_mtok_usd": "0.60"})),
             )
