@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeSet, VecDeque};
 use std::path::Path;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -114,50 +114,31 @@ struct AppendJob {
 /// Appends committed in one transaction, at most.
 const MAX_BATCH: usize = 256;
 
-/// How long a write waits for another process's lock on the file (the
-/// writer thread only: a write made in an appender's task never waits).
+/// How long a write waits for another process's lock on the file.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How long the log must have had no write for an append to be committed
-/// in the appender's task. Under load, writes come closer together than
-/// this and go to the writer thread, whose group commit serves many with
-/// one transaction.
-const IDLE_GAP: Duration = Duration::from_millis(1);
-
-/// `Shared::last_write_us` of a log not written yet.
-const NEVER_WRITTEN: u64 = u64::MAX;
 
 /// Commits between two WAL checkpoints (each commit writes a few pages;
 /// SQLite's own automatic checkpoint comes every 1,000 pages).
 const CHECKPOINT_EVERY: u32 = 250;
 
-/// The log's writes: on an idle log in the caller's own task, else on the
-/// writer thread.
-///
-/// A write made after the log has had none for [`IDLE_GAP`] is committed at
-/// once in the caller's task: no hand-over to a thread and back, which on
-/// an idle machine is most of an append's latency. Otherwise it waits for
-/// the writer thread, which takes every write waiting and commits them
-/// together (group commit), so under load one commit serves many and no
-/// tokio worker is held by commits. WAL checkpoints, which can take
-/// milliseconds, run on a thread of their own; writes wait only for the
-/// short tail of one (see [`checkpoint_on_request`]).
+/// The log's writes, all made by the writer thread (see [`write_queued`]):
+/// it takes every write waiting and commits them together (group commit),
+/// so under load one commit serves many and no tokio worker is held by
+/// commits. WAL checkpoints, which can take milliseconds, run on a thread
+/// of their own; writes wait only for the short tail of one (see
+/// [`checkpoint_on_request`]).
 #[derive(Clone, Debug)]
 struct Writer {
     queue: mpsc::Sender<WriteJob>,
-    shared: Arc<Shared>,
 }
 
+/// What the writer thread and the checkpointer share.
 #[derive(Debug)]
 struct Shared {
     conn: Mutex<rusqlite::Connection>,
     appended: Arc<Appends>,
     commits: AtomicU32,
     checkpoints: std::sync::mpsc::SyncSender<()>,
-    /// When the last write was answered, in microseconds from `epoch`
-    /// ([`NEVER_WRITTEN`] before the first).
-    last_write_us: AtomicU64,
-    epoch: Instant,
 }
 
 impl Writer {
@@ -172,8 +153,6 @@ impl Writer {
             appended,
             commits: AtomicU32::new(0),
             checkpoints,
-            last_write_us: AtomicU64::new(NEVER_WRITTEN),
-            epoch: Instant::now(),
         });
         let weak = Arc::downgrade(&shared);
         let cannot_start =
@@ -185,81 +164,32 @@ impl Writer {
             .name("eventlog-checkpoint".into())
             .spawn(move || checkpoint_on_request(&checkpointer, &weak, &requests))
             .map_err(cannot_start)?;
-        let for_thread = Arc::clone(&shared);
         std::thread::Builder::new()
             .name("eventlog-writer".into())
-            .spawn(move || write_queued(&for_thread, jobs))
+            .spawn(move || write_queued(&shared, jobs))
             .map_err(cannot_start)?;
-        Ok(Self { queue, shared })
+        Ok(Self { queue })
     }
 
-    /// Commits `job` and answers it: here and now if the log is idle, else
-    /// through the writer thread.
+    /// Hands `job` to the writer thread, which commits and answers it.
     async fn write(&self, job: WriteJob) -> Result<(), StoreError> {
-        let Some(job) = self.write_here(job) else {
-            return Ok(());
-        };
         self.queue
             .send(job)
             .await
             .map_err(|_| StoreError::Unavailable("the event log's writer has stopped".into()))
     }
-
-    /// Commits and answers `job` in the caller's task when the log is idle
-    /// (no write for [`IDLE_GAP`], none queued) and the connection is free,
-    /// without waiting for another process's lock. Otherwise nothing is
-    /// written and the job is given back.
-    fn write_here(&self, job: WriteJob) -> Option<WriteJob> {
-        if !self.shared.idle() || self.queue.capacity() < self.queue.max_capacity() {
-            return Some(job);
-        }
-        let Ok(mut conn) = self.shared.conn.try_lock() else {
-            return Some(job);
-        };
-        // The writer thread sets its own timeout again before each batch.
-        if conn.busy_timeout(Duration::ZERO).is_err() {
-            return Some(job);
-        }
-        let written = write_batch(&mut conn, std::slice::from_ref(&job));
-        drop(conn);
-        match written {
-            // Rolled back: the writer thread waits for the lock.
-            Err(rusqlite::Error::SqliteFailure(failure, _))
-                if failure.code == rusqlite::ErrorCode::DatabaseBusy =>
-            {
-                Some(job)
-            }
-            written => {
-                metrics::counter!("promptops_eventlog_writes_in_task_total").increment(1);
-                self.shared.answer(vec![job], written);
-                None
-            }
-        }
-    }
 }
 
 impl Shared {
-    fn now_us(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
-    }
-
-    /// Whether the log has had no write for [`IDLE_GAP`] (or none yet).
-    fn idle(&self) -> bool {
-        let last = self.last_write_us.load(Ordering::Relaxed);
-        let gap = u64::try_from(IDLE_GAP.as_micros()).unwrap_or(u64::MAX);
-        last == NEVER_WRITTEN || self.now_us().saturating_sub(last) >= gap
-    }
-
     /// Answers the jobs of a committed (or failed) batch, then wakes the
     /// subscribers and asks for a checkpoint when one is due.
-    fn answer(&self, batch: Vec<WriteJob>, written: rusqlite::Result<Vec<Written>>) {
+    fn answer(&self, batch: &mut Vec<WriteJob>, written: rusqlite::Result<Vec<Written>>) {
         metrics::histogram!("promptops_eventlog_group_commit_size").record(batch.len() as f64);
-        self.last_write_us.store(self.now_us(), Ordering::Relaxed);
         let results = match written {
             Ok(results) => results,
             Err(err) => {
                 let reason = format!("sqlite: {err}");
-                for job in batch {
+                for job in batch.drain(..) {
                     let failure = StoreError::Unavailable(reason.clone());
                     match job {
                         WriteJob::Append(job) => {
@@ -284,7 +214,7 @@ impl Shared {
                     .any(|r| matches!(r, Written::Append(Ok(a)) if !a.duplicate && a.context == *context))
             })
             .collect();
-        for (job, result) in batch.into_iter().zip(results) {
+        for (job, result) in batch.drain(..).zip(results) {
             match (job, result) {
                 (WriteJob::Append(job), Written::Append(result)) => {
                     let _ = job.reply.send(result);
@@ -329,14 +259,9 @@ fn write_queued(shared: &Shared, mut jobs: mpsc::Receiver<WriteJob>) {
                 Err(_) => break,
             }
         }
-        let written = conn
-            .busy_timeout(BUSY_TIMEOUT)
-            .and_then(|()| write_batch(&mut conn, &batch));
+        let written = write_batch(&mut conn, &batch);
         drop(conn);
-        shared.answer(
-            std::mem::replace(&mut batch, Vec::with_capacity(MAX_BATCH)),
-            written,
-        );
+        shared.answer(&mut batch, written);
     }
 }
 
@@ -536,8 +461,9 @@ impl EmbeddedLog {
         })
     }
 
-    /// Appends through the log's [`Writer`]: alone, an append is committed
-    /// in the caller's task; under load it joins a group commit.
+    /// Appends through the log's [`Writer`], which commits whatever appends
+    /// are waiting together in one transaction (group commit): under load
+    /// one commit serves many appends; alone, an append waits for no one.
     pub(crate) async fn append(
         &self,
         aggregate: &AggregateRef,

@@ -544,8 +544,8 @@ async fn embedded_appends_from_many_threads_are_each_answered_once() {
 }
 
 /// Another process holding the file's write lock: an append made while
-/// it does is not refused (nor made in the appender's task, which must not
-/// wait); the writer thread waits for the lock and commits it after.
+/// it does is not refused; the writer thread waits for the lock and
+/// commits it after.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_append_waits_out_another_process_lock() {
     let dir = tempfile::tempdir().unwrap();

@@ -748,10 +748,7 @@ async fn run(
             (started_at, calling.await)
         }
     } else {
-        // The call is polled first: its request is on its way before the
-        // start's append, which may commit right here in this task, runs.
-        let (called, started_at) = tokio::join!(calling, record_start);
-        (started_at, called)
+        tokio::join!(record_start, calling)
     };
     let started_at = match started_at {
         Ok(appended) => appended,
