@@ -432,28 +432,19 @@ fn main() {
             )
             .await;
         assert_eq!(status, 200, "{provider}");
-        let (status, model) = api
-            .call(
-                Method::POST,
-                "/api/v1/models",
-                Some(&key),
-                Some(json!({"id": "local/echo", "upstream_model": "echo", "context_window": 8000,
-                    "max_output_tokens": 1000, "input_price_per_mtok_usd": "0.15",
-                    "output_price_per_mtok_usd": "0.60"})),
-            )
-            .await;
-        assert_eq!(status, 200, "{model}");
-        let (status, model) = api
-            .call(
-                Method::POST,
-                "/api/v1/models",
-                Some(&key),
-                Some(json!({"id": "local/echo-5ms", "upstream_model": SLOW_UPSTREAM, "context_window": 8000,
-                    "max_output_tokens": 1000, "input_price_per_mtok_usd": "0.15",
-                    "output_price_per_mtok_usd": "0.60"})),
-            )
-            .await;
-        assert_eq!(status, 200, "{model}");
+        for (id, upstream) in [("local/echo", "echo"), ("local/echo-5ms", SLOW_UPSTREAM)] {
+            let (status, model) = api
+                .call(
+                    Method::POST,
+                    "/api/v1/models",
+                    Some(&key),
+                    Some(json!({"id": id, "upstream_model": upstream, "context_window": 8000,
+                        "max_output_tokens": 1000, "input_price_per_mtok_usd": "0.15",
+                        "output_price_per_mtok_usd": "0.60"})),
+                )
+                .await;
+            assert_eq!(status, 200, "{model}");
+        }
 
         let direct = Target {
             name: "mock",
