@@ -15,7 +15,6 @@
 
 use std::collections::{BTreeSet, VecDeque};
 use std::path::Path;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -132,14 +131,9 @@ struct Writer {
     queue: mpsc::Sender<WriteJob>,
 }
 
-/// What the writer thread and the checkpointer share.
-#[derive(Debug)]
-struct Shared {
-    conn: Mutex<rusqlite::Connection>,
-    appended: Arc<Appends>,
-    commits: AtomicU32,
-    checkpoints: std::sync::mpsc::SyncSender<()>,
-}
+/// The writer's connection, shared with the checkpointer, which holds it
+/// to keep writes out for the last frames of a checkpoint.
+type WriterConnection = Arc<Mutex<rusqlite::Connection>>;
 
 impl Writer {
     /// Starts the writer thread and the checkpointer for the log at `path`.
@@ -148,13 +142,8 @@ impl Writer {
         let checkpointer = writer_connection(path)?;
         let (checkpoints, requests) = std::sync::mpsc::sync_channel(1);
         let (queue, jobs) = mpsc::channel(4 * MAX_BATCH);
-        let shared = Arc::new(Shared {
-            conn: Mutex::new(conn),
-            appended,
-            commits: AtomicU32::new(0),
-            checkpoints,
-        });
-        let weak = Arc::downgrade(&shared);
+        let conn: WriterConnection = Arc::new(Mutex::new(conn));
+        let weak = Arc::downgrade(&conn);
         let cannot_start =
             |e: std::io::Error| StoreError::Unavailable(format!("cannot start the event log's writer: {e}"));
         // Neither thread is joined. The writer ends when the last handle of
@@ -166,7 +155,7 @@ impl Writer {
             .map_err(cannot_start)?;
         std::thread::Builder::new()
             .name("eventlog-writer".into())
-            .spawn(move || write_queued(&shared, jobs))
+            .spawn(move || write_queued(&conn, &appended, &checkpoints, jobs))
             .map_err(cannot_start)?;
         Ok(Self { queue })
     }
@@ -180,63 +169,56 @@ impl Writer {
     }
 }
 
-impl Shared {
-    /// Answers the jobs of a committed (or failed) batch, then wakes the
-    /// subscribers and asks for a checkpoint when one is due.
-    fn answer(&self, batch: &mut Vec<WriteJob>, written: rusqlite::Result<Vec<Written>>) {
-        metrics::histogram!("promptops_eventlog_group_commit_size").record(batch.len() as f64);
-        let results = match written {
-            Ok(results) => results,
-            Err(err) => {
-                let reason = format!("sqlite: {err}");
-                for job in batch.drain(..) {
-                    let failure = StoreError::Unavailable(reason.clone());
-                    match job {
-                        WriteJob::Append(job) => {
-                            let _ = job.reply.send(Err(AppendError::Store(failure)));
-                        }
-                        WriteJob::Ack(job) => {
-                            let _ = job.reply.send(Err(failure));
-                        }
+/// Answers the jobs of a committed (or failed) batch, then wakes the
+/// subscribers.
+fn answer(appended: &Appends, batch: &mut Vec<WriteJob>, written: rusqlite::Result<Vec<Written>>) {
+    metrics::histogram!("promptops_eventlog_group_commit_size").record(batch.len() as f64);
+    let results = match written {
+        Ok(results) => results,
+        Err(err) => {
+            let reason = format!("sqlite: {err}");
+            for job in batch.drain(..) {
+                let failure = StoreError::Unavailable(reason.clone());
+                match job {
+                    WriteJob::Append(job) => {
+                        let _ = job.reply.send(Err(AppendError::Store(failure)));
+                    }
+                    WriteJob::Ack(job) => {
+                        let _ = job.reply.send(Err(failure));
                     }
                 }
-                return;
             }
-        };
-        // The writers are answered first, the subscribers woken after: on a
-        // busy machine a reply waiting behind the projections' fetches is
-        // latency on every request.
-        let woken: Vec<Context> = Context::ALL
-            .into_iter()
-            .filter(|context| {
-                results
-                    .iter()
-                    .any(|r| matches!(r, Written::Append(Ok(a)) if !a.duplicate && a.context == *context))
-            })
-            .collect();
-        for (job, result) in batch.drain(..).zip(results) {
-            match (job, result) {
-                (WriteJob::Append(job), Written::Append(result)) => {
-                    let _ = job.reply.send(result);
-                }
-                (WriteJob::Ack(job), _) => {
-                    let _ = job.reply.send(Ok(()));
-                }
-                (WriteJob::Append(job), Written::Ack) => {
-                    let _ = job
-                        .reply
-                        .send(Err(AppendError::Invalid("mismatched write".into())));
-                }
+            return;
+        }
+    };
+    // The appenders are answered first, the subscribers woken after: on a
+    // busy machine a reply waiting behind the projections' fetches is
+    // latency on every request.
+    let woken: Vec<Context> = Context::ALL
+        .into_iter()
+        .filter(|context| {
+            results
+                .iter()
+                .any(|r| matches!(r, Written::Append(Ok(a)) if !a.duplicate && a.context == *context))
+        })
+        .collect();
+    for (job, result) in batch.drain(..).zip(results) {
+        match (job, result) {
+            (WriteJob::Append(job), Written::Append(result)) => {
+                let _ = job.reply.send(result);
+            }
+            (WriteJob::Ack(job), _) => {
+                let _ = job.reply.send(Ok(()));
+            }
+            (WriteJob::Append(job), Written::Ack) => {
+                let _ = job
+                    .reply
+                    .send(Err(AppendError::Invalid("mismatched write".into())));
             }
         }
-        for context in woken {
-            self.appended.of(context).notify_waiters();
-        }
-        if self.commits.fetch_add(1, Ordering::Relaxed) + 1 >= CHECKPOINT_EVERY {
-            self.commits.store(0, Ordering::Relaxed);
-            // Full: one is asked for already.
-            let _ = self.checkpoints.try_send(());
-        }
+    }
+    for context in woken {
+        appended.of(context).notify_waiters();
     }
 }
 
@@ -245,14 +227,18 @@ impl Shared {
 /// own, a refused one rolled back to its savepoint without touching the
 /// others; acknowledgement floors moved — commits once and answers each.
 /// Statements are prepared once and cached on the connection.
-fn write_queued(shared: &Shared, mut jobs: mpsc::Receiver<WriteJob>) {
+/// Every [`CHECKPOINT_EVERY`] commits it asks the checkpointer for one.
+fn write_queued(
+    conn: &Mutex<rusqlite::Connection>,
+    appended: &Appends,
+    checkpoints: &std::sync::mpsc::SyncSender<()>,
+    mut jobs: mpsc::Receiver<WriteJob>,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut commits = 0;
     while let Some(job) = jobs.blocking_recv() {
         batch.push(job);
-        let mut conn = shared
-            .conn
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut conn = conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         while batch.len() < MAX_BATCH {
             match jobs.try_recv() {
                 Ok(job) => batch.push(job),
@@ -261,7 +247,14 @@ fn write_queued(shared: &Shared, mut jobs: mpsc::Receiver<WriteJob>) {
         }
         let written = write_batch(&mut conn, &batch);
         drop(conn);
-        shared.answer(&mut batch, written);
+        let committed = written.is_ok();
+        answer(appended, &mut batch, written);
+        commits += u32::from(committed);
+        if commits >= CHECKPOINT_EVERY {
+            commits = 0;
+            // Full: one is asked for already.
+            let _ = checkpoints.try_send(());
+        }
     }
 }
 
@@ -273,7 +266,7 @@ fn write_queued(shared: &Shared, mut jobs: mpsc::Receiver<WriteJob>) {
 /// The thread ends when the log's writer side is dropped.
 fn checkpoint_on_request(
     conn: &rusqlite::Connection,
-    shared: &std::sync::Weak<Shared>,
+    writer: &std::sync::Weak<Mutex<rusqlite::Connection>>,
     requests: &std::sync::mpsc::Receiver<()>,
 ) {
     let checkpoint = || {
@@ -284,12 +277,9 @@ fn checkpoint_on_request(
     while requests.recv().is_ok() {
         let started = Instant::now();
         let bulk = checkpoint();
-        let Some(shared) = shared.upgrade() else { return };
+        let Some(writer) = writer.upgrade() else { return };
         let held = Instant::now();
-        let writes = shared
-            .conn
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let writes = writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let rest = checkpoint();
         drop(writes);
         metrics::histogram!("promptops_eventlog_checkpoint_writes_held_seconds")
