@@ -62,6 +62,8 @@ struct Outcome {
     dropped: u64,
     achieved_rps: f64,
     max_rss_mb: f64,
+    /// The target process's CPU time (user + system) per request sent.
+    cpu_us_per_request: Option<f64>,
 }
 
 impl Outcome {
@@ -70,6 +72,16 @@ impl Outcome {
             .as_ref()
             .map_or(f64::NAN, |h| h.value_at_quantile(q) as f64)
     }
+}
+
+/// A process's CPU time so far (user + system), in µs.
+fn cpu_us(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command (which may hold spaces), from field 3 on.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // USER_HZ is 100 on Linux.
+    Some(ticks * 10_000.0)
 }
 
 fn rss_mb(pid: u32) -> Option<f64> {
@@ -110,13 +122,22 @@ async fn one(client: &reqwest::Client, target: &Target, streaming: bool) -> Resu
         }
         return Ok(elapsed.as_micros() as u64);
     }
+    // Each complete line is parsed once, until the first content chunk;
+    // the rest of the body is only read (the load generator shares the
+    // cores with the servers, so it does no more work than it must).
     let mut seen = String::new();
+    let mut parsed = 0;
     let mut first = None;
     while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+        if first.is_some() {
+            continue;
+        }
         seen.push_str(&String::from_utf8_lossy(&chunk));
-        if first.is_none() && has_content(&seen) {
+        let complete = seen.rfind('\n').map_or(0, |end| end + 1);
+        if has_content(&seen[parsed..complete]) {
             first = Some(started.elapsed());
         }
+        parsed = complete;
     }
     first.map(|d| d.as_micros() as u64).ok_or_else(|| {
         format!(
@@ -126,9 +147,10 @@ async fn one(client: &reqwest::Client, target: &Target, streaming: bool) -> Resu
     })
 }
 
-/// An SSE body so far has a chunk with non-empty `delta.content`.
-fn has_content(sse: &str) -> bool {
-    sse.lines()
+/// Complete SSE lines with a chunk of non-empty `delta.content`.
+fn has_content(lines: &str) -> bool {
+    lines
+        .lines()
         .filter_map(|l| l.strip_prefix("data:"))
         .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
         .any(|v| {
@@ -170,6 +192,7 @@ async fn drive(
         });
     }
     let mut dropped = 0;
+    let cpu_before = target.pid.and_then(cpu_us);
     let start = Instant::now();
     for i in 0..total {
         tokio::time::sleep_until((start + interval * i as u32).into()).await;
@@ -208,6 +231,7 @@ async fn drive(
     let sending = start.elapsed();
     sampling.store(false, Ordering::Relaxed);
     while tasks.join_next().await.is_some() {}
+    let cpu_after = target.pid.and_then(cpu_us);
     if let Some(e) = first_error.lock().unwrap().take() {
         println!("    first error ({}): {e}", target.name);
     }
@@ -220,6 +244,9 @@ async fn drive(
         dropped,
         achieved_rps: (total - dropped) as f64 / sending.as_secs_f64(),
         max_rss_mb: max_rss.load(Ordering::Relaxed) as f64 / 10.0,
+        cpu_us_per_request: cpu_before
+            .zip(cpu_after)
+            .map(|(before, after)| (after - before) / (total - dropped).max(1) as f64),
     }
 }
 
@@ -236,8 +263,11 @@ fn report(target: &str, mode: &str, rate: u64, o: &Outcome, baseline: Option<&Ou
     } else {
         String::new()
     };
+    let cpu = o
+        .cpu_us_per_request
+        .map_or(String::new(), |us| format!("  cpu={us:.0}µs/req"));
     println!(
-        "{target:<9} {mode:<6} {rate:>5}/s  sent={:<6} ok={:<6} err={:<5} dropped={:<5} ({:.0}/s)  p50={:.0}µs p99={:.0}µs max={:.0}µs{overhead}{rss}",
+        "{target:<9} {mode:<6} {rate:>5}/s  sent={:<6} ok={:<6} err={:<5} dropped={:<5} ({:.0}/s)  p50={:.0}µs p99={:.0}µs max={:.0}µs{overhead}{rss}{cpu}",
         o.sent,
         o.ok,
         o.errors,
