@@ -6,6 +6,7 @@
 use promptops_eventlog::{
     AggregateRef, AppendError, Context, EventDraft, EventLog, EventMetadata, Expected, envelope_for,
 };
+use promptops_proto::eventlog::v1::EventEnvelope;
 use promptops_proto::execution::v1::{
     ExecutionCancelled, ExecutionCompleted, ExecutionFailed, ExecutionStarted,
 };
@@ -54,18 +55,51 @@ impl Recorder {
         })
     }
 
-    /// Records the start; returns its log sequence.
-    pub async fn started(&self, event: &ExecutionStarted) -> Result<u64, AppendError> {
-        let envelope = envelope_for(
+    /// The start's envelope, made when the run starts (its `occurred_at`),
+    /// appended on its own ([`Self::append_start`]) or with the end
+    /// ([`Self::started_and_ended`]).
+    pub fn start(&self, event: &ExecutionStarted) -> EventEnvelope {
+        envelope_for(
             &self.aggregate,
             1,
             EventDraft::new(STARTED, event.encode_to_vec()),
             &self.metadata,
-        );
+        )
+    }
+
+    /// Records the start; returns its log sequence.
+    pub async fn started(&self, event: &ExecutionStarted) -> Result<u64, AppendError> {
+        self.append_start(&self.start(event)).await
+    }
+
+    /// Appends the start made by [`Self::start`]; returns its log sequence.
+    pub async fn append_start(&self, start: &EventEnvelope) -> Result<u64, AppendError> {
         let appended = self
             .log
-            .append(&self.aggregate, Expected::NoEvents, &[envelope])
+            .append(&self.aggregate, Expected::NoEvents, std::slice::from_ref(start))
             .await?;
+        Ok(appended.last_sequence)
+    }
+
+    /// Records a run whose start was not appended yet: the start and the end
+    /// in one append (one commit), so the log never holds the end without the
+    /// start. Retries a store failure like [`Self::ended`] (a retry of an
+    /// append that was committed after all is answered as a duplicate).
+    pub async fn started_and_ended(
+        &self,
+        start: &EventEnvelope,
+        terminal: &Terminal,
+    ) -> Result<u64, AppendError> {
+        let events = [
+            start.clone(),
+            envelope_for(&self.aggregate, 2, terminal.draft(), &self.metadata),
+        ];
+        let appended = retry_store_failures(
+            "a run",
+            |err| matches!(err, AppendError::Store(_)),
+            || self.log.append(&self.aggregate, Expected::NoEvents, &events),
+        )
+        .await?;
         Ok(appended.last_sequence)
     }
 

@@ -554,11 +554,18 @@ async fn embed_and_record(
     Ok((terminal, result))
 }
 
+/// How long the provider call of a run that is not streamed may take before
+/// the run's start is appended on its own. A call that ends sooner is
+/// recorded with one append of the start and the end (one commit, not two);
+/// a longer one has its start in the log from then on, while it runs.
+pub(crate) const START_GRACE: Duration = Duration::from_millis(2);
+
 /// A run's id, and so when its start is recorded.
 #[derive(Debug, Clone)]
 pub(crate) enum RunId {
     /// Made here (a v7 UUID no other run has): the start is appended while
-    /// the provider is called, its latency off the hot path.
+    /// the provider is called, its latency off the hot path; when the run is
+    /// not streamed and the call ends within [`START_GRACE`], with the end.
     New(String),
     /// Chosen by the caller as an idempotency key: the start is appended
     /// first, so a repeat finds the run recorded and calls no provider.
@@ -640,6 +647,7 @@ async fn run(
         trace_id,
         ..Default::default()
     };
+    let start = recorder.start(&started);
     let clock = Instant::now();
     let span = tracing::info_span!("provider call", model = spec.id, run_id = %run_id);
     let (pieces_tx, mut pieces_rx) = mpsc::channel::<String>(64);
@@ -650,7 +658,7 @@ async fn run(
     // the call (a run id in use, or the log down: the caller gets the error).
     let (start_recorded, recorded) = tokio::sync::watch::channel(false);
     let record_start = async {
-        let appended = recorder.started(&started).await;
+        let appended = recorder.append_start(&start).await;
         match appended {
             Ok(_) => drop(start_recorded.send(true)),
             Err(_) => call_cancel.cancel(),
@@ -734,6 +742,7 @@ async fn run(
         first_token
     };
     let calling = tracing::Instrument::instrument(async { tokio::join!(call, forward) }, span);
+    // `None`: the start is not in the log yet; it is appended with the end.
     let (started_at, (((result, answered_by), latency), first_token)) = if start_first {
         let started_at = record_start.await;
         if started_at.is_err() {
@@ -743,14 +752,25 @@ async fn run(
                 partial: String::new(),
                 output_tokens: 0,
             };
-            (started_at, (((Err(not_made), None), Duration::ZERO), None))
+            (Some(started_at), (((Err(not_made), None), Duration::ZERO), None))
         } else {
-            (started_at, calling.await)
+            (Some(started_at), calling.await)
+        }
+    } else if chunks.is_none() {
+        let mut calling = std::pin::pin!(calling);
+        tokio::select! {
+            biased;
+            ended = &mut calling => (None, ended),
+            () = tokio::time::sleep(START_GRACE) => {
+                let (started_at, ended) = tokio::join!(record_start, calling);
+                (Some(started_at), ended)
+            }
         }
     } else {
-        tokio::join!(record_start, calling)
+        let (started_at, ended) = tokio::join!(record_start, calling);
+        (Some(started_at), ended)
     };
-    let started_at = match started_at {
+    let started_at = match started_at.transpose() {
         Ok(appended) => appended,
         Err(err) => {
             let error = match err {
@@ -832,7 +852,11 @@ async fn run(
         Terminal::Failed(_) => (0, 0),
     };
     hold.settle(used_tokens, used_cost);
-    let ended_at = recorder.ended(started_at, &terminal).await.map_err(|e| {
+    let ended = match started_at {
+        Some(started_at) => recorder.ended(started_at, &terminal).await,
+        None => recorder.started_and_ended(&start, &terminal).await,
+    };
+    let ended_at = ended.map_err(|e| {
         metrics::counter!("promptops_runs_unrecorded_total").increment(1);
         ServiceError::unavailable("the event log (the run's end is not recorded)", e)
     })?;
@@ -1461,6 +1485,89 @@ mod tests {
             role: ChatRole::User as i32,
             content: text.into(),
         }]
+    }
+
+    /// Runs `model` (not streamed) on a fresh embedded log; returns the
+    /// run's events and how many appends were made to `EVT_EXECUTION`, and
+    /// what the log held `peek_after` into the run.
+    async fn recorded_run(model: &str, peek_after: Duration) -> (Vec<String>, usize, usize) {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EventLog::Embedded(
+            promptops_eventlog::embedded::EmbeddedLog::open(&dir.path().join("events.db"))
+                .await
+                .unwrap(),
+        );
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let metrics = recorder.handle();
+        let _local = metrics::set_default_local_recorder(&recorder);
+        let prepared = Prepared {
+            spec: spec(model).unwrap(),
+            messages: user("one two three"),
+            parameters: Parameters::default(),
+            prompt_id: String::new(),
+            prompt_version: 0,
+            label: String::new(),
+            variables: HashMap::new(),
+            input_tokens: 3,
+            fallbacks: Vec::new(),
+            hold: Hold::default(),
+        };
+        let run_id = RunId::new();
+        let aggregate = AggregateRef::new(
+            Context::Execution,
+            "org-1",
+            crate::events::AGGREGATE_TYPE,
+            run_id.clone().into_string(),
+        )
+        .unwrap();
+        let (http, resilience) = (reqwest::Client::new(), Resilience::default());
+        let running = run(
+            log.clone(),
+            &http,
+            &resilience,
+            run_id,
+            "org-1",
+            promptops_proto::common::v1::Actor::default(),
+            EventMetadata::default(),
+            prepared,
+            None,
+            CancellationToken::new(),
+            Duration::from_secs(10),
+        );
+        let peek = async {
+            tokio::time::sleep(peek_after).await;
+            log.read_aggregate(&aggregate).await.unwrap().len()
+        };
+        let (ran, seen_while_running) = tokio::join!(running, peek);
+        let (record, _) = ran.unwrap();
+        assert_eq!(record.status, RunStatus::Completed as i32);
+        let events = log.read_aggregate(&aggregate).await.unwrap();
+        let appends = metrics
+            .render()
+            .lines()
+            .find(|l| l.starts_with("eventlog_append_seconds_count{stream=\"EVT_EXECUTION\""))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap();
+        assert!(events.windows(2).all(|w| w[1].sequence == w[0].sequence + 1));
+        let types = events.iter().map(|e| e.envelope.event_type.clone()).collect();
+        (types, appends, seen_while_running)
+    }
+
+    #[tokio::test]
+    async fn a_call_that_ends_within_the_grace_is_recorded_start_and_end_in_one_append() {
+        let (events, appends, _) = recorded_run("mock/echo", Duration::ZERO).await;
+        assert_eq!(events, [crate::events::STARTED, crate::events::COMPLETED]);
+        assert_eq!(appends, 1);
+    }
+
+    #[tokio::test]
+    async fn a_longer_call_has_its_start_in_the_log_while_it_runs() {
+        // mock/lorem: 10 ms to the first of 100 tokens, 1 ms each.
+        let (events, appends, seen_while_running) =
+            recorded_run("mock/lorem", START_GRACE + Duration::from_millis(40)).await;
+        assert_eq!(seen_while_running, 1, "the start, and only the start");
+        assert_eq!(events, [crate::events::STARTED, crate::events::COMPLETED]);
+        assert_eq!(appends, 2);
     }
 
     #[test]
