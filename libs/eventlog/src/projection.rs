@@ -524,7 +524,7 @@ const BATCH: usize = 256;
 /// projection applies an event at once, a busy one in batches of what
 /// arrived within the window (each transaction costs a fetch, a few
 /// statements, a checkpoint and an ack, whatever its size).
-pub const BATCH_WINDOW: Duration = Duration::from_millis(2);
+pub const BATCH_WINDOW: Duration = Duration::from_millis(10);
 
 /// Exponential backoff from 50 ms to 5 s.
 #[derive(Debug)]
