@@ -1562,9 +1562,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_longer_call_has_its_start_in_the_log_while_it_runs() {
-        // mock/lorem: 10 ms to the first of 100 tokens, 1 ms each.
+        // mock/slow: 100 ms to the first of 20 tokens, 50 ms each (1.05 s),
+        // so the start has ~300 ms to be appended however busy the machine.
         let (events, appends, seen_while_running) =
-            recorded_run("mock/lorem", START_GRACE + Duration::from_millis(40)).await;
+            recorded_run("mock/slow", START_GRACE + Duration::from_millis(300)).await;
         assert_eq!(seen_while_running, 1, "the start, and only the start");
         assert_eq!(events, [crate::events::STARTED, crate::events::COMPLETED]);
         assert_eq!(appends, 2);
