@@ -90,33 +90,38 @@ impl Recorder {
         start: &EventEnvelope,
         terminal: &Terminal,
     ) -> Result<u64, AppendError> {
-        let events = [
-            start.clone(),
-            envelope_for(&self.aggregate, 2, terminal.draft(), &self.metadata),
-        ];
-        let appended = retry_store_failures(
-            "a run",
-            |err| matches!(err, AppendError::Store(_)),
-            || self.log.append(&self.aggregate, Expected::NoEvents, &events),
-        )
-        .await?;
-        Ok(appended.last_sequence)
+        let events = [start.clone(), self.end(terminal)];
+        self.append_retrying("a run", Expected::NoEvents, &events).await
     }
 
     /// Records the end, after the start at `started_at`; returns its sequence.
     /// Retries a store failure a few times: a run must not stay unrecorded.
     pub async fn ended(&self, started_at: u64, terminal: &Terminal) -> Result<u64, AppendError> {
-        let envelope = envelope_for(&self.aggregate, 2, terminal.draft(), &self.metadata);
-        let appended = retry_store_failures(
+        let end = self.end(terminal);
+        self.append_retrying(
             "a run's end",
+            Expected::Sequence(started_at),
+            std::slice::from_ref(&end),
+        )
+        .await
+    }
+
+    fn end(&self, terminal: &Terminal) -> EventEnvelope {
+        envelope_for(&self.aggregate, 2, terminal.draft(), &self.metadata)
+    }
+
+    /// Appends `events`, again after a store failure ([`retry_store_failures`]);
+    /// returns the last one's sequence.
+    async fn append_retrying(
+        &self,
+        what: &str,
+        expected: Expected,
+        events: &[EventEnvelope],
+    ) -> Result<u64, AppendError> {
+        let appended = retry_store_failures(
+            what,
             |err| matches!(err, AppendError::Store(_)),
-            || {
-                self.log.append(
-                    &self.aggregate,
-                    Expected::Sequence(started_at),
-                    std::slice::from_ref(&envelope),
-                )
-            },
+            || self.log.append(&self.aggregate, expected, events),
         )
         .await?;
         Ok(appended.last_sequence)
