@@ -2,13 +2,16 @@
 //! against the standalone mock provider directly, then through the gateway
 //! (`promptops serve`, embedded default: every run's start and end durably
 //! appended to the event log before the answer), then — when it is
-//! installed — through LiteLLM's proxy against the same mock.
+//! installed — through LiteLLM's proxy against the same mock. The floor is
+//! a bare forwarding proxy (`forwarding-proxy`: the gateway's crates, no
+//! logic) in front of the same mock: what the extra HTTP hop alone costs on
+//! this machine, whoever makes it.
 //!
 //!     cargo build --release --workspace --bins
 //!     scripts/litellm-venv.sh             # optional: LiteLLM in target/litellm-env
 //!     cargo bench -p promptops-e2e --bench overhead
 //!
-//! (`OVERHEAD_LITELLM=0` leaves LiteLLM out.)
+//! (`OVERHEAD_LITELLM=0` leaves LiteLLM out, `OVERHEAD_FLOOR=0` the floor.)
 //!
 //! Each level sends `OVERHEAD_SECS` (default 10) seconds of requests at 100,
 //! 500, 2,000 and 5,000 requests/s (`OVERHEAD_RATES=500,2000`), each request
@@ -34,7 +37,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use promptops_e2e::{AllInOne, Api, ServiceProcess, mock_provider, signup};
+use promptops_e2e::{AllInOne, Api, ServiceProcess, forwarding_proxy, mock_provider, signup};
 use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
@@ -490,6 +493,20 @@ fn main() {
             bearer: Some(key),
             pid: all.process.pid(),
         };
+        let floor = if std::env::var("OVERHEAD_FLOOR").is_ok_and(|v| v == "0") {
+            println!("floor: OVERHEAD_FLOOR=0; skipped");
+            None
+        } else {
+            let (process, url) = forwarding_proxy(all.dir.path(), &mock_url).await;
+            let target = Target {
+                name: "floor",
+                url: format!("{url}/v1/chat/completions"),
+                model: "echo".into(),
+                bearer: None,
+                pid: process.pid(),
+            };
+            Some((process, target))
+        };
         let litellm = start_litellm(all.dir.path(), &mock_url).await;
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(MAX_IN_FLIGHT)
@@ -500,10 +517,12 @@ fn main() {
             "{seconds} s per level; rates {rates:?}; latency to the whole answer (json) or the first token (sse)"
         );
         probe(&client, &direct, &gateway).await;
-        let mut targets = vec![&direct, &gateway];
-        if let Some((_, target)) = &litellm {
-            targets.push(target);
-        }
+        // The floor right after the mock, before the gateway's level can
+        // leave work behind (projections catching up) on the same cores.
+        let mut targets = vec![&direct];
+        targets.extend(floor.as_ref().map(|(_, target)| target));
+        targets.push(&gateway);
+        targets.extend(litellm.as_ref().map(|(_, target)| target));
         for target in &targets {
             // Warm up: connections, caches, the tokenizer.
             drive(&client, target, false, 200, 2).await;

@@ -575,18 +575,37 @@ pub fn text_version(template: &str) -> Option<promptops_proto::prompts::v1::Vers
 /// The standalone mock provider on a free port; its base URL for OpenAI's
 /// format is `{url}/v1`.
 pub async fn mock_provider(dir: &std::path::Path) -> (ServiceProcess, String) {
+    openai_server(dir, "promptops-mock-provider", |addr| vec!["--addr".into(), addr]).await
+}
+
+/// The bare forwarding proxy (`forwarding-proxy`) in front of `upstream`:
+/// the overhead benchmark's floor. Its process and its URL.
+pub async fn forwarding_proxy(dir: &std::path::Path, upstream: &str) -> (ServiceProcess, String) {
+    openai_server(dir, "forwarding-proxy", |addr| {
+        vec!["--listen".into(), addr, "--upstream".into(), upstream.to_owned()]
+    })
+    .await
+}
+
+/// The workspace's `binary` listening on a free port (`args` gets the
+/// address), once its `/v1/models` answers; its process and base URL.
+async fn openai_server(
+    dir: &std::path::Path,
+    binary: &str,
+    args: impl FnOnce(String) -> Vec<String>,
+) -> (ServiceProcess, String) {
     let port = promptops_testkit::free_port().unwrap();
     let process = ServiceProcess::spawn(
-        "mock-provider",
-        workspace_binary("promptops-mock-provider").unwrap(),
-        vec!["--addr".into(), format!("127.0.0.1:{port}")],
+        binary,
+        workspace_binary(binary).unwrap(),
+        args(format!("127.0.0.1:{port}")),
         Vec::new(),
-        dir.join("mock-provider.log"),
+        dir.join(format!("{binary}.log")),
     );
     let url = format!("http://127.0.0.1:{port}");
     assert!(
         wait_http_ok(&format!("{url}/v1/models"), Duration::from_secs(10)).await,
-        "the mock provider did not start:\n{}",
+        "{binary} did not start:\n{}",
         process.log()
     );
     (process, url)

@@ -9,7 +9,7 @@
     reason = "integration tests: a panic is a failed assertion"
 )]
 
-use promptops_e2e::{AllInOne, Api, mock_provider, signup};
+use promptops_e2e::{AllInOne, Api, forwarding_proxy, mock_provider, signup};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -506,4 +506,77 @@ async fn embeddings_from_the_mock_and_over_http_are_recorded_runs() {
     assert_eq!(over_http["run"]["usage"]["input_tokens"], 3);
     assert_eq!(over_http["run"]["usage"]["estimated"], false);
     mock.kill();
+}
+
+/// The overhead benchmark's floor forwards what it is sent and streams
+/// back what it gets, status included, so its latency is a real answer's.
+#[tokio::test]
+async fn the_benchmark_floor_forwards_answers_and_streams_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_mock, mock_url) = mock_provider(dir.path()).await;
+    let (_proxy, proxy_url) = forwarding_proxy(dir.path(), &mock_url).await;
+    let client = reqwest::Client::new();
+    let body = |stream: bool| {
+        json!({"model": "echo", "stream": stream,
+            "messages": [{"role": "user", "content": "through the floor"}]})
+    };
+
+    let direct: Value = client
+        .post(format!("{mock_url}/v1/chat/completions"))
+        .json(&body(false))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let answer = client
+        .post(format!("{proxy_url}/v1/chat/completions"))
+        .json(&body(false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let forwarded: Value = answer.json().await.unwrap();
+    assert_eq!(
+        forwarded["choices"][0]["message"]["content"],
+        direct["choices"][0]["message"]["content"]
+    );
+    assert_eq!(forwarded["choices"][0]["message"]["content"], "through the floor");
+
+    let streamed = client
+        .post(format!("{proxy_url}/v1/chat/completions"))
+        .json(&body(true))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(streamed.status(), 200);
+    assert!(
+        streamed.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let text = streamed.text().await.unwrap();
+    let content: String = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .filter(|data| *data != "[DONE]")
+        .filter_map(|data| serde_json::from_str::<Value>(data).ok())
+        .filter_map(|chunk| {
+            chunk["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(content, "through the floor");
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+
+    let missing = client
+        .post(format!("{proxy_url}/v1/no-such-endpoint"))
+        .json(&body(false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404, "the upstream's status is passed on");
 }
