@@ -336,6 +336,7 @@ impl Catalogs {
             })?),
             None => None,
         };
+        Tokenizer::load_tables_for(state.models.values().map(|m| m.upstream_model.as_str())).await;
         let mut models = BTreeMap::new();
         for (id, model) in &state.models {
             let provider_name = id.split_once('/').map(|(p, _)| p).unwrap_or_default();

@@ -114,7 +114,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
 
     let auth = Authenticator::new(service.auth.clone()).map_err(|e| RunError::Other(e.to_string()))?;
     let background = TaskTracker::new();
-    // The tokenizer tables take ~100 ms to load: not on the first request.
+    // The default tokenizer table takes ~140 ms to load: not on the first
+    // request (the others load when a catalog first needs them).
     background.spawn_blocking(tokens::Tokenizer::warm_up);
     auth.start(resources.log.clone(), &background, shutdown.clone());
     background.spawn(

@@ -5,6 +5,9 @@
 //! A count is only used when the provider does not report usage, and is
 //! then flagged as an estimate on the run.
 
+use std::collections::HashSet;
+use std::sync::{LazyLock, Mutex};
+
 use promptops_proto::prompts::v1::ChatMessage;
 use tiktoken_rs::CoreBPE;
 use tiktoken_rs::tokenizer::{Tokenizer as Encoding, get_tokenizer};
@@ -75,21 +78,72 @@ impl PartialEq for Tokenizer {
     }
 }
 
+/// The encodings whose tables this process has loaded.
+static LOADED: LazyLock<Mutex<HashSet<Encoding>>> = LazyLock::new(|| Mutex::new(HashSet::new()));
+
+/// The encoding OpenAI uses for `model`; `o200k_base` for one it does not know.
+fn encoding_of(model: &str) -> Encoding {
+    get_tokenizer(model).unwrap_or(Encoding::O200kBase)
+}
+
 impl Tokenizer {
     /// The encoding OpenAI uses for `model` (e.g. `gpt-4o-mini`), or
-    /// `o200k_base` as the estimate for a model it does not know.
+    /// `o200k_base` as the estimate for a model it does not know. Loads the
+    /// encoding's table if it is not loaded yet (blocking: see
+    /// [`Self::load_tables_for`]).
     pub fn for_upstream_model(model: &str) -> Self {
-        let encoding = get_tokenizer(model).unwrap_or(Encoding::O200kBase);
-        match tiktoken_rs::bpe_for_tokenizer(encoding) {
-            Ok(bpe) => Self::Bpe(bpe),
-            Err(_) => Self::Bpe(tiktoken_rs::o200k_base_singleton()),
+        let encoding = encoding_of(model);
+        let bpe =
+            tiktoken_rs::bpe_for_tokenizer(encoding).unwrap_or_else(|_| tiktoken_rs::o200k_base_singleton());
+        if let Ok(mut loaded) = LOADED.lock() {
+            loaded.insert(encoding);
         }
+        Self::Bpe(bpe)
     }
 
-    /// Loads the encoding tables now rather than on the first request.
+    /// Loads `o200k_base` now rather than on the first request: it counts
+    /// every model OpenAI does not know and today's OpenAI models (~50 MB,
+    /// ~140 ms). The other tables load when a model first needs them.
     pub fn warm_up() {
-        let _ = tiktoken_rs::o200k_base_singleton().count_ordinary("warm");
-        let _ = tiktoken_rs::cl100k_base_singleton().count_ordinary("warm");
+        let _ = Self::for_upstream_model("gpt-4o").count("warm");
+    }
+
+    /// Loads, on a blocking thread, the tables of the encodings
+    /// `upstream_models` need that are not loaded yet, so that
+    /// [`Self::for_upstream_model`] finds them loaded. `cl100k_base`
+    /// (GPT-4, GPT-3.5, the `text-embedding-*` models) is loaded this way
+    /// when an org's catalog first has such a model: ~18 MB and ~65 ms paid
+    /// only by a process that counts for one.
+    pub async fn load_tables_for<'a>(upstream_models: impl IntoIterator<Item = &'a str>) {
+        let missing: Vec<Encoding> = {
+            let Ok(loaded) = LOADED.lock() else { return };
+            let missing: HashSet<Encoding> = upstream_models
+                .into_iter()
+                .map(encoding_of)
+                .filter(|encoding| !loaded.contains(encoding))
+                .collect();
+            missing.into_iter().collect()
+        };
+        if missing.is_empty() {
+            return;
+        }
+        let _ = tokio::task::spawn_blocking(move || {
+            for encoding in missing {
+                let _ = tiktoken_rs::bpe_for_tokenizer(encoding);
+                if let Ok(mut loaded) = LOADED.lock() {
+                    loaded.insert(encoding);
+                }
+            }
+        })
+        .await;
+    }
+
+    /// Whether `model`'s encoding table is loaded.
+    #[cfg(test)]
+    fn is_loaded_for(model: &str) -> bool {
+        LOADED
+            .lock()
+            .is_ok_and(|loaded| loaded.contains(&encoding_of(model)))
     }
 
     /// How many tokens `text` is. Special-token markers in the text count as
@@ -138,6 +192,24 @@ mod tests {
             ["Hello", " there", ",", " world", "!"]
         );
         assert_eq!(Tokenizer::Words.count("one two"), 2);
+    }
+
+    #[tokio::test]
+    async fn a_table_is_loaded_when_a_catalog_first_needs_it_not_at_start() {
+        Tokenizer::warm_up();
+        assert!(Tokenizer::is_loaded_for("gpt-4o"));
+        assert!(
+            Tokenizer::is_loaded_for("my-own-model"),
+            "unknown models count with o200k_base"
+        );
+        // p50k_base: no other test here uses it.
+        assert!(!Tokenizer::is_loaded_for("text-davinci-003"));
+        Tokenizer::load_tables_for(["gpt-4o", "text-davinci-003"]).await;
+        assert!(Tokenizer::is_loaded_for("text-davinci-003"));
+        assert_eq!(
+            Tokenizer::for_upstream_model("text-davinci-003").count("tiktoken is great!"),
+            6
+        );
     }
 
     #[test]
