@@ -86,26 +86,33 @@ fn encoding_of(model: &str) -> Encoding {
     get_tokenizer(model).unwrap_or(Encoding::O200kBase)
 }
 
+/// Loads the tables of `encodings` (blocking) and notes them loaded.
+fn load(encodings: impl IntoIterator<Item = Encoding>) {
+    for encoding in encodings {
+        let _ = tiktoken_rs::bpe_for_tokenizer(encoding);
+        if let Ok(mut loaded) = LOADED.lock() {
+            loaded.insert(encoding);
+        }
+    }
+}
+
 impl Tokenizer {
     /// The encoding OpenAI uses for `model` (e.g. `gpt-4o-mini`), or
     /// `o200k_base` as the estimate for a model it does not know. Loads the
     /// encoding's table if it is not loaded yet (blocking: see
     /// [`Self::load_tables_for`]).
     pub fn for_upstream_model(model: &str) -> Self {
-        let encoding = encoding_of(model);
-        let bpe =
-            tiktoken_rs::bpe_for_tokenizer(encoding).unwrap_or_else(|_| tiktoken_rs::o200k_base_singleton());
-        if let Ok(mut loaded) = LOADED.lock() {
-            loaded.insert(encoding);
+        match tiktoken_rs::bpe_for_tokenizer(encoding_of(model)) {
+            Ok(bpe) => Self::Bpe(bpe),
+            Err(_) => Self::Bpe(tiktoken_rs::o200k_base_singleton()),
         }
-        Self::Bpe(bpe)
     }
 
     /// Loads `o200k_base` now rather than on the first request: it counts
     /// every model OpenAI does not know and today's OpenAI models (~50 MB,
     /// ~140 ms). The other tables load when a model first needs them.
     pub fn warm_up() {
-        let _ = Self::for_upstream_model("gpt-4o").count("warm");
+        load([Encoding::O200kBase]);
     }
 
     /// Loads, on a blocking thread, the tables of the encodings
@@ -115,27 +122,17 @@ impl Tokenizer {
     /// when an org's catalog first has such a model: ~18 MB and ~65 ms paid
     /// only by a process that counts for one.
     pub async fn load_tables_for<'a>(upstream_models: impl IntoIterator<Item = &'a str>) {
-        let missing: Vec<Encoding> = {
+        let missing: HashSet<Encoding> = {
             let Ok(loaded) = LOADED.lock() else { return };
-            let missing: HashSet<Encoding> = upstream_models
+            upstream_models
                 .into_iter()
                 .map(encoding_of)
                 .filter(|encoding| !loaded.contains(encoding))
-                .collect();
-            missing.into_iter().collect()
+                .collect()
         };
-        if missing.is_empty() {
-            return;
+        if !missing.is_empty() {
+            let _ = tokio::task::spawn_blocking(move || load(missing)).await;
         }
-        let _ = tokio::task::spawn_blocking(move || {
-            for encoding in missing {
-                let _ = tiktoken_rs::bpe_for_tokenizer(encoding);
-                if let Ok(mut loaded) = LOADED.lock() {
-                    loaded.insert(encoding);
-                }
-            }
-        })
-        .await;
     }
 
     /// Whether `model`'s encoding table is loaded.

@@ -515,37 +515,29 @@ async fn the_benchmark_floor_forwards_answers_and_streams_unchanged() {
     let dir = tempfile::tempdir().unwrap();
     let (_mock, mock_url) = mock_provider(dir.path()).await;
     let (_proxy, proxy_url) = forwarding_proxy(dir.path(), &mock_url).await;
-    let client = reqwest::Client::new();
+    let (direct, proxy) = (Api::new(mock_url), Api::new(proxy_url));
     let body = |stream: bool| {
         json!({"model": "echo", "stream": stream,
             "messages": [{"role": "user", "content": "through the floor"}]})
     };
 
-    let direct: Value = client
-        .post(format!("{mock_url}/v1/chat/completions"))
-        .json(&body(false))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let answer = client
-        .post(format!("{proxy_url}/v1/chat/completions"))
-        .json(&body(false))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(answer.status(), 200);
-    let forwarded: Value = answer.json().await.unwrap();
+    let (_, direct_answer) = direct
+        .call(Method::POST, "/v1/chat/completions", None, Some(body(false)))
+        .await;
+    let (status, forwarded) = proxy
+        .call(Method::POST, "/v1/chat/completions", None, Some(body(false)))
+        .await;
+    assert_eq!(status, 200);
     assert_eq!(
         forwarded["choices"][0]["message"]["content"],
-        direct["choices"][0]["message"]["content"]
+        direct_answer["choices"][0]["message"]["content"]
     );
     assert_eq!(forwarded["choices"][0]["message"]["content"], "through the floor");
 
-    let streamed = client
-        .post(format!("{proxy_url}/v1/chat/completions"))
+    // Streamed: its content type matters too, so the response itself.
+    let streamed = proxy
+        .http
+        .post(format!("{}/v1/chat/completions", proxy.base))
         .json(&body(true))
         .send()
         .await
@@ -572,11 +564,8 @@ async fn the_benchmark_floor_forwards_answers_and_streams_unchanged() {
     assert_eq!(content, "through the floor");
     assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
 
-    let missing = client
-        .post(format!("{proxy_url}/v1/no-such-endpoint"))
-        .json(&body(false))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(missing.status(), 404, "the upstream's status is passed on");
+    let (status, _) = proxy
+        .call(Method::POST, "/v1/no-such-endpoint", None, Some(body(false)))
+        .await;
+    assert_eq!(status, 404, "the upstream's status is passed on");
 }
