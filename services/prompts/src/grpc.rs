@@ -20,11 +20,12 @@ use promptops_proto::prompts::v1::prompt_service_server::PromptService;
 use promptops_proto::prompts::v1::{
     ArchivePromptRequest, ChatTemplate, CreatePromptRequest, CreatePromptResponse, CreateVersionRequest,
     CreateVersionResponse, DiffVersionsRequest, DocumentFormat, ExportPromptsRequest, ExportPromptsResponse,
-    GetLabelPolicyRequest, GetPromptRequest, ImportPromptsRequest, ImportPromptsResponse, LabelPolicy,
-    LabelPolicySet, ListPromptsRequest, ListPromptsResponse, ListVersionsRequest, ListVersionsResponse,
-    MoveLabelRequest, Prompt, PromptChangeResponse, PromptRef, PromptVersion, RemoveLabelRequest,
-    RenderPromptRequest, RenderPromptResponse, ResolvePromptRequest, ResolvedPrompt, RestorePromptRequest,
-    SetLabelPolicyRequest, UpdatePromptRequest, VersionDiff, VersionInput, WatchEvent, WatchRequest,
+    FolderCount, GetLabelPolicyRequest, GetPromptRequest, ImportPromptsRequest, ImportPromptsResponse,
+    LabelPolicy, LabelPolicySet, ListFoldersRequest, ListFoldersResponse, ListPromptsRequest,
+    ListPromptsResponse, ListVersionsRequest, ListVersionsResponse, MoveLabelRequest, Prompt,
+    PromptChangeResponse, PromptRef, PromptVersion, RemoveLabelRequest, RenderPromptRequest,
+    RenderPromptResponse, ResolvePromptRequest, ResolvedPrompt, RestorePromptRequest, SetLabelPolicyRequest,
+    TagCount, UpdatePromptRequest, VersionDiff, VersionInput, WatchEvent, WatchRequest,
     render_prompt_response, template,
 };
 use sqlx::AnyPool;
@@ -561,6 +562,36 @@ impl PromptService for PromptsApi {
         Ok(Response::new(ListPromptsResponse {
             prompts,
             next_page_token: next.map(|c| c.encode()).unwrap_or_default(),
+        }))
+    }
+
+    async fn list_folders(
+        &self,
+        request: Request<ListFoldersRequest>,
+    ) -> Result<Response<ListFoldersResponse>> {
+        let caller = self.caller(&request, Permission::Read).await?;
+        let req = request.into_inner();
+        let (folders, tags, truncated) =
+            read_model::folders_and_tags(&self.db, &caller.org_id, req.include_archived)
+                .await
+                .map_err(|e| ServiceError::unavailable("the prompts database", e))?;
+        let count = |n: i64| u64::try_from(n).unwrap_or(0);
+        Ok(Response::new(ListFoldersResponse {
+            folders: folders
+                .into_iter()
+                .map(|(folder, n)| FolderCount {
+                    folder,
+                    prompts: count(n),
+                })
+                .collect(),
+            tags: tags
+                .into_iter()
+                .map(|(tag, n)| TagCount {
+                    tag,
+                    prompts: count(n),
+                })
+                .collect(),
+            truncated,
         }))
     }
 

@@ -357,6 +357,45 @@ pub async fn list(
     }))
 }
 
+/// The most folders and tags [`folders_and_tags`] returns.
+pub const MAX_FOLDERS: usize = 5_000;
+pub const MAX_TAGS: usize = 1_000;
+
+/// Every folder and tag of `org_id`'s prompts with how many prompts each has
+/// (folders: directly in it), sorted; and whether either list was cut short.
+pub async fn folders_and_tags(
+    pool: &AnyPool,
+    org_id: &str,
+    include_archived: bool,
+) -> Result<(Vec<(String, i64)>, Vec<(String, i64)>, bool), sqlx::Error> {
+    let archived = if include_archived {
+        ""
+    } else {
+        " AND c.archived = 0"
+    };
+    let mut folders: Vec<(String, i64)> = sqlx::query_as(&format!(
+        "SELECT c.folder, COUNT(*) FROM prompt_catalog c WHERE c.org_id = $1{archived}
+         GROUP BY c.folder ORDER BY c.folder LIMIT {}",
+        MAX_FOLDERS + 1
+    ))
+    .bind(org_id)
+    .fetch_all(pool)
+    .await?;
+    let mut tags: Vec<(String, i64)> = sqlx::query_as(&format!(
+        "SELECT t.tag, COUNT(*) FROM prompt_tags t JOIN prompt_catalog c
+           ON c.org_id = t.org_id AND c.prompt_id = t.prompt_id
+         WHERE t.org_id = $1{archived} GROUP BY t.tag ORDER BY t.tag LIMIT {}",
+        MAX_TAGS + 1
+    ))
+    .bind(org_id)
+    .fetch_all(pool)
+    .await?;
+    let truncated = folders.len() > MAX_FOLDERS || tags.len() > MAX_TAGS;
+    folders.truncate(MAX_FOLDERS);
+    tags.truncate(MAX_TAGS);
+    Ok((folders, tags, truncated))
+}
+
 /// The ids of `org_id`'s prompts in `folder` and below (all when empty).
 pub async fn ids_in_folder(
     pool: &AnyPool,

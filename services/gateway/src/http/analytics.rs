@@ -23,6 +23,7 @@ use super::extract::ApiQuery;
 use super::model::{JSON_PROBLEMS, bad_request, rfc3339, upstream};
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AnalyticsParams {
     /// From this time (RFC 3339, inclusive; resolved to the minute). Required.
@@ -381,7 +382,7 @@ pub struct ComparisonJson {
 }
 
 /// Two versions of one prompt side by side over a range.
-#[utoipa::path(get, path = "/api/v1/analytics/compare", tag = "analytics", params(AnalyticsParams),
+#[utoipa::path(get, path = "/api/v1/analytics/compare", operation_id = "compare_analytics", tag = "analytics", params(AnalyticsParams),
     responses(
         (status = 200, description = "Both versions' KPIs", body = ComparisonJson),
         (status = 400, description = "Invalid range or versions", body = Problem, content_type = JSON_PROBLEMS),

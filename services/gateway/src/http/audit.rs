@@ -53,6 +53,7 @@ pub fn parse_range(from: Option<&str>, to: Option<&str>) -> Result<TimeRange, Ve
 
 /// The filters of a list or an export.
 #[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditParams {
     pub page_size: Option<u32>,
@@ -302,6 +303,7 @@ pub async fn export_audit_entries(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct RangeParams {
     /// From this time (RFC 3339, inclusive).
@@ -603,6 +605,7 @@ pub struct RetentionJson {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct RetentionParams {
     pub min_position: Option<String>,

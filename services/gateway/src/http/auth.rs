@@ -11,8 +11,9 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::AppState;
+use super::authn::Authenticated;
 use super::extract::ApiJson;
-use crate::identity::service::{Client, LoginError, TokenResponse};
+use crate::identity::service::{Client, LoginError, MeView, TokenResponse};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -149,6 +150,66 @@ pub async fn logout(
 ) -> Result<StatusCode, ServiceError> {
     state.identity.logout(&body.refresh_token).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, serde::Serialize, Deserialize, ToSchema)]
+pub struct SetupJson {
+    /// False on a new install: the first person to sign up owns the first org.
+    pub has_accounts: bool,
+}
+
+/// Whether this install has any account yet (for a first-run screen).
+#[utoipa::path(get, path = "/api/v1/auth/setup", tag = "auth",
+    responses((status = 200, description = "The install's state", body = SetupJson)))]
+pub async fn setup(State(state): State<AppState>) -> Result<Json<SetupJson>, ServiceError> {
+    Ok(Json(SetupJson {
+        has_accounts: state.identity.has_accounts().await?,
+    }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SwitchOrgBody {
+    /// One of your orgs (see `GET /api/v1/me`).
+    pub org_id: String,
+}
+
+/// Who you are: user or API key, this credential's org and role, and every
+/// org you belong to.
+#[utoipa::path(get, path = "/api/v1/me", tag = "auth",
+    responses(
+        (status = 200, description = "The caller", body = MeView),
+        (status = 401, description = "No valid credential", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn me(
+    State(state): State<AppState>,
+    Authenticated(principal, _credential): Authenticated,
+) -> Result<Response, ServiceError> {
+    let me = state.identity.me(&principal).await?;
+    Ok(([(header::CACHE_CONTROL, "no-store")], Json(me)).into_response())
+}
+
+/// Start a session in another of your orgs (an org switcher); log out of the
+/// old session with its refresh token afterwards.
+#[utoipa::path(post, path = "/api/v1/auth/switch-org", tag = "auth", request_body = SwitchOrgBody,
+    responses(
+        (status = 200, description = "Tokens for the other org", body = TokenResponse),
+        (status = 401, description = "No valid credential", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a member of that org, or an API key", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn switch_org(
+    State(state): State<AppState>,
+    ConnectInfo(address): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Authenticated(principal, _credential): Authenticated,
+    ApiJson(body): ApiJson<SwitchOrgBody>,
+) -> Result<Response, ServiceError> {
+    let client = client(address, &headers);
+    let issued = state
+        .identity
+        .switch_org(&principal, &body.org_id, &client)
+        .await?;
+    Ok(tokens(StatusCode::OK, issued))
 }
 
 /// The public keys that verify access tokens.

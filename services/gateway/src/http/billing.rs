@@ -118,6 +118,7 @@ pub struct PriceListJson {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct PriceParams {
     /// One model, e.g. `openai/gpt-4o`.
@@ -589,6 +590,7 @@ pub struct LedgerPageJson {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct LedgerParams {
     /// From (RFC 3339, inclusive; default 30 days before `to`).
@@ -631,6 +633,7 @@ pub async fn list_ledger(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ReconcileParams {
     /// From (RFC 3339, inclusive), by the run's end.
@@ -706,6 +709,7 @@ pub async fn reconcile(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct UsageParams {
     pub from: Option<String>,
@@ -878,6 +882,7 @@ pub async fn usage_report(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AlertParams {
     /// At most this many (default 50, at most 200).

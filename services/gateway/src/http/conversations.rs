@@ -117,6 +117,7 @@ pub struct MessageBody {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ConversationsParams {
     pub page_size: Option<u32>,

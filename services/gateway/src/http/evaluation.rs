@@ -126,6 +126,7 @@ pub struct NewDatasetBody {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DatasetsParams {
     pub page_size: Option<u32>,
@@ -134,6 +135,7 @@ pub struct DatasetsParams {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct CasesParams {
     /// The version (default: the newest).
@@ -143,6 +145,7 @@ pub struct CasesParams {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ExportParams {
     /// The version (default: the newest).
@@ -483,6 +486,7 @@ pub struct CaseResultListJson {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct RunsParams {
     pub dataset_id: Option<String>,
@@ -491,6 +495,7 @@ pub struct RunsParams {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ResultsParams {
     pub page_size: Option<u32>,
@@ -498,6 +503,7 @@ pub struct ResultsParams {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ComparisonParams {
     /// The run this one is compared with (the base).
@@ -552,6 +558,7 @@ impl From<EvaluationComparison> for ComparisonJson {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ScoresParams {
     pub prompt_id: String,
@@ -912,7 +919,7 @@ pub async fn start_run(
 }
 
 /// The org's evaluation runs, newest first.
-#[utoipa::path(get, path = "/api/v1/evaluation-runs", tag = "evaluation", params(RunsParams),
+#[utoipa::path(get, path = "/api/v1/evaluation-runs", operation_id = "list_evaluation_runs", tag = "evaluation", params(RunsParams),
     responses((status = 200, description = "A page of runs", body = EvaluationRunListJson)))]
 pub async fn list_runs(
     State(state): State<AppState>,
@@ -937,7 +944,7 @@ pub async fn list_runs(
 }
 
 /// A run: progress and, once finished, aggregates.
-#[utoipa::path(get, path = "/api/v1/evaluation-runs/{run_id}", tag = "evaluation",
+#[utoipa::path(get, path = "/api/v1/evaluation-runs/{run_id}", operation_id = "get_evaluation_run", tag = "evaluation",
     responses(
         (status = 200, description = "The run", body = EvaluationRunJson),
         (status = 404, description = "No such run", body = Problem, content_type = JSON_PROBLEMS),

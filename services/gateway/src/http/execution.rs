@@ -261,6 +261,7 @@ pub struct ExecutedJson {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct RunsParams {
     pub page_size: Option<u32>,
@@ -274,6 +275,7 @@ pub struct RunsParams {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct RunParams {
     /// A `position` from an execute or send-message answer: the run is
@@ -683,6 +685,7 @@ pub struct ModelBody {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ModelIdParams {
     pub id: String,

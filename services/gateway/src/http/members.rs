@@ -143,6 +143,7 @@ pub async fn force_logout(
 
 /// What a grant applies to: one of `folder` or `prompt_id`.
 #[derive(Debug, Deserialize, ToSchema, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct GrantTarget {
     /// A folder path: the grant covers it and everything below it.

@@ -348,7 +348,7 @@ pub async fn chat_completions(
 }
 
 /// OpenAI-compatible model list.
-#[utoipa::path(get, path = "/v1/models", tag = "openai",
+#[utoipa::path(get, path = "/v1/models", operation_id = "list_openai_models", tag = "openai",
     responses((status = 200, description = "`{\"object\": \"list\", \"data\": [...]}`", body = Object)))]
 pub async fn list_models(
     State(state): State<AppState>,

@@ -16,10 +16,10 @@ use promptops_prompts::exchange::{self, MessageDoc, ModelDoc, VariableDoc, Versi
 use promptops_proto::prompts::v1::{
     ArchivePromptRequest, CreatePromptRequest, CreateVersionRequest, DiffOp, DiffVersionsRequest,
     DocumentFormat, ExportPromptsRequest, GetLabelPolicyRequest, GetPromptRequest, ImportPromptsRequest,
-    ListPromptsRequest, ListVersionsRequest, MoveLabelRequest, Prompt, PromptChangeResponse, PromptRef,
-    PromptVersion, RemoveLabelRequest, RenderPromptRequest, ResolvePromptRequest, ResolvedPrompt,
-    RestorePromptRequest, SetLabelPolicyRequest, UpdatePromptRequest, VersionInput, WatchRequest,
-    render_prompt_response,
+    ListFoldersRequest, ListPromptsRequest, ListVersionsRequest, MoveLabelRequest, Prompt,
+    PromptChangeResponse, PromptRef, PromptVersion, RemoveLabelRequest, RenderPromptRequest,
+    ResolvePromptRequest, ResolvedPrompt, RestorePromptRequest, SetLabelPolicyRequest, UpdatePromptRequest,
+    VersionInput, WatchRequest, render_prompt_response,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -214,6 +214,7 @@ fn resolved_json(resolved: ResolvedPrompt) -> Result<ResolvedJson, ServiceError>
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListPromptsParams {
     /// 1-200; default 50.
@@ -234,6 +235,7 @@ pub struct ListPromptsParams {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct PageParams {
     pub page_size: Option<u32>,
@@ -242,6 +244,7 @@ pub struct PageParams {
 
 /// Which prompt and version to resolve.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ResolveParams {
     /// The prompt's id …
@@ -307,12 +310,14 @@ pub struct ReasonBody {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ReasonParams {
     pub reason: Option<String>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DiffParams {
     pub from: u64,
@@ -379,6 +384,7 @@ pub struct RenderedJson {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ExportParams {
     /// One prompt …
@@ -395,6 +401,7 @@ pub struct ExportParams {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ImportParams {
     /// Validate and plan only.
@@ -426,6 +433,7 @@ pub struct LabelPolicyJson {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct WatchParams {
     pub prompt_id: Option<String>,
@@ -554,6 +562,80 @@ pub async fn list_prompts(
     Ok(Json(PromptListJson {
         prompts: response.prompts.into_iter().map(PromptJson::from).collect(),
         next_page_token: response.next_page_token,
+    }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct FoldersParams {
+    #[serde(default)]
+    pub include_archived: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct FolderCountJson {
+    /// Slash-separated; empty for the root.
+    pub folder: String,
+    /// Prompts directly in this folder.
+    pub prompts: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TagCountJson {
+    pub tag: String,
+    pub prompts: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct FoldersJson {
+    /// Sorted by path; at most 5,000.
+    pub folders: Vec<FolderCountJson>,
+    /// Sorted by name; at most 1,000.
+    pub tags: Vec<TagCountJson>,
+    /// More folders or tags exist than are listed.
+    pub truncated: bool,
+}
+
+/// Every folder and tag in use, with how many prompts each holds: enough to
+/// draw a folder tree and tag filters without listing every prompt.
+#[utoipa::path(get, path = "/api/v1/prompts/folders", tag = "prompts", params(FoldersParams),
+    responses(
+        (status = 200, description = "Folders and tags", body = FoldersJson),
+    ))]
+pub async fn list_folders(
+    State(state): State<AppState>,
+    Authenticated(_caller, credential): Authenticated,
+    ApiQuery(params): ApiQuery<FoldersParams>,
+) -> Result<Json<FoldersJson>, ServiceError> {
+    let request = ListFoldersRequest {
+        include_archived: params.include_archived,
+    };
+    let response = state
+        .prompts
+        .clone()
+        .list_folders(outgoing(&credential, request))
+        .await
+        .map_err(|status| upstream(&status))?
+        .into_inner();
+    Ok(Json(FoldersJson {
+        folders: response
+            .folders
+            .into_iter()
+            .map(|f| FolderCountJson {
+                folder: f.folder,
+                prompts: f.prompts,
+            })
+            .collect(),
+        tags: response
+            .tags
+            .into_iter()
+            .map(|t| TagCountJson {
+                tag: t.tag,
+                prompts: t.prompts,
+            })
+            .collect(),
+        truncated: response.truncated,
     }))
 }
 

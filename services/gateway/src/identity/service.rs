@@ -113,6 +113,31 @@ pub struct TokenResponse {
     pub role: String,
 }
 
+/// One of the caller's orgs.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct OrgMembershipView {
+    pub org_id: String,
+    pub name: String,
+    pub role: String,
+}
+
+/// The caller of `GET /api/v1/me`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct MeView {
+    /// `user` or `api_key`.
+    pub actor_kind: String,
+    pub actor_id: String,
+    /// Empty for an API key.
+    pub email: String,
+    pub display_name: String,
+    /// The org of this credential.
+    pub org_id: String,
+    pub role: String,
+    pub scopes: Vec<String>,
+    /// Every org a user belongs to, oldest membership first (empty for an API key).
+    pub orgs: Vec<OrgMembershipView>,
+}
+
 /// Why a login must wait (429 with `Retry-After`).
 #[derive(Debug)]
 pub struct Throttled(pub Duration);
@@ -666,6 +691,72 @@ impl Identity {
         };
         let role = Role::parse(&chosen.1).unwrap_or(Role::Viewer);
         Ok(self.start_session(&user_id, &chosen.0, role, client).await?)
+    }
+
+    /// Whether anyone has signed up yet.
+    pub async fn has_accounts(&self) -> Result<bool, ServiceError> {
+        store::has_users(&self.db).await.map_err(unavailable)
+    }
+
+    /// Who the caller is: the user (or API key), the org and role of this
+    /// credential, and every org the user belongs to (for an org switcher).
+    pub async fn me(&self, principal: &Principal) -> Result<MeView, ServiceError> {
+        let is_user = principal.actor_kind == ActorKind::User;
+        let (email, display_name) = if is_user {
+            store::user_profile(&self.db, &principal.actor_id)
+                .await
+                .map_err(unavailable)?
+                .unwrap_or_default()
+        } else {
+            (String::new(), String::new())
+        };
+        let orgs = if is_user {
+            store::memberships_named(&self.db, &principal.actor_id)
+                .await
+                .map_err(unavailable)?
+                .into_iter()
+                .map(|(org_id, name, role)| OrgMembershipView { org_id, name, role })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(MeView {
+            actor_kind: if is_user { "user" } else { "api_key" }.to_owned(),
+            actor_id: principal.actor_id.clone(),
+            email,
+            display_name,
+            org_id: principal.org_id.clone(),
+            role: principal.role.as_str().to_owned(),
+            scopes: principal.scopes.clone(),
+            orgs,
+        })
+    }
+
+    /// A signed-in user moves to another of their orgs: a new session there.
+    /// The client then logs out of the old one.
+    pub async fn switch_org(
+        &self,
+        principal: &Principal,
+        org_id: &str,
+        client: &Client,
+    ) -> Result<TokenResponse, ServiceError> {
+        if principal.actor_kind != ActorKind::User {
+            return Err(ServiceError::new(
+                ErrorClass::PermissionDenied,
+                "only a signed-in user can switch orgs; an API key belongs to one org",
+            ));
+        }
+        let role = store::memberships(&self.db, &principal.actor_id)
+            .await
+            .map_err(unavailable)?
+            .into_iter()
+            .find(|(org, _)| org == org_id)
+            .and_then(|(_, role)| Role::parse(&role))
+            .ok_or_else(|| {
+                ServiceError::new(ErrorClass::PermissionDenied, "you are not a member of that org")
+            })?;
+        self.start_session(&principal.actor_id, org_id, role, client)
+            .await
     }
 
     /// A refresh token → new tokens; the presented one is spent.

@@ -524,3 +524,33 @@ pub async fn live_session_ids(db: &AnyPool, org_id: &str, user_id: &str) -> Resu
     .fetch_all(db)
     .await
 }
+
+/// The user's orgs with their names and the user's role, oldest membership first.
+pub async fn memberships_named(
+    db: &AnyPool,
+    user_id: &str,
+) -> Result<Vec<(String, String, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT m.org_id, o.name, m.role FROM identity_members m JOIN identity_orgs o ON o.org_id = m.org_id
+         WHERE m.user_id = $1 ORDER BY m.joined_at_ms, m.org_id",
+    )
+    .bind(user_id)
+    .fetch_all(db)
+    .await
+}
+
+/// A user's email and display name.
+pub async fn user_profile(db: &AnyPool, user_id: &str) -> Result<Option<(String, String)>, sqlx::Error> {
+    sqlx::query_as("SELECT email, display_name FROM identity_users WHERE user_id = $1")
+        .bind(user_id)
+        .fetch_optional(db)
+        .await
+}
+
+/// Whether any account exists (an empty install shows its first-run screen).
+pub async fn has_users(db: &AnyPool) -> Result<bool, sqlx::Error> {
+    let found: Option<String> = sqlx::query_scalar("SELECT user_id FROM identity_users LIMIT 1")
+        .fetch_optional(db)
+        .await?;
+    Ok(found.is_some())
+}
