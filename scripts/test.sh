@@ -5,6 +5,9 @@
 #   one process per service, and the embedded all-in-one), and the official
 #   openai Python package against the gateway (in a venv under target/).
 #
+# Then the web console: its unit tests (Vitest) and its browser tests
+# (Playwright driving Debian's Chromium against the real `promptops` binary).
+#
 # Tests start their own servers on free ports; nothing needs to be running.
 # What a fresh Debian machine lacks (nats-server, PostgreSQL) is installed
 # when running as root, otherwise the command to install it is printed.
@@ -25,6 +28,9 @@ have initdb || missing+=(postgresql)
 have psql || missing+=(postgresql-client)
 # The venv for the openai package (below) needs python3's venv module.
 python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
+# The console is built with Node 20 and npm; its browser tests drive Chromium.
+have npm || missing+=(nodejs npm)
+have chromium || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         echo "installing ${missing[*]}" >&2
@@ -53,3 +59,11 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
     cargo test --workspace --locked "$@"
 fi
+
+# The console (web/): dependencies as locked (the build above installed
+# them when the lock changed), unit tests, then browser tests against
+# target/debug/promptops, which embeds the console just built.
+echo "== web console: unit tests" >&2
+(cd web && { [ -d node_modules ] || npm ci --no-audit --no-fund --loglevel=error; } && npx vitest run)
+echo "== web console: browser tests (Chromium)" >&2
+(cd web && CHROMIUM="$(command -v chromium)" npx playwright test)

@@ -166,3 +166,86 @@ async fn headless_initialisation_creates_the_org_owner_and_key_once() {
     let keys = use_key(&all).await;
     assert_eq!(keys["api_keys"].as_array().unwrap().len(), 1);
 }
+
+/// `cargo run --bin promptops` brings the web console: its page at `/` and at
+/// any client route, its hashed assets cached for good, the served API
+/// description equal to the one the console's client is generated from, and
+/// the API's own 404s untouched.
+#[tokio::test]
+async fn the_binary_serves_the_web_console_beside_the_api() {
+    let all = AllInOne::start().await;
+    let http = reqwest::Client::new();
+    let page = http.get(format!("{}/", all.http())).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(
+        page.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert_eq!(page.headers()["cache-control"], "no-cache");
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(csp.contains("default-src 'self'"), "{csp}");
+    let html = page.text().await.unwrap();
+    let script = html
+        .split("src=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .filter(|src| src.starts_with("/assets/"))
+        .expect("index.html loads a hashed script from /assets/");
+
+    let route = http
+        .get(format!("{}/prompts/some-id?tab=diff", all.http()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(route.status(), 200);
+    assert_eq!(route.text().await.unwrap(), html, "a client route gets the app");
+
+    let asset = http
+        .get(format!("{}{script}", all.http()))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(asset.status(), 200);
+    assert_eq!(
+        asset.headers()["cache-control"],
+        "public, max-age=31536000, immutable"
+    );
+    assert_eq!(asset.headers()["content-encoding"], "gzip");
+
+    let api_404 = http
+        .get(format!("{}/api/v1/nothing", all.http()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api_404.status(), 404);
+    assert_eq!(api_404.headers()["content-type"], "application/problem+json");
+    let write = http.post(format!("{}/prompts", all.http())).send().await.unwrap();
+    assert_eq!(write.status(), 404, "only reads reach the console");
+
+    let served: Value = http
+        .get(format!("{}/openapi.json", all.http()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let checked_in: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../web/src/api/openapi.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        served == checked_in,
+        "web/src/api/openapi.json differs from the served /openapi.json: regenerate it (README, The web console)"
+    );
+}

@@ -4,9 +4,12 @@
 //! OpenAPI operation as it mounts it, so `/openapi.json` is generated from the
 //! same code that routes and cannot drift.
 //!
+//! Every other GET outside `/api/`, `/v1/` and `/.well-known/` is the web
+//! console (`promptops-console`): its files, or its app for a client route.
+//!
 //! Routes without authentication: `/healthz`, `/readyz`, `/metrics`,
 //! `/openapi.json`, `/.well-known/jwks.json`, `/api/v1/auth/{signup,login,
-//! refresh,logout}`. Every other handler takes `Authenticated`.
+//! refresh,logout,setup}`. Every other handler takes `Authenticated`.
 
 mod analytics;
 mod api;
@@ -95,6 +98,7 @@ pub fn api() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(prompts::get_prompt, prompts::update_prompt))
         .routes(routes!(prompts::create_version, prompts::list_versions))
         .routes(routes!(prompts::resolve))
+        .routes(routes!(prompts::list_folders))
         .routes(routes!(prompts::move_label, prompts::remove_label))
         .routes(routes!(prompts::archive_prompt))
         .routes(routes!(prompts::restore_prompt))
@@ -126,6 +130,9 @@ pub fn api() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(auth::login))
         .routes(routes!(auth::refresh))
         .routes(routes!(auth::logout))
+        .routes(routes!(auth::me))
+        .routes(routes!(auth::setup))
+        .routes(routes!(auth::switch_org))
         .routes(routes!(auth::jwks))
         .routes(routes!(keys::create_api_key, keys::list_api_keys))
         .routes(routes!(keys::rotate_api_key))
@@ -187,7 +194,7 @@ pub fn router(state: AppState, readiness: Readiness) -> axum::Router {
             get(move || async move { Json(doc.as_ref().clone()) }),
         )
         .merge(ops_router(readiness))
-        .fallback(|| async { ServiceError::new(ErrorClass::NotFound, "no such route") })
+        .fallback(console_or_not_found)
         .method_not_allowed_fallback(|| async {
             Problem {
                 problem_type: "urn:promptops:problem:method-not-allowed".into(),
@@ -201,6 +208,26 @@ pub fn router(state: AppState, readiness: Readiness) -> axum::Router {
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(axum::middleware::from_fn(with_origin));
     observed(app, "gateway")
+}
+
+/// The web console for any other GET (its files, or the app for a client
+/// route); problem JSON 404 under the API's own prefixes and for writes.
+async fn console_or_not_found(
+    method: http::Method,
+    uri: http::Uri,
+    headers: http::HeaderMap,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let path = uri.path();
+    let api_prefix = ["/api/", "/v1/", "/.well-known/"]
+        .iter()
+        .any(|prefix| path.starts_with(prefix))
+        || path == "/api"
+        || path == "/v1";
+    if !api_prefix && let Some(page) = promptops_console::respond(&method, path, &headers) {
+        return page;
+    }
+    ServiceError::new(ErrorClass::NotFound, "no such route").into_response()
 }
 
 /// Runs the request with its [`Origin`] (peer address, User-Agent), which
@@ -218,4 +245,50 @@ async fn with_origin(
     Origin::new(&peer.ip().to_string(), user_agent)
         .scope(next.run(request))
         .await
+}
+
+#[cfg(test)]
+mod openapi_tests {
+    /// The console's typed client is generated from `web/src/api/openapi.json`.
+    /// This fails when the API and that copy drift; to update the copy, run
+    /// `PROMPTOPS_WRITE_OPENAPI=1 cargo nextest run --workspace -E 'test(checked_in_openapi)'`
+    /// and then `npm run gen:api` in `web/`.
+    #[test]
+    fn the_checked_in_openapi_description_matches_the_api() {
+        let (_, doc) = super::api();
+        let served = serde_json::to_string_pretty(&doc).unwrap() + "\n";
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../web/src/api/openapi.json");
+        if std::env::var_os("PROMPTOPS_WRITE_OPENAPI").is_some() {
+            std::fs::write(&path, &served).unwrap();
+        }
+        let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            checked_in == served,
+            "web/src/api/openapi.json differs from the API's description: regenerate it \
+             (PROMPTOPS_WRITE_OPENAPI=1 cargo nextest run --workspace -E 'test(checked_in_openapi)'; cd web && npm run gen:api)"
+        );
+    }
+
+    /// Generated clients name methods by operation id: two operations with
+    /// one id would make one of them unreachable (or mistyped).
+    #[test]
+    fn every_operation_has_its_own_id() {
+        let (_, doc) = super::api();
+        let mut seen = std::collections::BTreeMap::new();
+        for (path, item) in &doc.paths.paths {
+            for (method, operation) in [
+                ("get", &item.get),
+                ("put", &item.put),
+                ("post", &item.post),
+                ("delete", &item.delete),
+                ("patch", &item.patch),
+            ] {
+                let Some(operation) = operation else { continue };
+                let id = operation.operation_id.clone().unwrap_or_default();
+                if let Some(other) = seen.insert(id.clone(), format!("{method} {path}")) {
+                    panic!("operation id {id} is used by {other} and {method} {path}");
+                }
+            }
+        }
+    }
 }
