@@ -108,10 +108,13 @@ test("a new user's first day: prompt studio, playground, sign out and in", async
   await page.getByLabel("Version or label").selectOption({ label: "v2" });
   await expect(page.getByLabel("customer")).toBeVisible();
   await expect(page.getByLabel("tone")).toHaveValue("friendly");
+  // A missing variable is refused as the API names it.
+  await page.getByRole("button", { name: "Run" }).click();
+  const output = page.getByRole("region", { name: "Output", exact: true });
+  await expect(output.getByRole("alert")).toContainText("customer");
   await page.getByLabel("customer").fill("Ada");
   await page.getByLabel("Model").selectOption("mock/echo");
   await page.getByRole("button", { name: "Run" }).click();
-  const output = page.getByRole("region", { name: "Output", exact: true });
   await expect(output).toContainText("Ada");
   await expect(output.getByLabel("Run details")).toContainText("Tokens");
   await expect(output.getByLabel("Run details")).toContainText("Cost");
@@ -137,6 +140,15 @@ test("a new user's first day: prompt studio, playground, sign out and in", async
   await history.getByRole("button", { name: /^Reopen mock\/echo/ }).last().click();
   await expect(page.getByRole("region", { name: "Output", exact: true })).toContainText("Ada");
   await expect(page.getByLabel("customer")).toHaveValue("Ada");
+
+  // What worked becomes version 3 (this model, a lower temperature).
+  await page.getByLabel("Temperature").fill("0.2");
+  await page.getByRole("button", { name: "Save as new version" }).click();
+  const save = page.getByRole("dialog", { name: "Save as new version" });
+  await save.getByLabel("Commit message").fill("Calmer");
+  await save.getByRole("button", { name: "Save" }).click();
+  await expect(save.getByRole("status")).toContainText("Saved as version 3");
+  await save.getByRole("button", { name: "Done" }).click();
 
   // Sign out and back in.
   await page.getByRole("button", { name: "Sign out" }).click();

@@ -19,6 +19,12 @@ test("the org switcher moves a member of two orgs between them", async ({ page, 
     data: { name: "acme-only", template: "Hi", model: { model: "mock/echo" } },
   });
   expect(created.status(), await created.text()).toBe(201);
+  // `production` is protected in Acme and points at v1.
+  const { prompt } = (await created.json()) as { prompt: { id: string } };
+  expect((await request.put("/api/v1/prompt-policy", { headers: auth(acme), data: { protected_labels: ["production"] } })).ok()).toBe(true);
+  expect(
+    (await request.put(`/api/v1/prompts/${prompt.id}/labels/production`, { headers: auth(acme), data: { version: 1 } })).ok(),
+  ).toBe(true);
   const invited = await request.post("/api/v1/invitations", { headers: auth(acme), data: { email: member, role: "editor" } });
   expect(invited.status()).toBe(201);
   const { invitation_id } = (await invited.json()) as { invitation_id: string };
@@ -40,6 +46,13 @@ test("the org switcher moves a member of two orgs between them", async ({ page, 
   await page.reload();
   await expect(page.getByLabel("Organization")).toHaveValue(acme.org_id);
   await expect(page.getByRole("link", { name: /acme-only/ })).toBeVisible();
+
+  // An editor may move ordinary labels but not the protected one.
+  await page.getByRole("link", { name: /acme-only/ }).click();
+  await page.getByRole("tab", { name: /History/ }).click();
+  await expect(page.getByRole("button", { name: "Move label" })).toBeEnabled();
+  await expect(page.getByRole("button", { name: "Move production" })).toBeDisabled();
+  await expect(page.getByText("Protected: production")).toBeVisible();
 
   await page.getByLabel("Organization").selectOption({ label: "Solo (owner)" });
   await expect(page.getByRole("heading", { name: "Get started" })).toBeVisible();

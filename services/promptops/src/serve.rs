@@ -95,7 +95,15 @@ async fn run_all(config: AllConfig, shutdown: CancellationToken) -> Result<(), R
         let url = format!("http://{http}/readyz");
         for _ in 0..100 {
             if reqwest::get(&url).await.is_ok_and(|r| r.status().is_success()) {
-                tracing::info!("promptops is ready: http://{http} (API description at /openapi.json)");
+                if promptops_console::is_built() {
+                    tracing::info!(
+                        "promptops is ready: open the console at http://{http}/ (API description at /openapi.json)"
+                    );
+                } else {
+                    tracing::info!(
+                        "promptops is ready: http://{http} (API description at /openapi.json; the console was not built: Node.js and npm are needed)"
+                    );
+                }
                 return;
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;

@@ -571,6 +571,7 @@ impl PromptService for PromptsApi {
     ) -> Result<Response<ListFoldersResponse>> {
         let caller = self.caller(&request, Permission::Read).await?;
         let req = request.into_inner();
+        read_your_write::wait_for(&self.db, PROJECTION, req.min_position.as_ref()).await?;
         let (folders, tags, truncated) =
             read_model::folders_and_tags(&self.db, &caller.org_id, req.include_archived)
                 .await

@@ -5522,6 +5522,8 @@ export interface operations {
         parameters: {
             query?: {
                 include_archived?: boolean;
+                /** @description Wait (up to 5 s) until the answer includes this position. */
+                min_position?: string;
             };
             header?: never;
             path?: never;

@@ -1,6 +1,6 @@
 /** The signed-in shell: navigation, org switcher, who is signed in. */
 import { useState } from "react";
-import { NavLink, Navigate, Outlet, useLocation } from "react-router";
+import { NavLink, Navigate, Outlet, useLocation, useNavigate } from "react-router";
 import { useAuth } from "../auth/AuthContext";
 import { ErrorAlert, Icon } from "../components/ui";
 
@@ -18,6 +18,7 @@ export function RequireAuth() {
 function Layout() {
   const { me, signOut, switchOrg, session } = useAuth();
   const [switchError, setSwitchError] = useState<unknown>(null);
+  const navigate = useNavigate();
   const orgs = me?.orgs ?? [];
   return (
     <div className="shell">
@@ -48,7 +49,10 @@ function Layout() {
                 value={session?.orgId}
                 onChange={(e) => {
                   setSwitchError(null);
-                  switchOrg(e.target.value).catch(setSwitchError);
+                  // A page of one org's prompt or run means nothing in another: start at the list.
+                  switchOrg(e.target.value)
+                    .then(() => navigate("/prompts"))
+                    .catch(setSwitchError);
                 }}
               >
                 {orgs.map((org) => (

@@ -571,6 +571,8 @@ pub async fn list_prompts(
 pub struct FoldersParams {
     #[serde(default)]
     pub include_archived: bool,
+    /// Wait (up to 5 s) until the answer includes this position.
+    pub min_position: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -610,6 +612,7 @@ pub async fn list_folders(
 ) -> Result<Json<FoldersJson>, ServiceError> {
     let request = ListFoldersRequest {
         include_archived: params.include_archived,
+        min_position: parse_position(params.min_position.as_deref())?,
     };
     let response = state
         .prompts

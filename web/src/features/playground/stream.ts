@@ -39,7 +39,8 @@ async function open(start: Start, signal: AbortSignal): Promise<ReadableStream<U
           signal,
         });
   if (!result.response.ok || !result.data) {
-    const body: unknown = await result.response.json().catch(() => null);
+    // openapi-fetch has already read an error's body into `error`.
+    const body: unknown = result.error ?? (await result.response.json().catch(() => null));
     throw new ApiError(
       isProblem(body)
         ? body

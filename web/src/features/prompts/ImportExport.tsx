@@ -22,7 +22,7 @@ async function importDocument(text: string, type: string, dryRun: boolean) {
   );
 }
 
-export function ImportDialog(props: { open: boolean; onClose: () => void; onImported: () => void }) {
+export function ImportDialog(props: { open: boolean; onClose: () => void; onImported: (position: string) => void }) {
   const [file, setFile] = useState<{ name: string; text: string } | null>(null);
   const [plan, setPlan] = useState<Schemas["ImportResultJson"] | null>(null);
   const [done, setDone] = useState<Schemas["ImportResultJson"] | null>(null);
@@ -44,7 +44,7 @@ export function ImportDialog(props: { open: boolean; onClose: () => void; onImpo
       if (dryRun) setPlan(result);
       else {
         setDone(result);
-        props.onImported();
+        props.onImported(result.position);
       }
     } catch (e) {
       setError(e);

@@ -236,6 +236,11 @@ function EditorTab({ prompt }: { prompt: Prompt }) {
       problem={error instanceof ApiError ? error.problem : null}
       footer={
         <>
+          {prompt.archived && (
+            <div className="alert info" role="status">
+              This prompt is archived: restore it to save versions or run it.
+            </div>
+          )}
           {saved !== null && (
             <div className="alert ok" role="status">
               Saved as version {saved}.

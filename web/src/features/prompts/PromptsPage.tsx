@@ -38,8 +38,10 @@ export default function PromptsPage() {
     return () => window.clearTimeout(timer);
   }, [search, q, params, setParams]);
 
-  const folders = useFolders();
-  const list = usePromptList({ folder, tag, q: q || undefined });
+  // After an import, lists wait until they include it (read your write).
+  const [minPosition, setMinPosition] = useState<string | undefined>();
+  const folders = useFolders(minPosition);
+  const list = usePromptList({ folder, tag, q: q || undefined }, minPosition);
   const prompts = useMemo(() => list.data?.pages.flatMap((p) => p.prompts) ?? [], [list.data]);
   const tree = useMemo(() => folderTree(folders.data?.folders ?? []), [folders.data]);
   const filtered = Boolean(folder !== undefined || tag || q);
@@ -87,7 +89,8 @@ export default function PromptsPage() {
       <ImportDialog
         open={importing}
         onClose={() => setImporting(false)}
-        onImported={() => {
+        onImported={(position) => {
+          setMinPosition(position || undefined);
           void queryClient.invalidateQueries({ queryKey: ["prompts"] });
         }}
       />
@@ -132,7 +135,7 @@ export default function PromptsPage() {
                       to={link({ tag: tag === t.tag ? undefined : t.tag })}
                       aria-current={tag === t.tag ? "true" : undefined}
                     >
-                      {t.tag} <span className="visually-hidden">({t.prompts} prompts)</span>
+                      {t.tag} <span className="visually-hidden">({plural(t.prompts, "prompt")})</span>
                     </Link>
                   ))}
                 </div>

@@ -233,10 +233,11 @@ export function VersionEditor(props: {
             )}
             {draft.variables.map((variable, i) => (
               <div key={i} className="variable-row">
-                <Field label={`Variable ${i + 1} name`}>
+                <Field label="Name">
                   {({ id }) => (
                     <input
                       id={id}
+                      aria-label={`Variable ${i + 1} name`}
                       value={variable.name}
                       onChange={(e) =>
                         set({ variables: draft.variables.map((v, j) => (j === i ? { ...v, name: e.target.value } : v)) })
@@ -244,10 +245,11 @@ export function VersionEditor(props: {
                     />
                   )}
                 </Field>
-                <Field label={`Default of ${variable.name || `variable ${i + 1}`}`}>
+                <Field label="Default">
                   {({ id }) => (
                     <input
                       id={id}
+                      aria-label={`Default of ${variable.name || `variable ${i + 1}`}`}
                       placeholder="(required)"
                       value={variable.default ?? ""}
                       onChange={(e) =>

@@ -11,11 +11,14 @@ export interface PromptFilter {
   q?: string;
 }
 
+/** Where this browser's last change to the registry landed in the log. */
+export type Position = string | undefined;
+
 export const PAGE_SIZE = 200;
 
-export function usePromptList(filter: PromptFilter) {
+export function usePromptList(filter: PromptFilter, minPosition?: Position) {
   return useInfiniteQuery({
-    queryKey: ["prompts", filter],
+    queryKey: ["prompts", filter, minPosition],
     initialPageParam: "",
     queryFn: ({ pageParam, signal }) =>
       unwrap(
@@ -28,6 +31,7 @@ export function usePromptList(filter: PromptFilter) {
               recursive: filter.folder !== undefined ? true : undefined,
               tag: filter.tag,
               q: filter.q,
+              min_position: minPosition,
             },
           },
           signal,
@@ -37,10 +41,11 @@ export function usePromptList(filter: PromptFilter) {
   });
 }
 
-export function useFolders() {
+export function useFolders(minPosition?: Position) {
   return useQuery({
-    queryKey: ["prompts", "folders"],
-    queryFn: () => unwrap(api.GET("/api/v1/prompts/folders", {})),
+    queryKey: ["prompts", "folders", minPosition],
+    queryFn: () => unwrap(api.GET("/api/v1/prompts/folders", { params: { query: { min_position: minPosition } } })),
+    placeholderData: (previous) => previous,
   });
 }
 

@@ -32,6 +32,11 @@ describe("the variable form", () => {
     expect(missingVariables(fields, { tone: "", name: "Ada", topic: "" })).toEqual(["topic"]);
   });
 
+  it("leaves an empty required variable out, so the server names it missing", () => {
+    expect(variablesToSend(fields, { tone: "friendly", name: "", topic: "rain" })).toEqual({ topic: "rain" });
+    expect(variablesToSend(fields, { tone: "", name: "Ada", topic: "rain" })).toEqual({ tone: "", name: "Ada", topic: "rain" });
+  });
+
   it("leaves an unchanged default to the server", () => {
     expect(variablesToSend(fields, { tone: "friendly", name: "Ada", topic: "rain" })).toEqual({ name: "Ada", topic: "rain" });
     expect(variablesToSend(fields, { tone: "curt", name: "Ada", topic: "rain" })).toEqual({ tone: "curt", name: "Ada", topic: "rain" });

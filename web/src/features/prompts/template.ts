@@ -66,15 +66,18 @@ export function missingVariables(fields: VariableField[], values: Record<string,
 }
 
 /**
- * What to send: values for every field, but a default left as it is goes
- * unsent, so the server applies the version's own default.
+ * What to send: what was typed. A default left as it is goes unsent (the
+ * server applies the version's own default), and so does an empty required
+ * variable, so the server names it as missing. A default cleared on purpose
+ * is sent as the empty string.
  */
 export function variablesToSend(fields: VariableField[], values: Record<string, string>): Record<string, string> {
   const out: Record<string, string> = {};
   for (const field of fields) {
     const value = values[field.name] ?? "";
     if (field.defaultValue !== null && value === field.defaultValue) continue;
-    if (value.length || field.required) out[field.name] = value;
+    if (value === "" && field.defaultValue === null) continue;
+    out[field.name] = value;
   }
   return out;
 }
