@@ -143,6 +143,17 @@ impl Caller {
         effective > self.role && roles::allows(effective, permission)
     }
 
+    /// Whether the caller may do `permission` on some prompt: through their
+    /// role, or through any grant. A request that can only succeed this way
+    /// is refused before its body is even parsed when this is false.
+    pub fn can_anywhere(&self, permission: Permission) -> bool {
+        self.can(permission)
+            || self
+                .grants
+                .iter()
+                .any(|g| g.role > self.role && roles::allows(g.role, permission))
+    }
+
     /// PERMISSION_DENIED unless the caller [`can_on`](Self::can_on).
     pub fn require_on(
         &self,
@@ -372,6 +383,9 @@ mod tests {
                     role: Role::Admin,
                 },
             ]);
+        assert!(viewer.can_anywhere(Permission::Write), "through the folder grant");
+        let bare = Caller::new("o", ActorKind::User, "u2", Role::Viewer, vec!["read".into()]);
+        assert!(!bare.can_anywhere(Permission::Write));
         assert!(viewer.can_on(Permission::Write, "p1", "team-a"));
         assert!(viewer.can_on(Permission::Write, "p1", "team-a/deeper"));
         assert!(!viewer.can_on(Permission::Write, "p1", "team-ab"));

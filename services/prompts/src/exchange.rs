@@ -431,16 +431,21 @@ pub fn parse_document<T: serde::de::DeserializeOwned>(
         ));
     }
     if is_yaml(format) {
-        serde_yaml_ng::from_str(text).map_err(|e| {
-            let at = e
-                .location()
-                .map(|l| format!("line {} column {}: ", l.line(), l.column()))
-                .unwrap_or_default();
-            let message = e.to_string();
-            // The message ends with its own " at line … column …"; keep one.
-            let message = message.split(" at line ").next().unwrap_or(&message).to_owned();
-            FieldViolation::new("document", format!("{at}{message}"))
-        })
+        // Aliases re-read what an anchor holds: a small document can expand
+        // to gigabytes. A first pass builds nothing and counts what the
+        // document expands to; only a document within budget is decoded.
+        let budget = yaml_expansion_budget(text.len());
+        let expanded = expanded_size(text).map_err(|e| yaml_violation(&e))?;
+        if expanded > budget {
+            return Err(FieldViolation::new(
+                "document",
+                format!(
+                    "expands to more than {budget} bytes (YAML anchors and aliases repeat content); \
+                     write the repeated parts out"
+                ),
+            ));
+        }
+        serde_yaml_ng::from_str(text).map_err(|e| yaml_violation(&e))
     } else {
         serde_json::from_str(text).map_err(|e| {
             let message = e.to_string();
@@ -450,6 +455,126 @@ pub fn parse_document<T: serde::de::DeserializeOwned>(
                 format!("line {} column {}: {message}", e.line(), e.column()),
             )
         })
+    }
+}
+
+/// How much a YAML document of `len` bytes may expand to (scalar bytes plus
+/// 16 per node): twice its size and 64 KiB, room for an alias or two.
+pub fn yaml_expansion_budget(len: usize) -> usize {
+    len.saturating_mul(2).saturating_add(64 * 1024)
+}
+
+fn yaml_violation(e: &serde_yaml_ng::Error) -> FieldViolation {
+    let at = e
+        .location()
+        .map(|l| format!("line {} column {}: ", l.line(), l.column()))
+        .unwrap_or_default();
+    let message = e.to_string();
+    // The message ends with its own " at line … column …"; keep one.
+    let message = message.split(" at line ").next().unwrap_or(&message).to_owned();
+    FieldViolation::new("document", format!("{at}{message}"))
+}
+
+/// What a YAML document expands to (scalar bytes + 16 per node), counted
+/// without building any of it; stops counting past the budget of its size.
+fn expanded_size(text: &str) -> Result<usize, serde_yaml_ng::Error> {
+    use serde::de::DeserializeSeed as _;
+    let budget = yaml_expansion_budget(text.len());
+    let counter = ExpansionCounter {
+        spent: std::cell::Cell::new(0),
+        budget,
+    };
+    match counter
+        .seed()
+        .deserialize(serde_yaml_ng::Deserializer::from_str(text))
+    {
+        Ok(()) => Ok(counter.spent.get()),
+        // Stopped by the budget, not by a syntax error.
+        Err(_) if counter.spent.get() > budget => Ok(counter.spent.get()),
+        Err(e) => Err(e),
+    }
+}
+
+struct ExpansionCounter {
+    spent: std::cell::Cell<usize>,
+    budget: usize,
+}
+
+impl ExpansionCounter {
+    fn seed(&self) -> CountNode<'_> {
+        CountNode(self)
+    }
+
+    fn spend<E: serde::de::Error>(&self, bytes: usize) -> Result<(), E> {
+        let spent = self.spent.get().saturating_add(bytes).saturating_add(16);
+        self.spent.set(spent);
+        if spent > self.budget {
+            Err(E::custom("the document expands past its budget"))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// One node of the document, counted and dropped.
+#[derive(Clone, Copy)]
+struct CountNode<'a>(&'a ExpansionCounter);
+
+impl<'de> serde::de::DeserializeSeed<'de> for CountNode<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for CountNode<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any YAML value")
+    }
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<(), E> {
+        self.0.spend(0)
+    }
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<(), E> {
+        self.0.spend(0)
+    }
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<(), E> {
+        self.0.spend(0)
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<(), E> {
+        self.0.spend(0)
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<(), E> {
+        self.0.spend(v.len())
+    }
+    fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<(), E> {
+        self.0.spend(v.len())
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        self.0.spend(0)
+    }
+    fn visit_none<E: serde::de::Error>(self) -> Result<(), E> {
+        self.0.spend(0)
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        self.0.spend(0)?;
+        while seq.next_element_seed(self)?.is_some() {}
+        Ok(())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        self.0.spend(0)?;
+        while map.next_key_seed(self)?.is_some() {
+            map.next_value_seed(self)?;
+        }
+        Ok(())
+    }
+    fn visit_enum<A: serde::de::EnumAccess<'de>>(self, data: A) -> Result<(), A::Error> {
+        use serde::de::VariantAccess as _;
+        let ((), variant) = data.variant_seed(self)?;
+        variant.newtype_variant_seed(self)
     }
 }
 
@@ -750,6 +875,32 @@ mod tests {
 
     use super::*;
     use crate::domain::{PromptEvent, decide, evolve};
+
+    #[test]
+    fn yaml_that_expands_through_aliases_is_refused_before_it_is_decoded() {
+        // Nine levels of ten aliases each: 10^9 copies of "lol".
+        let mut doc = String::from("format: promptops.prompts/v1\nl0: &l0 lol\n");
+        for level in 1..10 {
+            let refs = vec![format!("*l{}", level - 1); 10].join(", ");
+            doc.push_str(&format!("l{level}: &l{level} [{refs}]\n"));
+        }
+        doc.push_str("prompts: []\n");
+        let refused = parse_document::<Document>(&doc, DocumentFormat::Yaml).unwrap_err();
+        assert!(
+            refused.description.contains("expands to more than"),
+            "{}",
+            refused.description
+        );
+
+        // A document with one small alias, and one without, are fine.
+        let with_alias = "format: promptops.prompts/v1\nprompts:\n  - name: a\n    versions:\n      - template: hi\n        model: &m { model: mock/echo }\n  - name: b\n    versions:\n      - template: ho\n        model: *m\n";
+        let parsed = parse_document::<Document>(with_alias, DocumentFormat::Yaml).unwrap();
+        assert_eq!(parsed.prompts.len(), 2);
+        assert_eq!(parsed.prompts[1].versions[0].model.model, "mock/echo");
+        // A syntax error is still reported with its line.
+        let broken = parse_document::<Document>("format: [", DocumentFormat::Yaml).unwrap_err();
+        assert!(broken.description.starts_with("line "), "{}", broken.description);
+    }
 
     fn rights() -> LabelRights {
         LabelRights {

@@ -391,40 +391,77 @@ fn declared(input: &VersionInput) -> Vec<tpl::Declared> {
         .collect()
 }
 
+/// The largest rendered prompt (all messages together): 2 MiB, under gRPC's
+/// 4 MiB message limit. Checked before anything is built.
+pub const MAX_RENDERED_BYTES: usize = 2 * 1024 * 1024;
+
+/// The parsed texts of a version's template, each with its field path.
+fn parsed_texts(input: &VersionInput) -> std::result::Result<Vec<(String, tpl::Template)>, ServiceError> {
+    let texts: Vec<(String, &str)> = match input.template.as_ref().and_then(|t| t.kind.as_ref()) {
+        Some(template::Kind::Text(text)) => vec![("template".to_owned(), text.as_str())],
+        Some(template::Kind::Chat(chat)) => chat
+            .messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (format!("messages[{i}].content"), m.content.as_str()))
+            .collect(),
+        None => Vec::new(),
+    };
+    texts
+        .into_iter()
+        .map(|(field, text)| {
+            let parsed = tpl::parse(text).map_err(|problems| {
+                ServiceError::invalid(
+                    problems
+                        .into_iter()
+                        .map(|p| FieldViolation::new(field.clone(), format!("{}: {}", p.position, p.message)))
+                        .collect(),
+                )
+            })?;
+            Ok((field, parsed))
+        })
+        .collect()
+}
+
 /// Renders a version's template with `values`; every missing variable named.
+/// A result over [`MAX_RENDERED_BYTES`] is refused before it is built.
 pub fn render(
     input: &VersionInput,
     values: &HashMap<String, String>,
 ) -> std::result::Result<render_prompt_response::Kind, ServiceError> {
     let declared = declared(input);
+    let parsed = parsed_texts(input)?;
+    let rendered_bytes = parsed.iter().fold(0usize, |total, (_, t)| {
+        total.saturating_add(t.rendered_len(values, &declared))
+    });
+    if rendered_bytes > MAX_RENDERED_BYTES {
+        return Err(ServiceError::invalid_field(
+            "variables",
+            format!(
+                "the rendered prompt would be {rendered_bytes} bytes; the limit is {MAX_RENDERED_BYTES} bytes"
+            ),
+        ));
+    }
     let mut missing: Vec<String> = Vec::new();
-    let mut render_one = |text: &str, field: &str| -> std::result::Result<String, ServiceError> {
-        let parsed = tpl::parse(text).map_err(|problems| {
-            ServiceError::invalid(
-                problems
-                    .into_iter()
-                    .map(|p| FieldViolation::new(field, format!("{}: {}", p.position, p.message)))
-                    .collect(),
-            )
-        })?;
-        match parsed.render(values, &declared) {
-            Ok(out) => Ok(out),
-            Err(tpl::MissingVariables(names)) => {
-                for name in names {
-                    if !missing.contains(&name) {
-                        missing.push(name);
-                    }
+    let mut rendered = parsed.iter().map(|(_, t)| match t.render(values, &declared) {
+        Ok(out) => out,
+        Err(tpl::MissingVariables(names)) => {
+            for name in names {
+                if !missing.contains(&name) {
+                    missing.push(name);
                 }
-                Ok(String::new())
             }
+            String::new()
         }
-    };
+    });
     let kind = match input.template.as_ref().and_then(|t| t.kind.as_ref()) {
-        Some(template::Kind::Text(text)) => render_prompt_response::Kind::Text(render_one(text, "template")?),
+        Some(template::Kind::Text(_)) => {
+            render_prompt_response::Kind::Text(rendered.next().unwrap_or_default())
+        }
         Some(template::Kind::Chat(chat)) => {
             let mut messages = chat.messages.clone();
-            for (i, message) in messages.iter_mut().enumerate() {
-                message.content = render_one(&message.content, &format!("messages[{i}].content"))?;
+            for message in &mut messages {
+                message.content = rendered.next().unwrap_or_default();
             }
             render_prompt_response::Kind::Chat(ChatTemplate { messages })
         }
@@ -435,6 +472,7 @@ pub fn render(
             ));
         }
     };
+    drop(rendered);
     if !missing.is_empty() {
         let mut error = ServiceError::invalid(
             missing
@@ -1029,6 +1067,14 @@ impl PromptService for PromptsApi {
         request: Request<ImportPromptsRequest>,
     ) -> Result<Response<ImportPromptsResponse>> {
         let caller = self.authenticated(&request).await?;
+        // Parsing costs; a caller who can write nowhere is refused first.
+        if !caller.can_anywhere(Permission::Write) {
+            return Err(ServiceError::new(
+                ErrorClass::PermissionDenied,
+                "importing needs the write permission (in your role or a grant)",
+            )
+            .into());
+        }
         let req = request.into_inner();
         let format = DocumentFormat::try_from(req.format).unwrap_or(DocumentFormat::Unspecified);
         let document: Document =

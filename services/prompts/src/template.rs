@@ -74,6 +74,7 @@ pub fn is_valid_name(name: &str) -> bool {
 /// Parses `text`, reporting every problem.
 pub fn parse(text: &str) -> Result<Template, Vec<TemplateProblem>> {
     let chars: Vec<char> = text.chars().collect();
+    let ahead = Lookahead::of(&chars);
     let mut parts = Vec::new();
     let mut problems = Vec::new();
     let mut literal = String::new();
@@ -104,9 +105,10 @@ pub fn parse(text: &str) -> Result<Template, Vec<TemplateProblem>> {
         }
         if c == '{' && chars.get(i + 1) == Some(&'{') {
             let start = Position { line, column };
-            let close =
-                (i + 2..chars.len().saturating_sub(1)).find(|&j| chars[j] == '}' && chars[j + 1] == '}');
-            let newline_before_close = close.is_none_or(|j| chars[i + 2..j].contains(&'\n'));
+            // Linear on any input: where the next `}}` and the next line
+            // break are was computed once, not searched for at every `{{`.
+            let close = ahead.close_from(i + 2);
+            let newline_before_close = close.is_none_or(|j| ahead.newline_from(i + 2) < j);
             match close {
                 Some(j) if !newline_before_close => {
                     let name: String = chars[i + 2..j].iter().collect::<String>().trim().to_owned();
@@ -157,13 +159,83 @@ pub fn parse(text: &str) -> Result<Template, Vec<TemplateProblem>> {
         parts.push(Part::Text(literal));
     }
     if problems.is_empty() {
-        Ok(Template { parts })
-    } else {
-        Err(problems)
+        return Ok(Template { parts });
+    }
+    // An answer lists the first problems, not one per `{{` of a huge text.
+    if problems.len() > MAX_PROBLEMS {
+        let more = problems.len() - MAX_PROBLEMS;
+        problems.truncate(MAX_PROBLEMS);
+        let position = problems
+            .last()
+            .map(|p| p.position)
+            .unwrap_or(Position { line: 0, column: 0 });
+        problems.push(TemplateProblem {
+            position,
+            message: format!("and {more} more problems after this one"),
+        });
+    }
+    Err(problems)
+}
+
+/// The most problems [`parse`] lists (then one line counting the rest).
+pub const MAX_PROBLEMS: usize = 100;
+
+/// For every position, where the next `}}` and the next `\n` start.
+struct Lookahead {
+    close: Vec<usize>,
+    newline: Vec<usize>,
+}
+
+impl Lookahead {
+    fn of(chars: &[char]) -> Self {
+        let n = chars.len();
+        let mut close = vec![n; n + 1];
+        let mut newline = vec![n; n + 1];
+        for k in (0..n).rev() {
+            close[k] = if chars[k] == '}' && chars.get(k + 1) == Some(&'}') {
+                k
+            } else {
+                close[k + 1]
+            };
+            newline[k] = if chars[k] == '\n' { k } else { newline[k + 1] };
+        }
+        Self { close, newline }
+    }
+
+    /// The first `}}` at or after `k`.
+    fn close_from(&self, k: usize) -> Option<usize> {
+        self.close.get(k).copied().filter(|&j| j < self.close.len() - 1)
+    }
+
+    /// The first line break at or after `k` (the length when there is none).
+    fn newline_from(&self, k: usize) -> usize {
+        self.newline.get(k).copied().unwrap_or(self.newline.len() - 1)
     }
 }
 
 impl Template {
+    /// How many bytes [`Template::render`] would produce with these values
+    /// (saturating), computed without building the text: a caller refuses an
+    /// oversized result before allocating it.
+    pub fn rendered_len(&self, values: &HashMap<String, String>, declared: &[Declared]) -> usize {
+        self.parts.iter().fold(0usize, |total, part| {
+            let len = match part {
+                Part::Text(text) => text.len(),
+                Part::Variable { name, .. } => values
+                    .get(name)
+                    .map(String::len)
+                    .or_else(|| {
+                        declared
+                            .iter()
+                            .find(|d| d.name == *name)
+                            .and_then(|d| d.default.as_ref().map(String::len))
+                    })
+                    .unwrap_or(0),
+            };
+            total.saturating_add(len)
+        })
+    }
+
     /// The variables used, each once, in order of first use.
     pub fn variables(&self) -> Vec<&str> {
         let mut seen = BTreeSet::new();
@@ -278,6 +350,38 @@ mod tests {
             t.render(&values(&[]), &[]).unwrap(),
             r#"JSON: {{"a": 1}} and }} and \n and {single}"#
         );
+    }
+
+    #[test]
+    fn unclosed_runs_parse_in_linear_time() {
+        // Quadratic scanning made this ~10^10 steps; linear, it is instant.
+        let text = "{{ a".repeat(50_000);
+        let problems = parse(&text).unwrap_err();
+        assert_eq!(problems.len(), MAX_PROBLEMS + 1);
+        assert_eq!(
+            problems[MAX_PROBLEMS].message,
+            "and 49900 more problems after this one"
+        );
+        let lines = "{{ a\n".repeat(50_000);
+        assert_eq!(parse(&lines).unwrap_err().len(), MAX_PROBLEMS + 1);
+    }
+
+    #[test]
+    fn the_rendered_length_is_known_before_rendering() {
+        let t = parse("{{x}}-{{ y }}-{{x}}").unwrap();
+        let declared = [Declared {
+            name: "y".into(),
+            default: Some("four".into()),
+        }];
+        let values = values(&[("x", "abc")]);
+        assert_eq!(
+            t.rendered_len(&values, &declared),
+            t.render(&values, &declared).unwrap().len()
+        );
+        // 2,000 uses of a 100 KB value: 200 MB that nobody has to allocate to refuse.
+        let big = parse(&"{{x}}".repeat(2_000)).unwrap();
+        let huge = HashMap::from([("x".to_owned(), "x".repeat(100_000))]);
+        assert_eq!(big.rendered_len(&huge, &[]), 200_000_000);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 /** Sign-in, sign-up and the first-run welcome of an empty install. */
 import { useState, type FormEvent } from "react";
-import { Link, Navigate, useNavigate, useSearchParams } from "react-router";
+import { Link, Navigate, useSearchParams } from "react-router";
 import { useQuery } from "@tanstack/react-query";
 import { publicApi, unwrap } from "../api/client";
 import { ApiError } from "../api/problem";
@@ -20,7 +20,6 @@ function useNext(): string {
 export function SignInPage() {
   const auth = useAuth();
   const next = useNext();
-  const navigate = useNavigate();
   const [email, setEmail] = useState("");
   const [password, setPassword] = useState("");
   const [error, setError] = useState<unknown>(null);
@@ -38,8 +37,8 @@ export function SignInPage() {
     setBusy(true);
     setError(null);
     try {
+      // Signed in, this page renders a redirect to `next` (one navigation only).
       auth.signedIn(await unwrap(publicApi.POST("/api/v1/auth/login", { body: { email, password } })));
-      navigate(next, { replace: true });
     } catch (e) {
       setError(e);
     } finally {
@@ -90,7 +89,6 @@ export function SignInPage() {
 export function SignUpPage({ first = false }: { first?: boolean }) {
   const auth = useAuth();
   const next = useNext();
-  const navigate = useNavigate();
   const [email, setEmail] = useState("");
   const [password, setPassword] = useState("");
   const [orgName, setOrgName] = useState("");
@@ -107,7 +105,6 @@ export function SignUpPage({ first = false }: { first?: boolean }) {
       auth.signedIn(
         await unwrap(publicApi.POST("/api/v1/auth/signup", { body: { email, password, org_name: orgName.trim() } })),
       );
-      navigate(next, { replace: true });
     } catch (e) {
       setError(e);
     } finally {
@@ -158,7 +155,7 @@ export function SignUpPage({ first = false }: { first?: boolean }) {
                 />
               )}
             </Field>
-            <Field label="Organization name" hint="Optional; you can rename it later.">
+            <Field label="Organization name" hint="Optional; “My org” when left empty.">
               {({ id, describedBy }) => (
                 <input id={id} aria-describedby={describedBy} placeholder="My org" value={orgName} onChange={(e) => setOrgName(e.target.value)} />
               )}
