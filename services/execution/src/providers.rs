@@ -134,17 +134,21 @@ pub async fn embed(
         })?
         // The error's text names the URL, never a header: the key stays out.
         .map_err(|e| format!("calling {url}: {}", e.without_url()))?;
+    let mut response = response;
     let status = response.status();
-    let text = response
-        .text()
-        .await
-        .map_err(|e| format!("reading the answer: {e}"))?;
     if !status.is_success() {
-        let detail: String = text.chars().take(300).collect();
+        let text = read_prefix(&mut response, MAX_ERROR_BODY_BYTES).await;
+        let detail: String = String::from_utf8_lossy(&text).chars().take(300).collect();
         return Err(format!("the provider answered {status}: {detail}"));
     }
+    let body = read_capped(&mut response, MAX_EMBEDDINGS_BYTES)
+        .await
+        .map_err(|e| match e {
+            ReadError::TooLarge(limit) => format!("the provider's answer is larger than {limit} bytes"),
+            ReadError::Broken(e) => format!("reading the answer: {}", e.without_url()),
+        })?;
     let answer: Value =
-        serde_json::from_str(&text).map_err(|e| format!("malformed JSON from the provider: {e}"))?;
+        serde_json::from_slice(&body).map_err(|e| format!("malformed JSON from the provider: {e}"))?;
     let mut data: Vec<(u64, Vec<f32>)> = answer["data"]
         .as_array()
         .ok_or("the provider's answer has no data")?
@@ -169,6 +173,59 @@ pub async fn embed(
     data.sort_by_key(|(index, _)| *index);
     let tokens = answer["usage"]["prompt_tokens"].as_u64();
     Ok((data.into_iter().map(|(_, v)| v).collect(), tokens))
+}
+
+/// The most a provider may send for one chat answer (whole, or all of a stream).
+pub const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
+/// The most one event of a provider's stream may hold.
+pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
+/// The most an embeddings answer may hold (256 inputs of 3,072 floats as JSON).
+pub const MAX_EMBEDDINGS_BYTES: usize = 64 * 1024 * 1024;
+/// How much of an error body is read (for its message); the rest is dropped.
+pub const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
+
+/// Why a body was not read.
+#[derive(Debug)]
+enum ReadError {
+    /// More than the limit (by its Content-Length, or as it arrived).
+    TooLarge(usize),
+    Broken(reqwest::Error),
+}
+
+/// A whole body, refused past `limit` bytes: by its Content-Length before
+/// anything is read, else as soon as the chunks pass it.
+async fn read_capped(response: &mut reqwest::Response, limit: usize) -> Result<Vec<u8>, ReadError> {
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(ReadError::TooLarge(limit));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(ReadError::Broken)? {
+        if body.len() + chunk.len() > limit {
+            return Err(ReadError::TooLarge(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// The start of a body, at most `limit` bytes; the rest is never read.
+async fn read_prefix(response: &mut reqwest::Response, limit: usize) -> Vec<u8> {
+    let mut body = Vec::new();
+    while body.len() < limit {
+        match response.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk[..chunk.len().min(limit - body.len())]),
+            _ => break,
+        }
+    }
+    body
+}
+
+fn too_large(what: &str, limit: usize) -> CallError {
+    provider_error(
+        format!("the provider's {what} is larger than {limit} bytes"),
+        false,
+        None,
+    )
 }
 
 fn provider_error(message: String, retryable: bool, retry_after: Option<Duration>) -> CallError {
@@ -369,10 +426,12 @@ async fn call_http(
     if let Some(observed) = rate_limits_of(response.headers()) {
         report.rate_limits = Some(observed);
     }
+    let mut response = response;
     let status = response.status();
     if !status.is_success() {
         let after = retry_after(&response);
-        let text = response.text().await.unwrap_or_default();
+        let text =
+            String::from_utf8_lossy(&read_prefix(&mut response, MAX_ERROR_BODY_BYTES).await).into_owned();
         let detail: String = serde_json::from_str::<Value>(&text)
             .ok()
             .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
@@ -421,6 +480,10 @@ async fn read_stream(
 ) -> Result<(), CallError> {
     // Bytes, not text: a chunk may end inside a UTF-8 character.
     let mut buffer: Vec<u8> = Vec::new();
+    // How much of `buffer` is known to hold no event end: only new bytes
+    // are searched (and the one before them, for a "\n\n" cut in two).
+    let mut scanned: usize = 0;
+    let mut received = 0usize;
     loop {
         let chunk = tokio::select! {
             () = cancel.cancelled() => return Err(cancelled(progress)),
@@ -437,8 +500,22 @@ async fn read_stream(
                 ));
             }
         };
+        received = received.saturating_add(chunk.len());
+        if received > MAX_ANSWER_BYTES {
+            return Err(too_large("stream", MAX_ANSWER_BYTES));
+        }
         buffer.extend_from_slice(&chunk);
-        while let Some(end) = buffer.windows(2).position(|w| w == b"\n\n") {
+        loop {
+            let from = scanned.saturating_sub(1);
+            let Some(found) = buffer[from..].windows(2).position(|w| w == b"\n\n") else {
+                scanned = buffer.len();
+                if buffer.len() > MAX_EVENT_BYTES {
+                    return Err(too_large("stream event", MAX_EVENT_BYTES));
+                }
+                break;
+            };
+            let end = from + found;
+            scanned = 0;
             let bytes: Vec<u8> = buffer.drain(..end + 2).collect();
             let event = String::from_utf8_lossy(&bytes);
             for data in event
@@ -480,16 +557,18 @@ async fn read_whole(
     cancel: &CancellationToken,
     report: &mut CallReport,
 ) -> Result<(), CallError> {
+    let mut response = response;
     let body = tokio::select! {
         () = cancel.cancelled() => return Err(cancelled(progress)),
-        body = response.bytes() => body,
+        body = read_capped(&mut response, MAX_ANSWER_BYTES) => body,
     };
-    let body = body.map_err(|err| {
-        provider_error(
+    let body = body.map_err(|err| match err {
+        ReadError::TooLarge(limit) => too_large("answer", limit),
+        ReadError::Broken(err) => provider_error(
             format!("the provider's answer broke off: {}", err.without_url()),
             true,
             None,
-        )
+        ),
     })?;
     apply_answer(format, &body, progress)?;
     if !progress.output.is_empty() {
@@ -635,6 +714,91 @@ pub async fn validate(client: &reqwest::Client, http: &HttpBackend) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A provider on loopback that answers one request with `raw` bytes
+    /// (status line, headers and body as given) and closes.
+    async fn provider_answering(raw: Vec<u8>, tasks: &mut tokio::task::JoinSet<()>) -> String {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tasks.spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 4096];
+            let _ = socket.read(&mut request).await;
+            let _ = socket.write_all(&raw).await;
+            let _ = socket.shutdown().await;
+        });
+        format!("http://{address}/")
+    }
+
+    fn answer(headers: &str, body: &[u8]) -> Vec<u8> {
+        let mut raw = format!("HTTP/1.1 200 OK\r\n{headers}Connection: close\r\n\r\n").into_bytes();
+        raw.extend_from_slice(body);
+        raw
+    }
+
+    #[tokio::test]
+    async fn a_body_past_its_cap_is_refused_by_its_length_or_as_it_arrives() {
+        let mut tasks = tokio::task::JoinSet::new();
+        let client = reqwest::Client::new();
+        // Announced too large: refused before a byte of it is read.
+        let url = provider_answering(answer("Content-Length: 999999999999\r\n", b""), &mut tasks).await;
+        let mut response = client.get(url).send().await.unwrap();
+        assert!(matches!(
+            read_capped(&mut response, 1_000).await,
+            Err(ReadError::TooLarge(1_000))
+        ));
+        // Not announced: refused once the chunks pass the cap.
+        let url = provider_answering(answer("", &[b'x'; 5_000]), &mut tasks).await;
+        let mut response = client.get(url).send().await.unwrap();
+        assert!(matches!(
+            read_capped(&mut response, 1_000).await,
+            Err(ReadError::TooLarge(1_000))
+        ));
+        // An error body is read only as far as its message needs.
+        let url = provider_answering(answer("", &[b'e'; 200_000]), &mut tasks).await;
+        let mut response = client.get(url).send().await.unwrap();
+        assert_eq!(
+            read_prefix(&mut response, MAX_ERROR_BODY_BYTES).await.len(),
+            MAX_ERROR_BODY_BYTES
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stream_event_past_its_cap_ends_the_call() {
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut body = b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\ndata: ".to_vec();
+        body.extend(std::iter::repeat_n(b'x', MAX_EVENT_BYTES + 10));
+        let url = provider_answering(answer("Content-Type: text/event-stream\r\n", &body), &mut tasks).await;
+        let response = reqwest::Client::new().get(url).send().await.unwrap();
+        let (deltas, mut received) = mpsc::channel(16);
+        let mut progress = Progress::default();
+        let outcome = read_stream(
+            ApiFormat::OpenAi,
+            response,
+            &mut progress,
+            &deltas,
+            &CancellationToken::new(),
+            &mut CallReport::default(),
+        )
+        .await;
+        let Err(CallError::Provider {
+            message, retryable, ..
+        }) = outcome
+        else {
+            panic!("expected a provider error, got {outcome:?}");
+        };
+        assert_eq!(
+            message,
+            format!("the provider's stream event is larger than {MAX_EVENT_BYTES} bytes")
+        );
+        assert!(!retryable);
+        assert_eq!(
+            received.recv().await.as_deref(),
+            Some("hi"),
+            "the events before it were delivered"
+        );
+    }
 
     #[test]
     fn cached_input_tokens_are_read_from_either_provider() {

@@ -434,9 +434,10 @@ pub fn parse_document<T: serde::de::DeserializeOwned>(
         // Aliases re-read what an anchor holds: a small document can expand
         // to gigabytes. A first pass builds nothing and counts what the
         // document expands to; only a document within budget is decoded.
+        // (A syntax error stops the count early; the decoding below reports it
+        // with its position, having expanded no more than the count did.)
         let budget = yaml_expansion_budget(text.len());
-        let expanded = expanded_size(text).map_err(|e| yaml_violation(&e))?;
-        if expanded > budget {
+        if expanded_size(text) > budget {
             return Err(FieldViolation::new(
                 "document",
                 format!(
@@ -476,23 +477,20 @@ fn yaml_violation(e: &serde_yaml_ng::Error) -> FieldViolation {
 }
 
 /// What a YAML document expands to (scalar bytes + 16 per node), counted
-/// without building any of it; stops counting past the budget of its size.
-fn expanded_size(text: &str) -> Result<usize, serde_yaml_ng::Error> {
+/// without building any of it. Counting stops past the budget of its size
+/// (then the result is over it) or at a syntax error (then it is what was
+/// counted up to there).
+fn expanded_size(text: &str) -> usize {
     use serde::de::DeserializeSeed as _;
-    let budget = yaml_expansion_budget(text.len());
     let counter = ExpansionCounter {
         spent: std::cell::Cell::new(0),
-        budget,
+        budget: yaml_expansion_budget(text.len()),
     };
-    match counter
+    let _counted_to_the_end = counter
         .seed()
         .deserialize(serde_yaml_ng::Deserializer::from_str(text))
-    {
-        Ok(()) => Ok(counter.spent.get()),
-        // Stopped by the budget, not by a syntax error.
-        Err(_) if counter.spent.get() > budget => Ok(counter.spent.get()),
-        Err(e) => Err(e),
-    }
+        .is_ok();
+    counter.spent.get()
 }
 
 struct ExpansionCounter {
