@@ -31,5 +31,6 @@ pub mod revocation;
 pub mod runtime;
 pub mod server;
 pub mod shutdown;
+pub mod spreadsheet;
 pub mod telemetry;
 pub mod upstream;

@@ -424,13 +424,15 @@ fn export_csv(cases: &[Case]) -> Vec<u8> {
         .iter()
         .flat_map(|c| c.metadata.keys().map(String::as_str))
         .collect();
+    use promptops_platform::spreadsheet::cell;
     let mut writer = csv::Writer::from_writer(Vec::new());
     let header = std::iter::once("id".to_owned())
         .chain(variables.iter().map(|v| (*v).to_owned()))
         .chain(std::iter::once("expected".to_owned()))
         .chain(metadata.iter().map(|m| format!("metadata.{m}")));
-    // Writing to a Vec cannot fail.
-    let _ = writer.write_record(header);
+    // Writing to a Vec cannot fail. Every cell is a tenant's text: made
+    // spreadsheet-safe (JSONL is the lossless export).
+    let _ = writer.write_record(header.map(|h| cell(&h).into_owned()));
     for case in cases {
         let row = std::iter::once(case.id.as_str())
             .chain(
@@ -444,7 +446,7 @@ fn export_csv(cases: &[Case]) -> Vec<u8> {
                     .iter()
                     .map(|m| case.metadata.get(*m).map_or("", String::as_str)),
             );
-        let _ = writer.write_record(row);
+        let _ = writer.write_record(row.map(|c| cell(c).into_owned()));
     }
     writer.into_inner().unwrap_or_default()
 }
@@ -504,6 +506,21 @@ mod tests {
             expected: expected.map(Into::into),
             metadata: BTreeMap::new(),
         }
+    }
+
+    #[test]
+    fn a_csv_export_never_holds_a_formula_a_spreadsheet_would_run() {
+        let cases = [case(
+            "c1",
+            &[("q", "=HYPERLINK(\"http://x\",\"y\")")],
+            Some("-1+1"),
+        )];
+        let csv = String::from_utf8(export(Format::Csv, &cases)).unwrap_or_default();
+        assert!(csv.contains("'=HYPERLINK"), "{csv}");
+        assert!(csv.contains("'-1+1"), "{csv}");
+        // JSONL keeps the text as it is.
+        let jsonl = String::from_utf8(export(Format::JsonLines, &cases)).unwrap_or_default();
+        assert!(jsonl.contains("\"=HYPERLINK"), "{jsonl}");
     }
 
     fn imported(format: Format, text: &str) -> Vec<Case> {

@@ -192,9 +192,15 @@ const CSV_HEADER: [&str; 19] = [
     "org_id",
 ];
 
+/// One CSV line; every field is text a tenant may have chosen (a summary,
+/// a user agent), so each is made spreadsheet-safe.
 fn csv_line(fields: &[&str]) -> Vec<u8> {
     let mut writer = csv::Writer::from_writer(Vec::new());
-    let _ = writer.write_record(fields);
+    let _ = writer.write_record(
+        fields
+            .iter()
+            .map(|f| promptops_platform::spreadsheet::cell(f).into_owned()),
+    );
     writer.into_inner().unwrap_or_default()
 }
 

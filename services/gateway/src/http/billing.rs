@@ -796,7 +796,8 @@ fn report_csv(group_by: &str, r: &UsageReport) -> Vec<u8> {
     ]);
     for row in r.rows.iter().chain(r.total.as_ref()) {
         let _ = w.write_record([
-            row.key.clone(),
+            // The group's key is a tenant's name (a model, prompt, key or project).
+            promptops_platform::spreadsheet::cell(&row.key).into_owned(),
             row.runs.to_string(),
             row.failed_runs.to_string(),
             row.input_tokens.to_string(),
