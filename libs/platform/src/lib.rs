@@ -21,6 +21,7 @@ pub mod authn;
 pub mod caller;
 pub mod config;
 pub mod db;
+pub mod egress;
 pub mod errors;
 pub mod eventlog;
 pub mod metrics;

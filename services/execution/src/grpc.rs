@@ -78,7 +78,7 @@ pub struct ExecutionApi {
     pub(crate) shutdown: CancellationToken,
     pub(crate) run_timeout: Duration,
     pub(crate) models: Arc<Catalogs>,
-    pub(crate) http: reqwest::Client,
+    pub(crate) http: crate::providers::ProviderClient,
     pub(crate) resilience: Arc<Resilience>,
     pub(crate) health: Arc<crate::health::HealthBoard>,
     pub(crate) accounts: Arc<Accounts>,
@@ -499,7 +499,7 @@ impl ExecutionApi {
 
 /// One embedding call on `spec`, and the end of its run recorded.
 async fn embed_and_record(
-    http: &reqwest::Client,
+    http: &crate::providers::ProviderClient,
     spec: &ModelSpec,
     inputs: &[String],
     input_tokens: u64,
@@ -588,7 +588,7 @@ impl RunId {
 #[allow(clippy::too_many_arguments, reason = "one run's inputs, passed once")]
 async fn run(
     log: EventLog,
-    http: &reqwest::Client,
+    http: &crate::providers::ProviderClient,
     resilience: &Resilience,
     run_id: RunId,
     org_id: &str,
@@ -1520,7 +1520,10 @@ mod tests {
             run_id.clone().into_string(),
         )
         .unwrap();
-        let (http, resilience) = (reqwest::Client::new(), Resilience::default());
+        let (http, resilience) = (
+            crate::providers::ProviderClient::new(std::sync::Arc::default()),
+            Resilience::default(),
+        );
         let running = run(
             log.clone(),
             &http,

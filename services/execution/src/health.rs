@@ -40,7 +40,7 @@ impl HealthBoard {
 }
 
 /// Checks one model now and publishes the result as metrics.
-pub async fn check(client: &reqwest::Client, spec: &ModelSpec) -> ModelHealth {
+pub async fn check(client: &crate::providers::ProviderClient, spec: &ModelSpec) -> ModelHealth {
     let health = probe(client, spec).await;
     publish(spec, &health);
     health
@@ -48,7 +48,7 @@ pub async fn check(client: &reqwest::Client, spec: &ModelSpec) -> ModelHealth {
 
 /// Whether the model's provider answers the cheap call (the same answer for
 /// every model on one provider).
-async fn probe(client: &reqwest::Client, spec: &ModelSpec) -> ModelHealth {
+async fn probe(client: &crate::providers::ProviderClient, spec: &ModelSpec) -> ModelHealth {
     let started = Instant::now();
     let result = match &spec.backend {
         Backend::Mock(_) => Ok(()),
@@ -74,7 +74,7 @@ pub struct HealthChecker {
     pub db: AnyPool,
     pub catalogs: Arc<Catalogs>,
     pub board: Arc<HealthBoard>,
-    pub client: reqwest::Client,
+    pub client: crate::providers::ProviderClient,
     pub every: Duration,
 }
 

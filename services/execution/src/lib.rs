@@ -68,6 +68,8 @@ pub struct Config {
     pub run_payload_days: u32,
     /// `PROMPTOPS_RUN_PAYLOAD_PRUNE_SECS` (3600).
     pub run_payload_prune_every: std::time::Duration,
+    /// `PROMPTOPS_EGRESS_ALLOW`: what inside the network providers may be.
+    pub egress: std::sync::Arc<promptops_platform::egress::EgressPolicy>,
 }
 
 /// Reads the configuration from the environment.
@@ -96,6 +98,7 @@ pub fn config_from_env(env: &Env) -> Result<Config, ConfigError> {
         run_payload_prune_every: env
             .seconds("PROMPTOPS_RUN_PAYLOAD_PRUNE_SECS", 3600)?
             .max(std::time::Duration::from_secs(1)),
+        egress: std::sync::Arc::new(promptops_platform::egress::EgressPolicy::from_env(env)?),
     })
 }
 
@@ -160,7 +163,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     background.spawn(accounts.clone().follow(billing_at, shutdown.clone()));
     background.spawn(accounts.clone().run_returns(shutdown.clone()));
     let health = Arc::new(health::HealthBoard::default());
-    let http = providers::http_client();
+    let http = providers::ProviderClient::new(config.egress.clone());
     background.spawn(
         health::HealthChecker {
             db: resources.db.clone(),

@@ -14,6 +14,7 @@
 //!   provider's `Retry-After`, when it gives one (at most 10 s). Once output
 //!   has reached the client, a failure is final: tokens cannot be unsent.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use promptops_proto::prompts::v1::{ChatMessage, ChatRole};
@@ -23,20 +24,56 @@ use tokio_util::sync::CancellationToken;
 
 use promptops_proto::execution::v1::{Parameters, RateLimits};
 
+use promptops_platform::egress::{self, EgressPolicy, EgressRefused};
+
 use crate::mock::{self, CallError, Completion};
 use crate::models::{ApiFormat, Backend, HttpBackend, ModelSpec};
 
 pub const MAX_ATTEMPTS: u32 = 3;
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
 
-/// One HTTP client for every provider call of the service.
-pub fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true)
-        .pool_idle_timeout(Duration::from_secs(90))
-        .build()
-        .unwrap_or_default()
+/// The HTTP client of every provider call (chat, embeddings, health and
+/// validation probes): each request passes the egress policy, host names are
+/// checked on what they resolve to at connection time, and redirects are not
+/// followed (see `promptops_platform::egress`).
+#[derive(Debug, Clone)]
+pub struct ProviderClient {
+    http: reqwest::Client,
+    egress: Arc<EgressPolicy>,
+}
+
+impl ProviderClient {
+    pub fn new(egress: Arc<EgressPolicy>) -> Self {
+        let http = egress::client_builder(egress.clone())
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build()
+            .unwrap_or_default();
+        Self { http, egress }
+    }
+
+    /// A request to `url`, unless the egress policy refuses it.
+    fn request(&self, method: reqwest::Method, url: &str) -> Result<reqwest::RequestBuilder, EgressRefused> {
+        self.egress.check_url(url)?;
+        Ok(self.http.request(method, url))
+    }
+}
+
+/// Why a request failed, for a person: the egress refusal when that is the
+/// cause (it hides deep in the connection error), else the error's text
+/// without its URL (which could carry a key in its query).
+fn reason(err: &reqwest::Error) -> String {
+    if let Some(refused) = egress::refusal_in(err) {
+        return refused.to_string();
+    }
+    let text = err.to_string();
+    match err.url() {
+        Some(url) => text
+            .replace(&format!(" for url ({url})"), "")
+            .replace(url.as_str(), ""),
+        None => text,
+    }
 }
 
 /// What a call reports besides its outcome.
@@ -61,7 +98,7 @@ pub struct CallRequest<'a> {
 
 /// Calls `spec` with `request`, sending the answer's pieces to `deltas`.
 pub async fn complete(
-    client: &reqwest::Client,
+    client: &ProviderClient,
     spec: &ModelSpec,
     request: CallRequest<'_>,
     deltas: &mpsc::Sender<String>,
@@ -108,7 +145,7 @@ pub async fn complete(
 /// Embeddings of `inputs` on an embedding model: the mock's, or OpenAI's
 /// `POST {base}/embeddings`; with the input tokens the provider reported.
 pub async fn embed(
-    client: &reqwest::Client,
+    client: &ProviderClient,
     spec: &ModelSpec,
     inputs: &[String],
 ) -> Result<(Vec<Vec<f32>>, Option<u64>), String> {
@@ -123,7 +160,13 @@ pub async fn embed(
     }
     let url = format!("{}/embeddings", http.base_url.trim_end_matches('/'));
     let body = json!({"model": http.upstream_model, "input": inputs, "encoding_format": "float"});
-    let request = authorize(client.post(&url).json(&body), http);
+    let request = authorize(
+        client
+            .request(reqwest::Method::POST, &url)
+            .map_err(|refused| refused.to_string())?
+            .json(&body),
+        http,
+    );
     let response = tokio::time::timeout(spec.limits.first_byte_timeout, request.send())
         .await
         .map_err(|_| {
@@ -133,7 +176,7 @@ pub async fn embed(
             )
         })?
         // The error's text names the URL, never a header: the key stays out.
-        .map_err(|e| format!("calling {url}: {}", e.without_url()))?;
+        .map_err(|e| format!("calling {url}: {}", reason(&e)))?;
     let mut response = response;
     let status = response.status();
     if !status.is_success() {
@@ -387,7 +430,7 @@ fn cancelled(progress: &Progress) -> CallError {
 /// One call; `report` says whether output reached `deltas` and what the
 /// rate-limit headers said.
 async fn call_http(
-    client: &reqwest::Client,
+    client: &ProviderClient,
     spec: &ModelSpec,
     http: &HttpBackend,
     request: CallRequest<'_>,
@@ -396,7 +439,10 @@ async fn call_http(
     report: &mut CallReport,
 ) -> Result<Completion, CallError> {
     let (url, body) = request_for(http, request);
-    let sending = authorize(client.post(&url).json(&body), http);
+    let sending = match client.request(reqwest::Method::POST, &url) {
+        Ok(request) => authorize(request.json(&body), http),
+        Err(refused) => return Err(provider_error(refused.to_string(), false, None)),
+    };
     let mut progress = Progress::default();
     let sent = tokio::select! {
         () = cancel.cancelled() => return Err(cancelled(&progress)),
@@ -415,9 +461,10 @@ async fn call_http(
         }
         // The error's text names the URL, never a header: the key stays out.
         Ok(Err(err)) => {
+            let refused = egress::refusal_in(&err).is_some();
             return Err(provider_error(
-                format!("cannot reach the provider: {}", err.without_url()),
-                true,
+                format!("cannot reach the provider: {}", reason(&err)),
+                !refused,
                 None,
             ));
         }
@@ -697,12 +744,17 @@ fn fold_anthropic_input(usage: &Value, progress: &mut Progress) {
 }
 
 /// A cheap call that proves a provider's address and key work: its model list.
-pub async fn validate(client: &reqwest::Client, http: &HttpBackend) -> Result<(), String> {
+pub async fn validate(client: &ProviderClient, http: &HttpBackend) -> Result<(), String> {
     let base = http.base_url.trim_end_matches('/');
-    let request = authorize(client.get(format!("{base}/models")), http);
+    let request = authorize(
+        client
+            .request(reqwest::Method::GET, &format!("{base}/models"))
+            .map_err(|refused| refused.to_string())?,
+        http,
+    );
     match tokio::time::timeout(Duration::from_secs(10), request.send()).await {
         Err(_) => Err("no answer within 10 s".into()),
-        Ok(Err(err)) => Err(format!("cannot reach it: {}", err.without_url())),
+        Ok(Err(err)) => Err(format!("cannot reach it: {}", reason(&err))),
         Ok(Ok(response)) if response.status().is_success() => Ok(()),
         Ok(Ok(response)) => Err(format!(
             "it answered {} to GET {base}/models",

@@ -157,7 +157,7 @@ impl Resilience {
 /// outcome and the model that produced it.
 pub async fn complete(
     resilience: &Resilience,
-    client: &reqwest::Client,
+    client: &crate::providers::ProviderClient,
     org_id: &str,
     candidates: &[Arc<ModelSpec>],
     request: CallRequest<'_>,
@@ -281,7 +281,7 @@ mod tests {
             streamed: false,
         };
         let r = Resilience::default();
-        let client = reqwest::Client::new();
+        let client = crate::providers::ProviderClient::new(std::sync::Arc::default());
         let (result, used) = complete(
             &r,
             &client,

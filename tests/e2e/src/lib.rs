@@ -198,6 +198,10 @@ fn local_env(
             dir.path().join("data").display().to_string(),
         ),
         ("PROMPTOPS_SHUTDOWN_GRACE_SECS".to_owned(), "3".to_owned()),
+        // The tests' mock providers listen on loopback: the operator allows it
+        // (the egress policy refuses it by default; tests of the policy
+        // override this with an empty list).
+        ("PROMPTOPS_EGRESS_ALLOW".to_owned(), "127.0.0.0/8,::1".to_owned()),
     ];
     for (service, port) in grpc_ports {
         let upper = service.to_uppercase();

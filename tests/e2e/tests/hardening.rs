@@ -141,3 +141,102 @@ async fn a_yaml_import_cannot_expand_and_a_viewer_is_refused_before_parsing() {
     let (status, problem) = import_yaml(&api, viewer_token, bomb).await;
     assert_eq!(status, 403, "{problem}");
 }
+
+/// A redirect to wherever `location` says, answered to every request.
+async fn redirector(location: String, tasks: &mut tokio::task::JoinSet<()>) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tasks.spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut request = [0u8; 4096];
+            let _ = socket.read(&mut request).await;
+            let answer = format!(
+                "HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            let _ = socket.write_all(answer.as_bytes()).await;
+        }
+    });
+    format!("http://{address}/v1")
+}
+
+#[tokio::test]
+async fn providers_cannot_reach_inside_the_network_unless_the_operator_allows_it() {
+    // The operator allows one address (the redirector), nothing else inside.
+    let all = AllInOne::start_with(&[("PROMPTOPS_EGRESS_ALLOW", "127.0.0.2")]).await;
+    let api = Api::new(all.http());
+    let token = api.signup("ssrf@hardening.test").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut tasks = tokio::task::JoinSet::new();
+    let redirect = redirector(format!("{}/api/v1/models", all.http()), &mut tasks).await;
+    let cases = [
+        ("loopback", format!("{}/v1", all.http())),
+        ("ten", "http://10.0.0.1/v1".to_owned()),
+        ("one-seven-two", "http://172.16.0.1/v1".to_owned()),
+        ("one-nine-two", "http://192.168.1.1/v1".to_owned()),
+        ("metadata", "http://169.254.169.254/latest/meta-data".to_owned()),
+        ("ipv6-loopback", format!("http://[::1]:{}/v1", all.http_port)),
+        (
+            "name-of-loopback",
+            format!("http://localhost:{}/v1", all.http_port),
+        ),
+        ("redirect-to-loopback", redirect),
+    ];
+    for (name, base_url) in cases {
+        let (status, problem) = api
+            .call(
+                Method::PUT,
+                &format!("/api/v1/providers/{name}"),
+                Some(&token),
+                Some(json!({"kind": "openai_compatible", "base_url": base_url})),
+            )
+            .await;
+        assert_eq!(status, 400, "{name}: {problem}");
+        let detail = problem["errors"][0]["description"].as_str().unwrap_or_default();
+        let expected = if name == "redirect-to-loopback" {
+            "it answered 302"
+        } else {
+            "refused by the egress policy"
+        };
+        assert!(detail.contains(expected), "{name}: {detail}");
+    }
+
+    // Stored without the check, a loopback provider still cannot be called.
+    let (status, problem) = api
+        .call(
+            Method::PUT,
+            "/api/v1/providers/sneaky",
+            Some(&token),
+            Some(json!({"kind": "openai_compatible", "base_url": format!("{}/v1", all.http()), "skip_validation": true})),
+        )
+        .await;
+    assert_eq!(status, 200, "{problem}");
+    let (status, problem) = api
+        .call(
+            Method::POST,
+            "/api/v1/models",
+            Some(&token),
+            Some(json!({"id": "sneaky/m", "upstream_model": "m", "context_window": 8192, "max_output_tokens": 512,
+                "input_price_per_mtok_usd": "0.15", "output_price_per_mtok_usd": "0.60"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{problem}");
+    let (status, problem) = api
+        .call(
+            Method::POST,
+            "/api/v1/executions",
+            Some(&token),
+            Some(json!({"model": "sneaky/m", "messages": [{"role": "user", "content": "hi"}]})),
+        )
+        .await;
+    assert_ne!(status, 200, "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("refused by the egress policy"),
+        "{problem}"
+    );
+}
