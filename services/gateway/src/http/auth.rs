@@ -90,8 +90,15 @@ pub async fn signup(
                 .await
         }))
         .await
-        .map_err(|e| ServiceError::new(ErrorClass::Internal, format!("request task failed: {e}")))??;
-    Ok(tokens(StatusCode::CREATED, created))
+        .map_err(|e| ServiceError::new(ErrorClass::Internal, format!("request task failed: {e}")))?;
+    match created {
+        Ok(created) => Ok(tokens(StatusCode::CREATED, created)),
+        // Every core is hashing passwords: try again in a moment.
+        Err(busy) if busy.class == ErrorClass::ResourceExhausted => {
+            Ok(([(header::RETRY_AFTER, "1")], busy.to_problem()).into_response())
+        }
+        Err(err) => Err(err),
+    }
 }
 
 /// Log in with email and password.

@@ -162,6 +162,8 @@ pub struct Identity {
     keys: Arc<RwLock<KeyRing>>,
     tokens: TokenConfig,
     throttle: Arc<Throttle>,
+    /// One password hash or check per core at a time.
+    hashing: HashingGate,
     verifier: Arc<RwLock<CachingVerifier>>,
     /// Revoked sessions: this replica's own at once, everyone's from events.
     revocations: RevocationFeed,
@@ -290,6 +292,106 @@ fn now_secs() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
+/// How long a password check waits for a free core before it is refused.
+const HASHING_WAIT: Duration = Duration::from_secs(5);
+
+/// Why a password could not be hashed or checked now.
+#[derive(Debug)]
+pub enum Busy {
+    /// Every core is hashing: try again after this.
+    Wait(Duration),
+    Failed(ServiceError),
+}
+
+impl Busy {
+    /// 429 (RESOURCE_EXHAUSTED) for a wait, the error itself otherwise.
+    pub fn into_service_error(self) -> ServiceError {
+        match self {
+            Busy::Wait(wait) => ServiceError::new(
+                ErrorClass::ResourceExhausted,
+                format!(
+                    "too many sign-ins and sign-ups at once: try again in {} s",
+                    wait.as_secs().max(1)
+                ),
+            ),
+            Busy::Failed(err) => err,
+        }
+    }
+}
+
+/// At most one password hash or check per core at a time: argon2 is built
+/// to be expensive, and unbounded a burst of sign-ins would take every core.
+#[derive(Debug, Clone)]
+pub struct HashingGate {
+    permits: Arc<tokio::sync::Semaphore>,
+    wait: Duration,
+}
+
+impl HashingGate {
+    pub fn new(concurrent: usize, wait: Duration) -> Self {
+        Self {
+            permits: Arc::new(tokio::sync::Semaphore::new(concurrent.max(1))),
+            wait,
+        }
+    }
+
+    /// One per core, waiting up to [`HASHING_WAIT`] for a turn.
+    pub fn per_core() -> Self {
+        Self::new(
+            std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
+            HASHING_WAIT,
+        )
+    }
+
+    /// Runs `f` on a blocking thread when a turn is free within the wait.
+    pub async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, Busy> {
+        let permit = tokio::time::timeout(self.wait, self.permits.clone().acquire_owned())
+            .await
+            .map_err(|_| Busy::Wait(Duration::from_secs(1)))?
+            .map_err(|_| {
+                Busy::Failed(ServiceError::new(
+                    ErrorClass::Unavailable,
+                    "the gateway is stopping",
+                ))
+            })?;
+        let outcome = blocking(f).await.map_err(Busy::Failed);
+        drop(permit);
+        outcome
+    }
+}
+
+impl Identity {
+    async fn hashing<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, Busy> {
+        self.hashing.run(f).await
+    }
+}
+
+#[cfg(test)]
+mod hashing_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_busy_gate_refuses_with_a_wait_instead_of_queueing_without_bound() {
+        let gate = HashingGate::new(1, Duration::from_millis(50));
+        let slow = gate.run(|| std::thread::sleep(Duration::from_millis(400)));
+        let late = async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            gate.run(|| ()).await
+        };
+        let (first, second) = tokio::join!(slow, late);
+        assert!(first.is_ok());
+        assert!(matches!(second, Err(Busy::Wait(_))));
+        assert_eq!(
+            Busy::Wait(Duration::from_secs(1)).into_service_error().class,
+            ErrorClass::ResourceExhausted
+        );
+        assert!(
+            gate.run(|| 7).await.is_ok_and(|n| n == 7),
+            "free again afterwards"
+        );
+    }
+}
+
 /// Runs CPU-heavy password hashing off the async workers.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ServiceError> {
     tokio::task::spawn_blocking(f)
@@ -311,6 +413,7 @@ impl Identity {
             keys: Arc::new(RwLock::new(ring)),
             tokens,
             throttle: Arc::new(Throttle::new(Duration::from_secs(15 * 60), 5, 30)),
+            hashing: HashingGate::per_core(),
             verifier: Arc::new(RwLock::new(verifier)),
             revocations: RevocationFeed::new(),
             api_keys: moka::sync::Cache::builder()
@@ -534,7 +637,9 @@ impl Identity {
         let mut user_id = Uuid::now_v7().simple().to_string();
         let hash = {
             let password_text = password_text.to_owned();
-            blocking(move || password::hash(&password_text)).await?
+            self.hashing(move || password::hash(&password_text))
+                .await
+                .map_err(Busy::into_service_error)?
         }
         .map_err(|e| ServiceError::new(ErrorClass::Internal, e.to_string()))?;
         store::store_password(&self.db, &user_id, &hash)
@@ -628,7 +733,9 @@ impl Identity {
                 .map_err(unavailable)?;
         let Some(stored) = stored else { return Ok(false) };
         let password_text = password_text.to_owned();
-        blocking(move || password::verify(&password_text, &stored)).await
+        self.hashing(move || password::verify(&password_text, &stored))
+            .await
+            .map_err(Busy::into_service_error)
     }
 
     /// Email + password → a session in the chosen (or the first) org.
@@ -640,9 +747,10 @@ impl Identity {
         client: &Client,
     ) -> Result<TokenResponse, LoginError> {
         let email = canonical_email(email);
-        if let Some(wait) = self.throttle.check(&email, &client.address, Instant::now()) {
-            return Err(LoginError::Throttled(Throttled(wait)));
-        }
+        let began = self
+            .throttle
+            .begin(&email, &client.address, Instant::now())
+            .map_err(|wait| LoginError::Throttled(Throttled(wait)))?;
         let found = store::user_by_email(&self.db, &email)
             .await
             .map_err(unavailable)?;
@@ -652,11 +760,15 @@ impl Identity {
         };
         let ok = {
             let password_text = password_text.to_owned();
-            blocking(move || password::verify(&password_text, &stored)).await?
+            self.hashing(move || password::verify(&password_text, &stored))
+                .await
+                .map_err(|busy| match busy {
+                    Busy::Wait(wait) => LoginError::Throttled(Throttled(wait)),
+                    Busy::Failed(err) => LoginError::Service(err),
+                })?
         };
         let Some(user_id) = user_id.filter(|_| ok) else {
-            self.throttle
-                .record_failure(&email, &client.address, Instant::now());
+            // The attempt was counted as a failure when it began.
             if let Ok(Some(user)) = store::user_by_email(&self.db, &email).await {
                 let failure = execute::<User>(
                     &self.log,
@@ -674,7 +786,7 @@ impl Identity {
             }
             return Err(ServiceError::new(ErrorClass::Unauthenticated, WRONG_CREDENTIALS).into());
         };
-        self.throttle.record_success(&email);
+        self.throttle.succeeded(&email, &client.address, began);
         let memberships = store::memberships(&self.db, &user_id)
             .await
             .map_err(unavailable)?;
