@@ -73,6 +73,7 @@ test("import a YAML file, export it back, archive and restore a prompt", async (
   await archive.getByRole("button", { name: "Archive" }).click();
   await expect(page.getByRole("heading", { level: 1 })).toContainText("archived");
   await expect(page.getByRole("button", { name: /Save version/ })).toBeDisabled();
+  await expect(archive).toBeHidden();
   await page.getByRole("button", { name: "Restore" }).click();
   await page.getByRole("dialog", { name: "Restore triage" }).getByRole("button", { name: "Restore" }).click();
   await expect(page.getByRole("heading", { level: 1 })).not.toContainText("archived");

@@ -37,9 +37,9 @@ export function Labels({ prompt }: { prompt: Prompt }) {
           body: { version: move.version, reason: move.reason },
         }),
       );
+      setMove(null);
       await queryClient.invalidateQueries({ queryKey: ["prompt", prompt.id] });
       void queryClient.invalidateQueries({ queryKey: ["prompts"] });
-      setMove(null);
     } catch (e) {
       setError(e);
     } finally {

@@ -102,10 +102,12 @@ function Header({ prompt }: { prompt: Prompt }) {
       const path = { prompt_id: prompt.id };
       if (prompt.archived) await unwrap(api.POST("/api/v1/prompts/{prompt_id}/restore", { params: { path }, body: { reason } }));
       else await unwrap(api.POST("/api/v1/prompts/{prompt_id}/archive", { params: { path }, body: { reason } }));
-      await queryClient.invalidateQueries({ queryKey: ["prompt", prompt.id] });
-      void queryClient.invalidateQueries({ queryKey: ["prompts"] });
+      // Closed before the prompt is fetched again, so the dialog never shows
+      // the opposite action for a moment.
       setArchiving(false);
       setReason("");
+      await queryClient.invalidateQueries({ queryKey: ["prompt", prompt.id] });
+      void queryClient.invalidateQueries({ queryKey: ["prompts"] });
     } catch (e) {
       setError(e);
     }
