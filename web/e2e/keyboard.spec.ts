@@ -13,6 +13,8 @@ test("sign in, run a message and switch tabs with the keyboard alone", async ({ 
   const { prompt } = (await created.json()) as { prompt: { id: string } };
 
   await page.goto("/signin");
+  // The form is rendered once the app has loaded; Tab before that reaches nothing.
+  await expect(page.getByLabel("Email")).toBeVisible();
   await page.keyboard.press("Tab");
   await expect(page.getByLabel("Email")).toBeFocused();
   await page.keyboard.type(email);

@@ -576,15 +576,23 @@ fn valid_model_id(model: &str) -> bool {
     })
 }
 
-/// The template's parts as (field path, text).
-fn template_texts<'a>(template: &'a Template, prefix: &str) -> Vec<(String, &'a str)> {
+/// The template's parts as (field path, text); the paths start with
+/// `prefix.` (no prefix when it is empty).
+pub(crate) fn template_texts<'a>(template: &'a Template, prefix: &str) -> Vec<(String, &'a str)> {
+    let at = |field: String| {
+        if prefix.is_empty() {
+            field
+        } else {
+            format!("{prefix}.{field}")
+        }
+    };
     match &template.kind {
-        Some(template::Kind::Text(text)) => vec![(format!("{prefix}.template"), text.as_str())],
+        Some(template::Kind::Text(text)) => vec![(at("template".to_owned()), text.as_str())],
         Some(template::Kind::Chat(chat)) => chat
             .messages
             .iter()
             .enumerate()
-            .map(|(i, m)| (format!("{prefix}.messages[{i}].content"), m.content.as_str()))
+            .map(|(i, m)| (at(format!("messages[{i}].content")), m.content.as_str()))
             .collect(),
         None => Vec::new(),
     }

@@ -397,16 +397,11 @@ pub const MAX_RENDERED_BYTES: usize = 2 * 1024 * 1024;
 
 /// The parsed texts of a version's template, each with its field path.
 fn parsed_texts(input: &VersionInput) -> std::result::Result<Vec<(String, tpl::Template)>, ServiceError> {
-    let texts: Vec<(String, &str)> = match input.template.as_ref().and_then(|t| t.kind.as_ref()) {
-        Some(template::Kind::Text(text)) => vec![("template".to_owned(), text.as_str())],
-        Some(template::Kind::Chat(chat)) => chat
-            .messages
-            .iter()
-            .enumerate()
-            .map(|(i, m)| (format!("messages[{i}].content"), m.content.as_str()))
-            .collect(),
-        None => Vec::new(),
-    };
+    let texts = input
+        .template
+        .as_ref()
+        .map(|t| domain::template_texts(t, ""))
+        .unwrap_or_default();
     texts
         .into_iter()
         .map(|(field, text)| {
@@ -443,17 +438,21 @@ pub fn render(
         ));
     }
     let mut missing: Vec<String> = Vec::new();
-    let mut rendered = parsed.iter().map(|(_, t)| match t.render(values, &declared) {
-        Ok(out) => out,
-        Err(tpl::MissingVariables(names)) => {
-            for name in names {
-                if !missing.contains(&name) {
-                    missing.push(name);
+    let mut rendered = Vec::with_capacity(parsed.len());
+    for (_, t) in &parsed {
+        match t.render(values, &declared) {
+            Ok(out) => rendered.push(out),
+            Err(tpl::MissingVariables(names)) => {
+                for name in names {
+                    if !missing.contains(&name) {
+                        missing.push(name);
+                    }
                 }
+                rendered.push(String::new());
             }
-            String::new()
         }
-    });
+    }
+    let mut rendered = rendered.into_iter();
     let kind = match input.template.as_ref().and_then(|t| t.kind.as_ref()) {
         Some(template::Kind::Text(_)) => {
             render_prompt_response::Kind::Text(rendered.next().unwrap_or_default())
@@ -472,7 +471,6 @@ pub fn render(
             ));
         }
     };
-    drop(rendered);
     if !missing.is_empty() {
         let mut error = ServiceError::invalid(
             missing

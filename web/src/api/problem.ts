@@ -82,17 +82,11 @@ export interface SourcePosition {
 }
 
 /**
- * Template problems in a violation list. The prompts service names each one
- * with its 1-based position, e.g. `3:14: unclosed {{ …`.
+ * Where a template problem is: the prompts service starts each one with its
+ * 1-based position, e.g. `3:14: unclosed {{ …`.
  */
-export function templatePositions(problem: Problem, fieldPrefix: string): SourcePosition[] {
-  const out: SourcePosition[] = [];
-  for (const violation of problem.errors ?? []) {
-    if (!violation.field.startsWith(fieldPrefix)) continue;
-    const match = /(?:^|\b(?:at|line)\s*)(\d+):(\d+):?\s*(.*)$/.exec(violation.description);
-    if (match) {
-      out.push({ line: Number(match[1]), column: Number(match[2]), message: match[3] || violation.description });
-    }
-  }
-  return out;
+export function sourcePosition(description: string): SourcePosition | null {
+  const match = /^(\d+):(\d+):?\s*(.*)$/.exec(description);
+  if (!match) return null;
+  return { line: Number(match[1]), column: Number(match[2]), message: match[3] || description };
 }

@@ -93,11 +93,22 @@ pub async fn signup(
         .map_err(|e| ServiceError::new(ErrorClass::Internal, format!("request task failed: {e}")))?;
     match created {
         Ok(created) => Ok(tokens(StatusCode::CREATED, created)),
-        // Every core is hashing passwords: try again in a moment.
-        Err(busy) if busy.class == ErrorClass::ResourceExhausted => {
-            Ok(([(header::RETRY_AFTER, "1")], busy.to_problem()).into_response())
-        }
-        Err(err) => Err(err),
+        Err(err) => busy_or(err),
+    }
+}
+
+/// A 429 with `Retry-After: seconds`.
+fn retry_later(err: &ServiceError, seconds: u64) -> Response {
+    ([(header::RETRY_AFTER, seconds.to_string())], err.to_problem()).into_response()
+}
+
+/// Every core hashing passwords (RESOURCE_EXHAUSTED) is a 429 to retry in a
+/// second; any other error is itself.
+fn busy_or(err: ServiceError) -> Result<Response, ServiceError> {
+    if err.class == ErrorClass::ResourceExhausted {
+        Ok(retry_later(&err, 1))
+    } else {
+        Err(err)
     }
 }
 
@@ -121,15 +132,14 @@ pub async fn login(
         .await
     {
         Ok(issued) => Ok(tokens(StatusCode::OK, issued)),
-        Err(LoginError::Service(err)) => Err(err),
+        Err(LoginError::Service(err)) => busy_or(err),
         Err(LoginError::Throttled(throttled)) => {
             let seconds = throttled.0.as_secs().max(1);
-            let problem = ServiceError::new(
+            let err = ServiceError::new(
                 ErrorClass::ResourceExhausted,
                 format!("too many failed logins: try again in {seconds} s"),
-            )
-            .to_problem();
-            Ok(([(header::RETRY_AFTER, seconds.to_string())], problem).into_response())
+            );
+            Ok(retry_later(&err, seconds))
         }
     }
 }

@@ -360,12 +360,6 @@ impl HashingGate {
     }
 }
 
-impl Identity {
-    async fn hashing<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, Busy> {
-        self.hashing.run(f).await
-    }
-}
-
 #[cfg(test)]
 mod hashing_tests {
     use super::*;
@@ -637,7 +631,8 @@ impl Identity {
         let mut user_id = Uuid::now_v7().simple().to_string();
         let hash = {
             let password_text = password_text.to_owned();
-            self.hashing(move || password::hash(&password_text))
+            self.hashing
+                .run(move || password::hash(&password_text))
                 .await
                 .map_err(Busy::into_service_error)?
         }
@@ -733,7 +728,8 @@ impl Identity {
                 .map_err(unavailable)?;
         let Some(stored) = stored else { return Ok(false) };
         let password_text = password_text.to_owned();
-        self.hashing(move || password::verify(&password_text, &stored))
+        self.hashing
+            .run(move || password::verify(&password_text, &stored))
             .await
             .map_err(Busy::into_service_error)
     }
@@ -760,12 +756,10 @@ impl Identity {
         };
         let ok = {
             let password_text = password_text.to_owned();
-            self.hashing(move || password::verify(&password_text, &stored))
+            self.hashing
+                .run(move || password::verify(&password_text, &stored))
                 .await
-                .map_err(|busy| match busy {
-                    Busy::Wait(wait) => LoginError::Throttled(Throttled(wait)),
-                    Busy::Failed(err) => LoginError::Service(err),
-                })?
+                .map_err(|busy| LoginError::Service(busy.into_service_error()))?
         };
         let Some(user_id) = user_id.filter(|_| ok) else {
             // The attempt was counted as a failure when it began.

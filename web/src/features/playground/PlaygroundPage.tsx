@@ -14,6 +14,7 @@ import { ModelOptions, useModels } from "../models";
 import { draftBody, draftFromVersion, draftTexts } from "../prompts/draft";
 import { initialValues, missingVariables, variableFields, variablesToSend } from "../prompts/template";
 import { RunOutput } from "./RunOutput";
+import { withChanges } from "../../app/url";
 import { useRunStream, type ExecuteBody, type Run } from "./stream";
 
 type Variant = string; // `model:<id>` or `version:<n>`
@@ -28,13 +29,10 @@ export default function PlaygroundPage() {
   const models = useModels();
   const { can } = useAuth();
 
+  // An empty choice (no prompt, the latest version) leaves the URL without it.
   const setParam = (changes: Record<string, string | null>) => {
-    const next = new URLSearchParams(params);
-    for (const [k, v] of Object.entries(changes)) {
-      if (v === null || v === "") next.delete(k);
-      else next.set(k, v);
-    }
-    setParams(next, { replace: true });
+    const cleared = Object.fromEntries(Object.entries(changes).map(([k, v]) => [k, v || null]));
+    setParams(withChanges(params, cleared), { replace: true });
   };
 
   // ---- the input ----

@@ -4,7 +4,7 @@
  * playground's columns and by chat.
  */
 import { useCallback, useRef, useState } from "react";
-import { api, type Schemas } from "../../api/client";
+import { api, problemOf, type Schemas } from "../../api/client";
 import { ApiError, isProblem, networkProblem } from "../../api/problem";
 import { readSse } from "../../api/sse";
 
@@ -40,12 +40,7 @@ async function open(start: Start, signal: AbortSignal): Promise<ReadableStream<U
         });
   if (!result.response.ok || !result.data) {
     // openapi-fetch has already read an error's body into `error`.
-    const body: unknown = result.error ?? (await result.response.json().catch(() => null));
-    throw new ApiError(
-      isProblem(body)
-        ? body
-        : { type: "about:blank", title: "Error", status: result.response.status, detail: `The gateway answered ${result.response.status}.` },
-    );
+    throw new ApiError(problemOf(result.error, result.response));
   }
   return result.data as unknown as ReadableStream<Uint8Array>;
 }

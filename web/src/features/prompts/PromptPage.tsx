@@ -11,6 +11,7 @@ import { DiffView } from "./DiffView";
 import { draftBody, draftFromVersion, type Draft } from "./draft";
 import { exportPrompts } from "./ImportExport";
 import { Labels } from "./Labels";
+import { withChanges } from "../../app/url";
 import { VersionEditor, shownInline } from "./VersionEditor";
 
 type Tab = "editor" | "history" | "diff";
@@ -20,12 +21,8 @@ export default function PromptPage() {
   const [params, setParams] = useSearchParams();
   const tab = (params.get("tab") as Tab | null) ?? "editor";
   const prompt = usePrompt(promptId);
-  const setTab = (next: Tab, extra: Record<string, string> = {}) => {
-    const p = new URLSearchParams(params);
-    p.set("tab", next);
-    for (const [k, v] of Object.entries(extra)) p.set(k, v);
-    setParams(p, { replace: next === tab });
-  };
+  const setTab = (next: Tab, extra: Record<string, string> = {}) =>
+    setParams(withChanges(params, { ...extra, tab: next }), { replace: next === tab });
 
   if (prompt.isLoading) {
     return (

@@ -8,6 +8,7 @@ import { useNow } from "../../auth/AuthContext";
 import { folderName, useFolders, usePromptList, type Prompt } from "./api";
 import { folderTree, type FolderNode } from "./tree";
 import { ImportDialog, exportPrompts } from "./ImportExport";
+import { withChanges } from "../../app/url";
 
 const ROW_HEIGHT = 52;
 
@@ -30,10 +31,7 @@ export default function PromptsPage() {
   useEffect(() => {
     const timer = window.setTimeout(() => {
       if (search === q) return;
-      const next = new URLSearchParams(params);
-      if (search.trim()) next.set("q", search.trim());
-      else next.delete("q");
-      setParams(next, { replace: true });
+      setParams(withChanges(params, { q: search.trim() || null }), { replace: true });
     }, 250);
     return () => window.clearTimeout(timer);
   }, [search, q, params, setParams]);
@@ -48,12 +46,7 @@ export default function PromptsPage() {
   const nothingAtAll = folders.data && tree.total === 0 && !filtered;
 
   const link = (changes: Record<string, string | undefined>) => {
-    const next = new URLSearchParams(params);
-    for (const [k, v] of Object.entries(changes)) {
-      if (v === undefined) next.delete(k);
-      else next.set(k, v);
-    }
-    const s = next.toString();
+    const s = withChanges(params, changes).toString();
     return s ? `/prompts?${s}` : "/prompts";
   };
 

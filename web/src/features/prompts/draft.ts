@@ -1,6 +1,6 @@
 /** An unsaved version as the editor holds it, and its conversion to and from the API. */
 import type { Schemas } from "../../api/client";
-import { templatePositions, type Problem, type SourcePosition } from "../../api/problem";
+import { sourcePosition, type Problem, type SourcePosition } from "../../api/problem";
 import { templateVariables, type MessageDoc, type VariableDoc } from "./template";
 
 export type ModelDoc = Schemas["ModelDoc"];
@@ -87,8 +87,8 @@ export function problemsByEditor(problem: Problem | null): Record<string, Source
     const message = /messages\[(\d+)\]\.content$/.exec(violation.field);
     const key = message ? `messages[${message[1]}]` : violation.field.endsWith("template") ? "template" : null;
     if (!key) continue;
-    const positions = templatePositions({ ...problem, errors: [violation] }, violation.field);
-    if (positions.length) (out[key] ??= []).push(...positions);
+    const position = sourcePosition(violation.description);
+    if (position) (out[key] ??= []).push(position);
   }
   return out;
 }
